@@ -80,7 +80,7 @@ export function checkPrefix(prefix: string): string | undefined {
   return undefined;
 }
 
-/** Parses one entry (whitespace already removed). Throws a string message on error. */
+/** Parses one entry (whitespace already removed). Throws EntryError. */
 function parseEntry(raw: string): BucketEntry {
   let rest = raw;
   let readOnly = false;
@@ -113,11 +113,14 @@ function parseEntry(raw: string): BucketEntry {
   return { name: resolvedName, bucket, prefix, readOnly };
 }
 
-class EntryError {
+/** Internal: one entry's problem, caught by {@link parseBuckets}. */
+class EntryError extends Error {
   constructor(
-    readonly message: string,
-    readonly name?: string,
-  ) {}
+    message: string,
+    readonly entryName?: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Parses the annotation value. Never throws. */
@@ -156,8 +159,8 @@ export function parseBuckets(value: string | undefined | null): ParsedBuckets {
     } catch (e) {
       if (!(e instanceof EntryError)) throw e;
       const err: BucketEntryError =
-        e.name !== undefined && checkMountName(e.name) === undefined
-          ? { index, raw: clip(raw), name: e.name, message: e.message }
+        e.entryName !== undefined && checkMountName(e.entryName) === undefined
+          ? { index, raw: clip(raw), name: e.entryName, message: e.message }
           : { index, raw: clip(raw), message: e.message };
       errors.push(err);
     }

@@ -104,7 +104,7 @@ export function readOptionFile(spec: OptionSpec, path: string): string {
     return readFileSync(path, "utf8");
   } catch (e) {
     throw new ConfigError(
-      `${where(spec)}: cannot read "${path}": ${(e as NodeJS.ErrnoException).code ?? e}`,
+      `${where(spec)}: cannot read "${path}": ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
       {
         cause: e,
       },

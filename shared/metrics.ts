@@ -1,0 +1,153 @@
+/**
+ * A small Prometheus registry: counters and histograms with labels, rendered in the text
+ * exposition format (version 0.0.4). Pure: values change only through the methods below.
+ */
+
+type Labels = Record<string, string>;
+
+function labelKey(labels: Labels): string {
+  return Object.keys(labels)
+    .sort()
+    .map((k) => `${k}="${escapeLabel(labels[k]!)}"`)
+    .join(",");
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+function braces(key: string, extra?: string): string {
+  const all = [key, extra].filter((s) => s !== undefined && s !== "").join(",");
+  return all === "" ? "" : `{${all}}`;
+}
+
+interface Metric {
+  render(): string;
+}
+
+export class Counter implements Metric {
+  private readonly values = new Map<string, number>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  inc(labels: Labels = {}, by = 1): void {
+    const k = labelKey(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+
+  get(labels: Labels = {}): number {
+    return this.values.get(labelKey(labels)) ?? 0;
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    for (const [k, v] of this.values) lines.push(`${this.name}${braces(k)} ${v}`);
+    return lines.join("\n");
+  }
+}
+
+export class Gauge implements Metric {
+  private readonly values = new Map<string, number>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  set(labels: Labels, value: number): void {
+    this.values.set(labelKey(labels), value);
+  }
+
+  /** Replaces every series at once, so that series whose label set disappeared are dropped. */
+  reset(series: ReadonlyArray<[Labels, number]>): void {
+    this.values.clear();
+    for (const [l, v] of series) this.set(l, v);
+  }
+
+  get(labels: Labels = {}): number {
+    return this.values.get(labelKey(labels)) ?? 0;
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    for (const [k, v] of this.values) lines.push(`${this.name}${braces(k)} ${v}`);
+    return lines.join("\n");
+  }
+}
+
+/** Default buckets, in seconds, from 0.5 ms to 30 s. */
+export const DEFAULT_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+
+export class Histogram implements Metric {
+  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[] = DEFAULT_BUCKETS,
+  ) {}
+
+  observe(labels: Labels, value: number): void {
+    const k = labelKey(labels);
+    let s = this.series.get(k);
+    if (!s) {
+      s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 };
+      this.series.set(k, s);
+    }
+    this.buckets.forEach((b, i) => {
+      if (value <= b) s.counts[i]!++;
+    });
+    s.sum += value;
+    s.count++;
+  }
+
+  count(labels: Labels = {}): number {
+    return this.series.get(labelKey(labels))?.count ?? 0;
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    for (const [k, s] of this.series) {
+      this.buckets.forEach((b, i) =>
+        lines.push(`${this.name}_bucket${braces(k, `le="${b}"`)} ${s.counts[i]}`),
+      );
+      lines.push(`${this.name}_bucket${braces(k, 'le="+Inf"')} ${s.count}`);
+      lines.push(`${this.name}_sum${braces(k)} ${s.sum}`);
+      lines.push(`${this.name}_count${braces(k)} ${s.count}`);
+    }
+    return lines.join("\n");
+  }
+}
+
+export class Registry {
+  private readonly metrics: Metric[] = [];
+
+  counter(name: string, help: string): Counter {
+    return this.add(new Counter(name, help));
+  }
+
+  gauge(name: string, help: string): Gauge {
+    return this.add(new Gauge(name, help));
+  }
+
+  histogram(name: string, help: string, buckets?: readonly number[]): Histogram {
+    return this.add(new Histogram(name, help, buckets));
+  }
+
+  private add<M extends Metric>(m: M): M {
+    this.metrics.push(m);
+    return m;
+  }
+
+  /** The exposition text, served with content type {@link METRICS_CONTENT_TYPE}. */
+  render(): string {
+    return `${this.metrics.map((m) => m.render()).join("\n")}\n`;
+  }
+}
+
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

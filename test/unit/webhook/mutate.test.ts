@@ -1,0 +1,359 @@
+import { expect } from "chai";
+import { ANNOTATIONS, VOLUME_NAME } from "../../../shared/names.js";
+import { signPodId, verifyPodId } from "../../../shared/signing.js";
+import {
+  admitPod,
+  escapePointer,
+  mutatePod,
+  normalizeMountPath,
+  type MutateConfig,
+  type MutateResult,
+} from "../../../webhook/mutate.js";
+import { decodeAdmissionReview } from "../../../webhook/review.js";
+import {
+  admissionReview,
+  barePod,
+  deploymentPod,
+  ephemeralPod,
+  sidecarPod,
+  type Json,
+} from "../../fixtures/pods.js";
+import { applyJsonPatch, validatePod } from "../../support/patch.js";
+
+const key = Buffer.from("unit-test-signing-key-0123456789");
+const cfg: MutateConfig = {
+  root: "/var/lib/dynamic-volumes",
+  defaultMountPath: "/datasets",
+  signingKey: key,
+};
+let counter = 0;
+const mintId = (): string => (++counter).toString(16).padStart(32, "0");
+
+function patchedOrFail(r: MutateResult): Extract<MutateResult, { kind: "patched" }> {
+  if (r.kind !== "patched") throw new Error(`expected a patch, got ${r.kind}: ${JSON.stringify(r)}`);
+  return r;
+}
+
+function deniedOrFail(r: MutateResult): Extract<MutateResult, { kind: "denied" }> {
+  if (r.kind !== "denied") throw new Error(`expected a denial, got ${r.kind}`);
+  return r;
+}
+
+type Pod = {
+  metadata: { annotations: Record<string, string>; name?: string };
+  spec: {
+    volumes: Array<{ name: string; hostPath?: { path: string; type: string } }>;
+    containers: Array<{ name: string; volumeMounts?: Array<Record<string, unknown>> }>;
+    initContainers?: Array<{ name: string; volumeMounts?: Array<Record<string, unknown>> }>;
+    ephemeralContainers?: Array<Record<string, unknown>>;
+  };
+};
+
+/** Admits, applies the patch, validates the schema, and checks that a second admission is a no-op. */
+function inject(
+  pod: Json,
+  namespace = "team-a",
+): { pod: Pod; result: Extract<MutateResult, { kind: "patched" }> } {
+  const result = patchedOrFail(mutatePod(pod, namespace, cfg, mintId));
+  const out = applyJsonPatch(pod, result.patch) as unknown as Pod;
+  validatePod(out);
+  const again = mutatePod(out, namespace, cfg, mintId);
+  expect(again.kind, "second admission of the injected pod").to.equal("unchanged");
+  return { pod: out, result };
+}
+
+function mountsOf(
+  c: { volumeMounts?: Array<Record<string, unknown>> } | undefined,
+): Array<Record<string, unknown>> {
+  return (c?.volumeMounts ?? []).filter((m) => m.name === VOLUME_NAME);
+}
+
+describe("mutatePod", () => {
+  describe("when the pod comes from a Deployment (generateName, no name, no uid)", () => {
+    it("adds the hostPath volume, a read-only HostToContainer mount and signed annotations", () => {
+      const { pod, result } = inject(deploymentPod());
+      const vol = pod.spec.volumes.find((v) => v.name === VOLUME_NAME);
+      expect(vol?.hostPath).to.deep.equal({
+        path: `/var/lib/dynamic-volumes/pods/${result.id}`,
+        type: "DirectoryOrCreate",
+      });
+      expect(pod.spec.volumes).to.have.length(2, "the kube-api-access volume is kept");
+      expect(mountsOf(pod.spec.containers[0])).to.deep.equal([
+        { name: VOLUME_NAME, mountPath: "/datasets", readOnly: true, mountPropagation: "HostToContainer" },
+      ]);
+      expect(pod.spec.containers[0]!.volumeMounts).to.have.length(2);
+      const a = pod.metadata.annotations;
+      expect(a[ANNOTATIONS.id])
+        .to.equal(result.id)
+        .and.match(/^[0-9a-f]{32}$/);
+      expect(a[ANNOTATIONS.mountPath]).to.equal("/datasets");
+      expect(verifyPodId(key, "team-a", a[ANNOTATIONS.id]!, a[ANNOTATIONS.idSignature]!)).to.be.true;
+      expect(verifyPodId(key, "team-b", a[ANNOTATIONS.id]!, a[ANNOTATIONS.idSignature]!)).to.be.false;
+    });
+
+    it("mints a fresh id on every admission", () => {
+      const a = patchedOrFail(mutatePod(deploymentPod(), "team-a", cfg, mintId));
+      const b = patchedOrFail(mutatePod(deploymentPod(), "team-a", cfg, mintId));
+      expect(a.id).to.not.equal(b.id);
+    });
+
+    it("warns that Pod Security Admission below privileged rejects the hostPath", () => {
+      const r = patchedOrFail(mutatePod(deploymentPod(), "team-a", cfg, mintId));
+      expect(r.warnings.join("\n")).to.match(/Pod Security Admission/);
+    });
+  });
+
+  describe("when the pod has no annotations, volumes or volumeMounts", () => {
+    it("creates each missing list and map instead of appending to it", () => {
+      const r = patchedOrFail(mutatePod(barePod(), "team-a", cfg, mintId));
+      const paths = r.patch.map((p) => p.path);
+      expect(paths).to.deep.equal([
+        "/metadata/annotations",
+        "/spec/volumes",
+        "/spec/containers/0/volumeMounts",
+      ]);
+      inject(barePod());
+    });
+
+    it("creates metadata when the pod has none", () => {
+      const pod = barePod();
+      delete pod.metadata;
+      const r = patchedOrFail(mutatePod(pod, "team-a", cfg, mintId));
+      expect(r.patch[0]).to.deep.include({ op: "add", path: "/metadata" });
+      expect(applyJsonPatch(pod, r.patch)).to.have.nested.property("metadata.annotations");
+    });
+  });
+
+  describe("when annotations and volumes exist", () => {
+    it("adds to them, escaping '/' in keys as ~1, and keeps every other entry", () => {
+      const pod = sidecarPod();
+      const r = patchedOrFail(mutatePod(pod, "team-a", cfg, mintId));
+      expect(r.patch.map((p) => p.op)).to.satisfy((ops: string[]) => ops.every((o) => o === "add"));
+      expect(r.patch.map((p) => p.path)).to.include.members([
+        "/metadata/annotations/dynamic-volumes~1id",
+        "/metadata/annotations/dynamic-volumes~1id-signature",
+        "/metadata/annotations/dynamic-volumes~1mount-path",
+        "/spec/volumes/-",
+      ]);
+      const { pod: out } = inject(pod);
+      expect(out.metadata.annotations["example.com/owner"]).to.equal("data/platform");
+      expect(out.spec.volumes.map((v) => v.name)).to.deep.equal(["logs", VOLUME_NAME]);
+    });
+  });
+
+  describe("container selection", () => {
+    it("mounts into every app container and no init container by default", () => {
+      const { pod } = inject(sidecarPod());
+      expect(pod.spec.containers.map((c) => mountsOf(c).length)).to.deep.equal([1, 1]);
+      expect(pod.spec.initContainers!.map((c) => mountsOf(c).length)).to.deep.equal([0, 0]);
+    });
+
+    it("mounts only into the named containers, including a native sidecar when named", () => {
+      const { pod, result } = inject(sidecarPod({ [ANNOTATIONS.containers]: " metrics , log-shipper " }));
+      expect(result.containers).to.deep.equal(["metrics", "log-shipper"]);
+      expect(pod.spec.containers.map((c) => mountsOf(c).length)).to.deep.equal([0, 1]);
+      expect(pod.spec.initContainers!.map((c) => mountsOf(c).length)).to.deep.equal([0, 1]);
+    });
+
+    it("leaves ephemeral containers alone", () => {
+      const { pod } = inject(ephemeralPod());
+      expect(pod.spec.ephemeralContainers).to.deep.equal([
+        { name: "debugger", image: "busybox:1.36", targetContainerName: "app" },
+      ]);
+      expect(mountsOf(pod.spec.containers[0])).to.have.length(1);
+    });
+  });
+
+  describe("mount path", () => {
+    it("uses the annotation, normalized, and writes the resolved value back", () => {
+      const { pod } = inject(deploymentPod({ [ANNOTATIONS.mountPath]: "/mnt//buckets/" }));
+      expect(pod.metadata.annotations[ANNOTATIONS.mountPath]).to.equal("/mnt/buckets");
+      expect(mountsOf(pod.spec.containers[0])[0]!.mountPath).to.equal("/mnt/buckets");
+    });
+
+    const rows: Array<[string, string, RegExp]> = [
+      ["[error] relative", "datasets", /relative/],
+      ["[error] parent segment", "/data/../etc", /\.\./],
+      ["[error] the root", "/", /root/],
+      ["[error] empty", "", /empty/],
+      ["[error] control characters", "/data\nsets", /control/],
+    ];
+    for (const [label, value, message] of rows)
+      it(`${label}: denies "${JSON.stringify(value)}" with a message`, () => {
+        const r = deniedOrFail(
+          mutatePod(deploymentPod({ [ANNOTATIONS.mountPath]: value }), "team-a", cfg, mintId),
+        );
+        expect(r.code).to.equal(400);
+        expect(r.message)
+          .to.match(message)
+          .and.match(/mount-path/);
+      });
+
+    it("[ok] normalizeMountPath keeps a plain path", () => {
+      expect(normalizeMountPath("/datasets")).to.deep.equal({ path: "/datasets" });
+    });
+  });
+
+  describe("denials a user can act on", () => {
+    it("denies a mount path that collides with an existing volumeMount in a selected container", () => {
+      const r = deniedOrFail(
+        mutatePod(sidecarPod({ [ANNOTATIONS.mountPath]: "/var/log/app" }), "team-a", cfg, mintId),
+      );
+      expect(r.message).to.match(/container "app" already mounts volume "logs" at \/var\/log\/app/);
+      expect(r.message).to.match(/mount-path/);
+    });
+
+    it("allows that path when the colliding container is not selected", () => {
+      inject(sidecarPod({ [ANNOTATIONS.mountPath]: "/var/log/app", [ANNOTATIONS.containers]: "metrics" }));
+    });
+
+    it("denies a containers entry that names no container, listing the real ones", () => {
+      const r = deniedOrFail(
+        mutatePod(sidecarPod({ [ANNOTATIONS.containers]: "app,ghost" }), "team-a", cfg, mintId),
+      );
+      expect(r.message)
+        .to.match(/"ghost"/)
+        .and.match(/app, metrics, fetch-config, log-shipper/);
+    });
+
+    it("denies a pod that declares its own volume named dynamic-volumes", () => {
+      const pod = barePod() as Pod & Json;
+      (pod.spec as Json).volumes = [{ name: VOLUME_NAME, emptyDir: {} }];
+      expect(deniedOrFail(mutatePod(pod, "team-a", cfg, mintId)).message).to.match(/did not sign/);
+    });
+
+    const hostPaths: Array<[string, string, RegExp]> = [
+      ["another pod's directory", "/var/lib/dynamic-volumes/pods/00000000000000000000000000000001", /inside/],
+      ["the root itself", "/var/lib/dynamic-volumes", /inside/],
+      ["the root with a trailing slash and dot segments", "/var/lib/./dynamic-volumes/pods/", /inside/],
+      ["the agent's private state", "/var/lib/dynamic-volumes/agent", /inside/],
+      ["an ancestor of the root", "/var/lib", /contains/],
+      ["the host's /", "/", /contains/],
+    ];
+    for (const [label, path, message] of hostPaths)
+      it(`denies a hostPath volume on ${label}`, () => {
+        const pod = barePod();
+        (pod.spec as Json).volumes = [{ name: "sneaky", hostPath: { path } }];
+        const r = deniedOrFail(mutatePod(pod, "team-a", cfg, mintId));
+        expect(r.message).to.match(message).and.include(`"sneaky"`);
+      });
+
+    it("allows an unrelated hostPath such as /var/lib/dynamic-volumes-old", () => {
+      const pod = barePod();
+      (pod.spec as Json).volumes = [{ name: "old", hostPath: { path: "/var/lib/dynamic-volumes-old" } }];
+      inject(pod);
+    });
+
+    it("denies a victim's signed injection replayed in another namespace", () => {
+      const { pod: victim } = inject(deploymentPod(), "team-a");
+      const copy = structuredClone(victim) as unknown as Json;
+      const r = deniedOrFail(mutatePod(copy, "team-b", cfg, mintId));
+      expect(r.message).to.match(/did not sign for namespace "team-b"/);
+    });
+
+    it("denies an injection whose hostPath was pointed at another pod's directory", () => {
+      const { pod: mine } = inject(deploymentPod(), "team-a");
+      const vol = mine.spec.volumes.find((v) => v.name === VOLUME_NAME)!;
+      vol.hostPath!.path = "/var/lib/dynamic-volumes/pods/ffffffffffffffffffffffffffffffff";
+      expect(mutatePod(mine, "team-a", cfg, mintId).kind).to.equal("denied");
+    });
+
+    it("denies an injection whose id annotation was rewritten, even with a valid signature for the new id", () => {
+      const { pod: mine } = inject(deploymentPod(), "team-a");
+      const other = "ffffffffffffffffffffffffffffffff";
+      mine.metadata.annotations[ANNOTATIONS.id] = other;
+      mine.metadata.annotations[ANNOTATIONS.idSignature] = signPodId(key, "team-a", other);
+      expect(mutatePod(mine, "team-a", cfg, mintId).kind).to.equal("denied");
+    });
+
+    it("denies a forged hostPath even when the pod opts out", () => {
+      const pod = barePod();
+      (pod.metadata as Json).annotations = { [ANNOTATIONS.inject]: "false" };
+      (pod.spec as Json).volumes = [{ name: "x", hostPath: { path: "/var/lib/dynamic-volumes/pods/abc" } }];
+      expect(mutatePod(pod, "team-a", cfg, mintId).kind).to.equal("denied");
+    });
+
+    const malformed: Array<[string, (p: Json) => void]> = [
+      ["spec missing", (p) => delete p.spec],
+      ["containers not a list", (p) => ((p.spec as Json).containers = { name: "x" })],
+      ["no containers", (p) => ((p.spec as Json).containers = [])],
+      ["a container without a name", (p) => ((p.spec as Json).containers = [{ image: "x" }])],
+      ["volumes not a list", (p) => ((p.spec as Json).volumes = "x")],
+      ["annotations not a map", (p) => ((p.metadata as Json).annotations = ["x"])],
+      ["volumeMounts not a list", (p) => (((p.spec as Json).containers as Json[])[0]!.volumeMounts = 7)],
+      ["mount-path not a string", (p) => ((p.metadata as Json).annotations = { [ANNOTATIONS.mountPath]: 5 })],
+    ];
+    for (const [label, breakIt] of malformed)
+      it(`[error] ${label}: denied with 400, no exception`, () => {
+        const pod = barePod();
+        breakIt(pod);
+        const r = deniedOrFail(mutatePod(pod, "team-a", cfg, mintId));
+        expect(r.code).to.equal(400);
+      });
+  });
+
+  describe("opt-outs and pods that are not ours", () => {
+    it('skips a pod annotated dynamic-volumes/inject: "false"', () => {
+      expect(
+        mutatePod(deploymentPod({ [ANNOTATIONS.inject]: "false" }), "team-a", cfg, mintId).kind,
+      ).to.equal("skipped");
+    });
+
+    it('injects a pod annotated dynamic-volumes/inject: "true"', () => {
+      inject(deploymentPod({ [ANNOTATIONS.inject]: "true" }));
+    });
+
+    it("skips UPDATE, sub-resources and other resources", () => {
+      const base = decodeAdmissionReview(admissionReview(deploymentPod()));
+      expect(admitPod({ ...base, operation: "UPDATE" }, cfg, mintId).kind).to.equal("skipped");
+      expect(admitPod({ ...base, subResource: "status" }, cfg, mintId).kind).to.equal("skipped");
+      expect(
+        admitPod(
+          { ...base, resource: { group: "apps", version: "v1", resource: "deployments" } },
+          cfg,
+          mintId,
+        ).kind,
+      ).to.equal("skipped");
+    });
+
+    it("signs for request.namespace, not for what the object claims", () => {
+      const pod = deploymentPod();
+      (pod.metadata as Json).namespace = "team-b";
+      const req = decodeAdmissionReview(admissionReview(pod, { namespace: "team-a" }));
+      const r = patchedOrFail(admitPod(req, cfg, mintId));
+      const out = applyJsonPatch(pod, r.patch) as unknown as Pod;
+      const sig = out.metadata.annotations[ANNOTATIONS.idSignature]!;
+      expect(verifyPodId(key, "team-a", r.id, sig)).to.be.true;
+    });
+  });
+
+  describe("the buckets annotation at admission", () => {
+    it("warns about each bad entry and never denies the pod for it", () => {
+      const r = patchedOrFail(
+        mutatePod(
+          deploymentPod({ [ANNOTATIONS.buckets]: "good-bucket, ../x:rw, data=b/p:xx" }),
+          "team-a",
+          cfg,
+          mintId,
+        ),
+      );
+      const w = r.warnings.filter((s) => s.includes(ANNOTATIONS.buckets));
+      expect(w).to.have.length(2);
+      expect(w[0]).to.match(/entry 2/);
+      expect(w[1]).to.match(/entry 3.*access "xx"/);
+    });
+
+    it("warns about an unknown mounter", () => {
+      const r = patchedOrFail(
+        mutatePod(deploymentPod({ [ANNOTATIONS.mounter]: "goofys" }), "team-a", cfg, mintId),
+      );
+      expect(r.warnings.join()).to.match(/goofys.*geesefs, s3fs, rclone/);
+    });
+  });
+});
+
+describe("escapePointer", () => {
+  it("escapes ~ before /", () => {
+    expect(escapePointer("a/b~c")).to.equal("a~1b~0c");
+  });
+});

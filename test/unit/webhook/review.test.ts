@@ -1,0 +1,102 @@
+import { expect } from "chai";
+import { AppError } from "../../../shared/errors.js";
+import {
+  allowed,
+  decodeAdmissionReview,
+  denied,
+  errored,
+  findUid,
+  patched,
+} from "../../../webhook/review.js";
+import { admissionReview, barePod, type Json } from "../../fixtures/pods.js";
+
+function rejects(body: unknown, message: RegExp): void {
+  let caught: unknown;
+  try {
+    decodeAdmissionReview(body);
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught, "decodeAdmissionReview should throw").to.be.instanceOf(AppError);
+  expect((caught as AppError).code).to.equal("BadRequest");
+  expect((caught as AppError).message).to.match(message);
+}
+
+describe("decodeAdmissionReview", () => {
+  it("[ok] decodes a real-shaped CREATE review", () => {
+    const r = decodeAdmissionReview(admissionReview(barePod(), { dryRun: true }));
+    expect(r).to.deep.include({
+      uid: "705ab4f5-6393-11e8-b7cc-42010a800002",
+      namespace: "team-a",
+      operation: "CREATE",
+      dryRun: true,
+    });
+    expect(r.resource).to.deep.equal({ group: "", version: "v1", resource: "pods" });
+  });
+
+  const cases: Array<[string, (b: Json) => unknown, RegExp]> = [
+    ["not an object", () => "hello", /JSON object/],
+    ["an array", () => [1, 2], /JSON object/],
+    ["v1beta1", (b) => ({ ...b, apiVersion: "admission.k8s.io/v1beta1" }), /admissionReviewVersions/],
+    ["wrong kind", (b) => ({ ...b, kind: "Pod" }), /kind must be "AdmissionReview"/],
+    ["no request", (b) => ({ ...b, request: undefined }), /request is missing/],
+    ["empty uid", (b) => ({ ...b, request: { ...(b.request as Json), uid: "" } }), /uid/],
+    ["numeric uid", (b) => ({ ...b, request: { ...(b.request as Json), uid: 5 } }), /uid/],
+    [
+      "no object on CREATE",
+      (b) => ({ ...b, request: { ...(b.request as Json), object: null } }),
+      /object is missing/,
+    ],
+    [
+      "bad operation",
+      (b) => ({ ...b, request: { ...(b.request as Json), operation: "PATCH" } }),
+      /operation/,
+    ],
+    [
+      "kind not an object",
+      (b) => ({ ...b, request: { ...(b.request as Json), kind: "Pod" } }),
+      /request.kind/,
+    ],
+    ["dryRun not boolean", (b) => ({ ...b, request: { ...(b.request as Json), dryRun: "yes" } }), /dryRun/],
+  ];
+  for (const [label, make, message] of cases)
+    it(`[error] ${label}`, () => {
+      rejects(make(admissionReview(barePod())), message);
+    });
+});
+
+describe("findUid", () => {
+  it("finds the uid of an otherwise malformed review", () => {
+    expect(findUid({ request: { uid: "abc" } })).to.equal("abc");
+    expect(findUid({ request: { uid: 1 } })).to.equal(undefined);
+    expect(findUid(null)).to.equal(undefined);
+  });
+});
+
+describe("response constructors", () => {
+  it("always echo the uid", () => {
+    for (const r of [
+      allowed("u1"),
+      patched("u1", [{ op: "add", path: "/a", value: 1 }]),
+      denied("u1", "no"),
+      errored("u1", 400, "x"),
+    ])
+      expect(r.response.uid).to.equal("u1");
+  });
+
+  it("patched encodes the JSON patch as base64 with patchType JSONPatch", () => {
+    const ops = [{ op: "add" as const, path: "/metadata/annotations/a~1b", value: "x" }];
+    const r = patched("u", ops, ["careful"]).response;
+    expect(r.patchType).to.equal("JSONPatch");
+    expect(JSON.parse(Buffer.from(r.patch!, "base64").toString("utf8"))).to.deep.equal(ops);
+    expect(r.warnings).to.deep.equal(["careful"]);
+  });
+
+  it("patched with an empty patch is a plain allow", () => {
+    expect(patched("u", []).response).to.deep.equal({ uid: "u", allowed: true });
+  });
+
+  it("denied carries the code and message", () => {
+    expect(denied("u", "because", 400).response.status).to.deep.include({ code: 400, message: "because" });
+  });
+});

@@ -1,0 +1,80 @@
+/**
+ * The webhook's configuration, read once at start-up from flags and environment variables and
+ * returned frozen. A bad value fails here with a message naming the flag and the variable.
+ */
+import {
+  envName,
+  parseAbsolutePath,
+  parseListen,
+  parsePositiveInt,
+  readOptions,
+  readSigningKey,
+  requireOption,
+  type OptionSpec,
+} from "../shared/config.js";
+import { ConfigError } from "../shared/errors.js";
+import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
+import { normalizeMountPath } from "./mutate.js";
+
+const opt = (flag: string, description: string, def?: string): OptionSpec => ({
+  flag,
+  env: envName(flag),
+  description,
+  ...(def !== undefined ? { default: def } : {}),
+});
+
+export const WEBHOOK_OPTIONS = {
+  listen: opt("listen", "address to serve HTTPS on, HOST:PORT", "0.0.0.0:8443"),
+  tlsCertFile: opt("tls-cert-file", "PEM serving certificate (reloaded when it changes)"),
+  tlsKeyFile: opt("tls-key-file", "PEM private key of the serving certificate"),
+  signingKeyFile: opt("signing-key-file", "file holding the id-signing key shared with the agents"),
+  root: opt("root", "host root that holds the pods' directories", DEFAULT_ROOT),
+  defaultMountPath: opt(
+    "default-mount-path",
+    "mount path for pods without the mount-path annotation",
+    DEFAULT_MOUNT_PATH,
+  ),
+  logLevel: opt("log-level", "pino log level: fatal, error, warn, info, debug, trace", "info"),
+  shutdownGraceSeconds: opt(
+    "shutdown-grace-seconds",
+    "how long in-flight requests may take after SIGTERM",
+    "10",
+  ),
+} as const;
+
+export interface WebhookConfig {
+  readonly listen: { host: string; port: number };
+  readonly tlsCertFile: string;
+  readonly tlsKeyFile: string;
+  readonly signingKey: Buffer;
+  readonly root: string;
+  readonly defaultMountPath: string;
+  readonly logLevel: string;
+  readonly shutdownGraceMs: number;
+}
+
+const LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+export function loadWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEnv): WebhookConfig {
+  const o = WEBHOOK_OPTIONS;
+  const raw = readOptions(Object.values(o), argv, env);
+  const mp = normalizeMountPath(requireOption(o.defaultMountPath, raw));
+  if ("error" in mp)
+    throw new ConfigError(`--default-mount-path (env ${o.defaultMountPath.env}) ${mp.error}`);
+  const logLevel = requireOption(o.logLevel, raw);
+  if (!LEVELS.has(logLevel))
+    throw new ConfigError(
+      `--log-level (env ${o.logLevel.env}): "${logLevel}" is not one of ${[...LEVELS].join(", ")}`,
+    );
+  return Object.freeze({
+    listen: parseListen(o.listen, requireOption(o.listen, raw)),
+    tlsCertFile: requireOption(o.tlsCertFile, raw),
+    tlsKeyFile: requireOption(o.tlsKeyFile, raw),
+    signingKey: readSigningKey(o.signingKeyFile, requireOption(o.signingKeyFile, raw)),
+    root: parseAbsolutePath(o.root, requireOption(o.root, raw)),
+    defaultMountPath: mp.path,
+    logLevel,
+    shutdownGraceMs:
+      parsePositiveInt(o.shutdownGraceSeconds, requireOption(o.shutdownGraceSeconds, raw)) * 1000,
+  });
+}

@@ -1,0 +1,68 @@
+/**
+ * Webhook entry point: configuration, logger, app, HTTPS with certificate reload, and a graceful
+ * shutdown on SIGTERM/SIGINT. Wiring only.
+ */
+import { usage } from "../shared/config.js";
+import { isAppError } from "../shared/errors.js";
+import { startHttpsServer } from "../shared/https-server.js";
+import { createLogger } from "../shared/logger.js";
+import { mintPodId } from "../shared/signing.js";
+import { WEBHOOK_OPTIONS, loadWebhookConfig } from "./config.js";
+import { createWebhookApp, createWebhookMetrics } from "./server.js";
+
+async function main(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(usage("dynamic-volumes-webhook", Object.values(WEBHOOK_OPTIONS)));
+    return 0;
+  }
+  const config = loadWebhookConfig(argv, process.env);
+  if (process.getuid?.() === 0)
+    process.stderr.write(
+      "dynamic-volumes webhook: running as root; the shipped image runs it as a non-root user\n",
+    );
+  const log = createLogger({ name: "dynamic-volumes-webhook", level: config.logLevel }).child({
+    component: "webhook",
+  });
+  let ready = false;
+  const app = createWebhookApp({
+    mutate: { root: config.root, defaultMountPath: config.defaultMountPath, signingKey: config.signingKey },
+    log,
+    metrics: createWebhookMetrics(),
+    mintId: mintPodId,
+    isReady: () => ready,
+  });
+  const server = await startHttpsServer({
+    handler: app,
+    tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile },
+    host: config.listen.host,
+    port: config.listen.port,
+    log,
+  });
+  ready = true;
+  log.info(
+    { host: config.listen.host, port: server.port, root: config.root },
+    "serving AdmissionReview on /mutate",
+  );
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      ready = false;
+      log.info({ signal }, "shutting down: draining in-flight requests");
+      void server.close(config.shutdownGraceMs).then(resolve);
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+  log.info("stopped");
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(
+      `dynamic-volumes webhook: ${isAppError(e) ? e.message : String((e as Error)?.stack ?? e)}\n`,
+    );
+    process.exit(isAppError(e) && e.code === "InvalidConfig" ? 2 : 1);
+  },
+);

@@ -1,0 +1,327 @@
+/**
+ * The admission decision for a pod, and the JSON patch that injects dynamic-volumes. Pure: the pod
+ * and configuration come in, a decision comes out; the id generator is passed in.
+ *
+ * Injection (DESIGN.md "Names"): a hostPath volume `dynamic-volumes` at `<root>/pods/<id>`
+ * (DirectoryOrCreate), a read-only volumeMount with `mountPropagation: HostToContainer` at the
+ * mount path in the selected containers, and the annotations `id`, `id-signature` and the resolved
+ * `mount-path`.
+ */
+import { posix } from "node:path";
+import { describeBucketError, parseBuckets } from "../shared/buckets.js";
+import { ANNOTATIONS, MOUNTERS, POD_ID_PATTERN, VOLUME_NAME, podDir } from "../shared/names.js";
+import { signPodId, verifyPodId } from "../shared/signing.js";
+import type { AdmissionRequest, JsonPatchOp } from "./review.js";
+
+export interface MutateConfig {
+  /** Host root; pods' directories live in `<root>/pods`. Absolute, no trailing slash. */
+  readonly root: string;
+  /** Mount path used when the pod does not set `dynamic-volumes/mount-path`. */
+  readonly defaultMountPath: string;
+  /** Key shared with the agents for `dynamic-volumes/id-signature`. */
+  readonly signingKey: Uint8Array;
+}
+
+export type MutateResult =
+  | {
+      kind: "patched";
+      patch: JsonPatchOp[];
+      id: string;
+      mountPath: string;
+      containers: string[];
+      warnings: string[];
+    }
+  /** Already carries our verified injection (reinvocation): admit unchanged. */
+  | { kind: "unchanged"; reason: string; warnings: string[] }
+  /** Not ours to change (opted out, not a pod CREATE): admit unchanged. */
+  | { kind: "skipped"; reason: string; warnings: string[] }
+  | { kind: "denied"; code: number; message: string; warnings: string[] };
+
+/** Shown whenever a pod is injected: Pod Security Admission rejects hostPath below `privileged`. */
+export const PSA_WARNING =
+  "dynamic-volumes: this pod gets a hostPath volume; Pod Security Admission at level baseline or restricted rejects it, so the namespace must allow privileged pods (pod-security.kubernetes.io/enforce=privileged)";
+
+const MAX_MOUNT_PATH_LENGTH = 1024;
+
+interface Container {
+  name?: unknown;
+  volumeMounts?: unknown;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Escapes one JSON Pointer reference token (RFC 6901): `~` → `~0`, `/` → `~1`. */
+export function escapePointer(token: string): string {
+  return token.replace(/~/g, "~0").replace(/\//g, "~1");
+}
+
+/** Returns the normalized absolute mount path, or a message saying why it is not acceptable. */
+export function normalizeMountPath(value: string): { path: string } | { error: string } {
+  if (value.length === 0) return { error: "is empty" };
+  if (value.length > MAX_MOUNT_PATH_LENGTH)
+    return { error: `is longer than ${MAX_MOUNT_PATH_LENGTH} characters` };
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) return { error: "contains control characters" };
+  if (!value.startsWith("/"))
+    return { error: `"${value}" is relative; use an absolute path such as /datasets` };
+  if (value.split("/").includes(".."))
+    return { error: `"${value}" contains ".."; use a plain absolute path` };
+  const path = posix.normalize(value).replace(/\/+$/, "");
+  if (path === "") return { error: `"${value}" is the container's root; use a directory such as /datasets` };
+  return { path };
+}
+
+function normalizeHostPath(p: string): string {
+  const n = posix.normalize(p);
+  return n.length > 1 ? n.replace(/\/+$/, "") : n;
+}
+
+/** How a hostPath relates to the root: inside it (or equal), an ancestor of it, or unrelated. */
+function relationToRoot(hostPath: string, root: string): "inside" | "ancestor" | "unrelated" {
+  const p = normalizeHostPath(hostPath);
+  if (p === root || p.startsWith(`${root}/`)) return "inside";
+  if (p === "/" || root.startsWith(`${p}/`)) return "ancestor";
+  return "unrelated";
+}
+
+function deny(message: string, code = 403, warnings: string[] = []): MutateResult {
+  return { kind: "denied", code, message: `dynamic-volumes: ${message}`, warnings };
+}
+
+/** Warnings for user annotations that the agent will read later; they never block admission. */
+function annotationWarnings(annotations: Record<string, unknown>): string[] {
+  const warnings: string[] = [];
+  const buckets = annotations[ANNOTATIONS.buckets];
+  if (buckets !== undefined) {
+    if (typeof buckets !== "string")
+      warnings.push(`dynamic-volumes: ${ANNOTATIONS.buckets} must be a string`);
+    else
+      for (const e of parseBuckets(buckets).errors)
+        warnings.push(
+          `dynamic-volumes: ${ANNOTATIONS.buckets} ${describeBucketError(e)}; that entry will not be mounted`,
+        );
+  }
+  const mounter = annotations[ANNOTATIONS.mounter];
+  if (mounter !== undefined && !(MOUNTERS as readonly unknown[]).includes(mounter))
+    warnings.push(
+      `dynamic-volumes: ${ANNOTATIONS.mounter} ${JSON.stringify(mounter)} is not one of ${MOUNTERS.join(", ")}; nothing will be mounted until it is`,
+    );
+  const secret = annotations[ANNOTATIONS.secret];
+  if (
+    secret !== undefined &&
+    (typeof secret !== "string" || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(secret))
+  )
+    warnings.push(
+      `dynamic-volumes: ${ANNOTATIONS.secret} ${JSON.stringify(secret)} is not a valid Secret name`,
+    );
+  return warnings;
+}
+
+/**
+ * Checks the pod for an existing claim on the root. Returns "verified" when it carries our own,
+ * signed injection for this namespace, "none" when it claims nothing, or a denial.
+ */
+function existingClaim(
+  volumes: unknown[],
+  annotations: Record<string, unknown>,
+  namespace: string,
+  cfg: MutateConfig,
+): "verified" | "none" | MutateResult {
+  const id = annotations[ANNOTATIONS.id];
+  const sig = annotations[ANNOTATIONS.idSignature];
+  let ours = 0;
+  let verified = false;
+  for (const v of volumes) {
+    if (!isObject(v)) continue;
+    const hostPath =
+      isObject(v.hostPath) && typeof v.hostPath.path === "string" ? v.hostPath.path : undefined;
+    if (v.name === VOLUME_NAME) {
+      ours++;
+      const ok =
+        hostPath !== undefined &&
+        typeof id === "string" &&
+        typeof sig === "string" &&
+        POD_ID_PATTERN.test(id) &&
+        normalizeHostPath(hostPath) === podDir(cfg.root, id) &&
+        verifyPodId(cfg.signingKey, namespace, id, sig);
+      if (!ok)
+        return deny(
+          `the pod already declares a volume named "${VOLUME_NAME}" that this webhook did not sign for namespace "${namespace}". ` +
+            `A copied or replayed injection would expose another pod's buckets. Remove that volume and its mounts (and the ${ANNOTATIONS.id} annotations) and create the pod again`,
+        );
+      verified = true;
+      continue;
+    }
+    if (hostPath === undefined) continue;
+    const rel = relationToRoot(hostPath, cfg.root);
+    const vname = typeof v.name === "string" ? v.name : "?";
+    if (rel === "inside")
+      return deny(
+        `volume "${vname}" mounts hostPath "${hostPath}", inside ${cfg.root}, which holds other pods' buckets. Remove that volume; dynamic-volumes gives the pod its own directory`,
+      );
+    if (rel === "ancestor")
+      return deny(
+        `volume "${vname}" mounts hostPath "${hostPath}", which contains ${cfg.root} and so every pod's buckets. Mount a narrower host directory, or opt the pod out with ${ANNOTATIONS.inject}: "false" in a namespace without the injection label`,
+      );
+  }
+  if (ours > 1) return deny(`the pod declares more than one volume named "${VOLUME_NAME}"`, 400);
+  return verified ? "verified" : "none";
+}
+
+/** Builds the admission decision for one AdmissionRequest. `mintId` returns a fresh 32-hex id. */
+export function admitPod(req: AdmissionRequest, cfg: MutateConfig, mintId: () => string): MutateResult {
+  if (req.resource.group !== "" || req.resource.resource !== "pods" || req.subResource !== undefined)
+    return { kind: "skipped", reason: "not a pod", warnings: [] };
+  if (req.operation !== "CREATE")
+    return { kind: "skipped", reason: `operation ${req.operation}`, warnings: [] };
+  if (req.namespace === undefined || req.namespace === "")
+    return deny("the request names no namespace; pods are namespaced", 400);
+  return mutatePod(req.object, req.namespace, cfg, mintId);
+}
+
+/** The decision for a pod being created in `namespace`. See {@link admitPod}. */
+export function mutatePod(
+  pod: unknown,
+  namespace: string,
+  cfg: MutateConfig,
+  mintId: () => string,
+): MutateResult {
+  if (!isObject(pod)) return deny("the object is not a pod", 400);
+  const metadata = isObject(pod.metadata) ? pod.metadata : undefined;
+  if (pod.metadata !== undefined && metadata === undefined) return deny("metadata must be an object", 400);
+  const annotations = metadata && isObject(metadata.annotations) ? metadata.annotations : {};
+  if (metadata?.annotations !== undefined && metadata.annotations !== null && !isObject(metadata.annotations))
+    return deny("metadata.annotations must be an object", 400);
+  const spec = pod.spec;
+  if (!isObject(spec)) return deny("the pod has no spec", 400);
+  if (spec.volumes !== undefined && spec.volumes !== null && !Array.isArray(spec.volumes))
+    return deny("spec.volumes must be a list", 400);
+  const volumes: unknown[] = Array.isArray(spec.volumes) ? spec.volumes : [];
+
+  // The claim check comes before the opt-out, so that opting out cannot smuggle a hostPath into
+  // another pod's directory.
+  const claim = existingClaim(volumes, annotations, namespace, cfg);
+  if (claim !== "verified" && claim !== "none") return claim;
+
+  const warnings = annotationWarnings(annotations);
+  if (annotations[ANNOTATIONS.inject] === "false")
+    return { kind: "skipped", reason: `${ANNOTATIONS.inject} is "false"`, warnings: [] };
+  if (claim === "verified") return { kind: "unchanged", reason: "already injected and verified", warnings };
+
+  const rawMountPath = annotations[ANNOTATIONS.mountPath];
+  if (rawMountPath !== undefined && typeof rawMountPath !== "string")
+    return deny(`${ANNOTATIONS.mountPath} must be a string`, 400);
+  const mp = normalizeMountPath(rawMountPath ?? cfg.defaultMountPath);
+  if ("error" in mp) return deny(`${ANNOTATIONS.mountPath} ${mp.error}`, 400);
+
+  const lists = { containers: spec.containers, initContainers: spec.initContainers } as const;
+  for (const [field, list] of Object.entries(lists))
+    if (list !== undefined && list !== null && !Array.isArray(list))
+      return deny(`spec.${field} must be a list`, 400);
+  const containers = (Array.isArray(spec.containers) ? spec.containers : []) as Container[];
+  const initContainers = (Array.isArray(spec.initContainers) ? spec.initContainers : []) as Container[];
+  if (containers.length === 0) return deny("the pod has no containers", 400);
+  if (![...containers, ...initContainers].every((c) => isObject(c) && typeof c.name === "string"))
+    return deny("every container must be an object with a name", 400);
+
+  const targets: Array<{ field: "containers" | "initContainers"; index: number; c: Container }> = [];
+  const rawSelection = annotations[ANNOTATIONS.containers];
+  if (rawSelection !== undefined && typeof rawSelection !== "string")
+    return deny(`${ANNOTATIONS.containers} must be a comma-separated list of container names`, 400);
+  const selected = (rawSelection ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  if (selected.length === 0) {
+    containers.forEach((c, index) => targets.push({ field: "containers", index, c }));
+  } else {
+    for (const name of new Set(selected)) {
+      const i = containers.findIndex((c) => c.name === name);
+      const j = initContainers.findIndex((c) => c.name === name);
+      if (i >= 0) targets.push({ field: "containers", index: i, c: containers[i]! });
+      else if (j >= 0) targets.push({ field: "initContainers", index: j, c: initContainers[j]! });
+      else {
+        const known = [...containers, ...initContainers].map((c) => String(c.name)).join(", ");
+        return deny(
+          `${ANNOTATIONS.containers} names "${name}", which is not a container of this pod (it has: ${known})`,
+          400,
+        );
+      }
+    }
+  }
+
+  for (const t of targets) {
+    if (t.c.volumeMounts !== undefined && t.c.volumeMounts !== null && !Array.isArray(t.c.volumeMounts))
+      return deny(`spec.${t.field}[${t.index}].volumeMounts must be a list`, 400);
+    for (const m of (t.c.volumeMounts as unknown[] | undefined) ?? []) {
+      if (!isObject(m) || typeof m.mountPath !== "string") continue;
+      const existing = normalizeMountPath(m.mountPath);
+      if ("path" in existing && existing.path === mp.path)
+        return deny(
+          `container "${String(t.c.name)}" already mounts volume "${String(m.name)}" at ${mp.path}. ` +
+            `Choose another path with the ${ANNOTATIONS.mountPath} annotation, or leave the container out with ${ANNOTATIONS.containers}`,
+          400,
+        );
+    }
+  }
+
+  const id = mintId();
+  if (!POD_ID_PATTERN.test(id)) throw new Error("mintId must return 32 lowercase hex digits");
+  const patch = buildPatch(pod, metadata, spec, targets, {
+    id,
+    signature: signPodId(cfg.signingKey, namespace, id),
+    mountPath: mp.path,
+    hostPath: podDir(cfg.root, id),
+  });
+  return {
+    kind: "patched",
+    patch,
+    id,
+    mountPath: mp.path,
+    containers: targets.map((t) => String(t.c.name)),
+    warnings: [PSA_WARNING, ...warnings],
+  };
+}
+
+function buildPatch(
+  pod: Record<string, unknown>,
+  metadata: Record<string, unknown> | undefined,
+  spec: Record<string, unknown>,
+  targets: ReadonlyArray<{ field: string; index: number; c: Container }>,
+  inj: { id: string; signature: string; mountPath: string; hostPath: string },
+): JsonPatchOp[] {
+  const patch: JsonPatchOp[] = [];
+  const ours: Record<string, string> = {
+    [ANNOTATIONS.id]: inj.id,
+    [ANNOTATIONS.idSignature]: inj.signature,
+    [ANNOTATIONS.mountPath]: inj.mountPath,
+  };
+  if (metadata === undefined || pod.metadata === undefined) {
+    patch.push({ op: "add", path: "/metadata", value: { annotations: ours } });
+  } else if (!isObject(metadata.annotations)) {
+    patch.push({ op: "add", path: "/metadata/annotations", value: ours });
+  } else {
+    // "add" on an existing member replaces it (RFC 6902 §4.1), which drops any stale id a user copied.
+    for (const [k, v] of Object.entries(ours))
+      patch.push({ op: "add", path: `/metadata/annotations/${escapePointer(k)}`, value: v });
+  }
+
+  const volume = { name: VOLUME_NAME, hostPath: { path: inj.hostPath, type: "DirectoryOrCreate" } };
+  if (Array.isArray(spec.volumes)) patch.push({ op: "add", path: "/spec/volumes/-", value: volume });
+  else patch.push({ op: "add", path: "/spec/volumes", value: [volume] });
+
+  const mount = {
+    name: VOLUME_NAME,
+    mountPath: inj.mountPath,
+    readOnly: true,
+    mountPropagation: "HostToContainer",
+  };
+  for (const t of targets) {
+    const base = `/spec/${t.field}/${t.index}/volumeMounts`;
+    if (Array.isArray(t.c.volumeMounts)) patch.push({ op: "add", path: `${base}/-`, value: mount });
+    else patch.push({ op: "add", path: base, value: [mount] });
+  }
+  return patch;
+}

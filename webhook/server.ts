@@ -1,0 +1,193 @@
+/**
+ * The webhook's express app: `POST /mutate` plus `/healthz`, `/readyz` and `/metrics`. It builds the
+ * app and does not listen; `main.ts` puts it behind HTTPS.
+ */
+import express, { type NextFunction, type Request, type Response } from "express";
+import { isAppError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { METRICS_CONTENT_TYPE, Registry, type Counter, type Histogram } from "../shared/metrics.js";
+import { admitPod, type MutateConfig, type MutateResult } from "./mutate.js";
+import {
+  allowed,
+  decodeAdmissionReview,
+  denied,
+  errored,
+  findUid,
+  patched,
+  type AdmissionReview,
+} from "./review.js";
+
+export type AdmissionResult = MutateResult["kind"] | "bad_request" | "error";
+
+export interface WebhookMetrics {
+  readonly registry: Registry;
+  readonly requests: Counter;
+  readonly duration: Histogram;
+}
+
+export function createWebhookMetrics(): WebhookMetrics {
+  const registry = new Registry();
+  return {
+    registry,
+    requests: registry.counter(
+      "dynamic_volumes_webhook_requests_total",
+      "AdmissionReview requests by result: patched, unchanged, skipped, denied, bad_request, error.",
+    ),
+    duration: registry.histogram(
+      "dynamic_volumes_webhook_request_duration_seconds",
+      "Time to answer one AdmissionReview, from body parsed to reply written.",
+    ),
+  };
+}
+
+export interface WebhookAppOptions {
+  readonly mutate: MutateConfig;
+  readonly log: Logger;
+  readonly metrics: WebhookMetrics;
+  readonly mintId: () => string;
+  /** Largest accepted body in bytes. Default 3 MiB, the API server's own request limit. */
+  readonly maxBodyBytes?: number;
+  /** False while starting or shutting down; drives `/readyz`. */
+  readonly isReady?: () => boolean;
+}
+
+const JSON_TYPES = ["application/json", "application/*+json"];
+
+function reply(res: Response, status: number, body: AdmissionReview): void {
+  res.status(status).json(body);
+}
+
+export function createWebhookApp(opts: WebhookAppOptions): express.Express {
+  const { log, metrics } = opts;
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+
+  app.get("/healthz", (_req, res) => {
+    res.type("text/plain").send("ok\n");
+  });
+  app.get("/readyz", (_req, res) => {
+    const ready = opts.isReady?.() ?? true;
+    res
+      .status(ready ? 200 : 503)
+      .type("text/plain")
+      .send(ready ? "ok\n" : "not ready\n");
+  });
+  app.get("/metrics", (_req, res) => {
+    res.type(METRICS_CONTENT_TYPE).send(metrics.registry.render());
+  });
+
+  const count = (result: AdmissionResult, started: bigint): void => {
+    metrics.requests.inc({ result });
+    metrics.duration.observe({}, Number(process.hrtime.bigint() - started) / 1e9);
+  };
+
+  app.post(
+    "/mutate",
+    (req: Request, res: Response, next: NextFunction) => {
+      res.locals.started = process.hrtime.bigint();
+      if (!req.is(JSON_TYPES)) {
+        count("bad_request", res.locals.started as bigint);
+        reply(
+          res,
+          415,
+          errored(
+            undefined,
+            415,
+            `Content-Type must be application/json, got "${req.get("content-type") ?? "none"}"`,
+          ),
+        );
+        return;
+      }
+      next();
+    },
+    express.json({ limit: opts.maxBodyBytes ?? 3 * 1024 * 1024, strict: true, type: JSON_TYPES }),
+    (req: Request, res: Response) => {
+      const started = res.locals.started as bigint;
+      const body: unknown = req.body;
+      const uid = findUid(body);
+      let request;
+      try {
+        request = decodeAdmissionReview(body);
+      } catch (e) {
+        if (!isAppError(e)) throw e;
+        count("bad_request", started);
+        log.warn({ uid, err: e.message }, "malformed AdmissionReview");
+        reply(res, 400, errored(uid, 400, `malformed AdmissionReview: ${e.message}`));
+        return;
+      }
+      const rlog = log.child({ uid: request.uid, namespace: request.namespace });
+      const result = admitPod(request, opts.mutate, opts.mintId);
+      count(result.kind, started);
+      const pod = podName(request.object);
+      switch (result.kind) {
+        case "patched":
+          rlog.info(
+            {
+              pod,
+              id: result.id,
+              mountPath: result.mountPath,
+              containers: result.containers,
+              dryRun: request.dryRun ?? false,
+            },
+            "injected",
+          );
+          reply(res, 200, patched(request.uid, result.patch, result.warnings));
+          return;
+        case "denied":
+          rlog.info({ pod, reason: result.message }, "denied");
+          reply(res, 200, denied(request.uid, result.message, result.code, result.warnings));
+          return;
+        case "unchanged":
+        case "skipped":
+          rlog.debug({ pod, reason: result.reason }, result.kind);
+          reply(res, 200, allowed(request.uid, result.warnings));
+          return;
+      }
+    },
+  );
+
+  app.use((_req: Request, res: Response) => {
+    res
+      .status(404)
+      .type("text/plain")
+      .send("not found; the webhook serves POST /mutate, /healthz, /readyz, /metrics\n");
+  });
+
+  // Body-parser failures and anything unexpected: a clear 4xx/5xx, never a stack trace.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { type?: string; status?: number; message?: string };
+    const started = (res.locals.started as bigint | undefined) ?? process.hrtime.bigint();
+    if (e.type === "entity.too.large") {
+      count("bad_request", started);
+      reply(
+        res,
+        413,
+        errored(undefined, 413, `body is larger than the ${opts.maxBodyBytes ?? 3 * 1024 * 1024} byte limit`),
+      );
+      return;
+    }
+    if (e.type === "entity.parse.failed" || e.status === 400) {
+      count("bad_request", started);
+      reply(
+        res,
+        400,
+        errored(undefined, 400, "body is not valid JSON; expected an AdmissionReview v1 object"),
+      );
+      return;
+    }
+    count("error", started);
+    log.error({ err, path: req.path }, "unexpected error while handling a request");
+    if (!res.headersSent)
+      reply(res, 500, errored(findUid(req.body), 500, "internal error; see the webhook's log"));
+  });
+
+  return app;
+}
+
+function podName(obj: unknown): string | undefined {
+  const md = (obj as { metadata?: { name?: unknown; generateName?: unknown } } | undefined)?.metadata;
+  if (typeof md?.name === "string") return md.name;
+  if (typeof md?.generateName === "string") return `${md.generateName}*`;
+  return undefined;
+}
