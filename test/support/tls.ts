@@ -1,0 +1,47 @@
+/** Throwaway PKI for tests: a CA and a serving certificate for the webhook's Service and localhost. */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateCa, generateServingCert, type CertificatePair } from "../../certs/generate.js";
+
+export interface TestPki {
+  ca: CertificatePair;
+  serving: CertificatePair;
+  dir: string;
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export const TEST_SERVICE = "dynamic-volumes-webhook";
+export const TEST_NAMESPACE = "dynamic-volumes";
+/** The name the API server dials: `<svc>.<ns>.svc`. */
+export const TEST_SERVER_NAME = `${TEST_SERVICE}.${TEST_NAMESPACE}.svc`;
+
+export function makeServing(ca: CertificatePair): CertificatePair {
+  return generateServingCert({
+    ca,
+    service: TEST_SERVICE,
+    namespace: TEST_NAMESPACE,
+    extraDnsNames: ["localhost"],
+    extraIps: ["127.0.0.1"],
+  });
+}
+
+/** Generates a CA and serving pair and writes them (keys 0600) to a fresh temp directory. */
+export function makeTestPki(dir = mkdtempSync(join(tmpdir(), "dv-pki-"))): TestPki {
+  const ca = generateCa({ commonName: "dynamic-volumes test CA" });
+  const serving = makeServing(ca);
+  const pki = {
+    ca,
+    serving,
+    dir,
+    caFile: join(dir, "ca.crt"),
+    certFile: join(dir, "tls.crt"),
+    keyFile: join(dir, "tls.key"),
+  };
+  writeFileSync(pki.caFile, ca.certPem);
+  writeFileSync(pki.certFile, serving.certPem);
+  writeFileSync(pki.keyFile, serving.keyPem, { mode: 0o600 });
+  return pki;
+}
