@@ -1,0 +1,378 @@
+/**
+ * The only module that spawns processes. No shell, ever (`shell: false`): argv is passed to the
+ * program as is. Every child gets its own process group (`detached: true`, i.e. `setsid`), so that a
+ * kill reaches helpers it forked and a terminal's signals do not reach it; its stdio is always
+ * explicit (never inherited), because a daemon that inherits a pipe keeps it open (LAB.md).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { AppError } from "../shared/errors.js";
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface ExitStatus {
+  /** Exit code, or null when the process was ended by a signal. */
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export interface RunOptions {
+  /** The child's complete environment. Default: the agent's own. */
+  readonly env?: Env;
+  /** Hard limit: after it the process group gets SIGTERM, then SIGKILL after `killGraceMs`. */
+  readonly timeoutMs: number;
+  /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
+  readonly input?: string | Uint8Array;
+  /** Default 2000 ms. */
+  readonly killGraceMs?: number;
+  /** Per stream; stdout keeps its first bytes, stderr its last. Default 1 MiB. */
+  readonly maxOutputBytes?: number;
+  readonly cwd?: string;
+}
+
+export interface RunResult extends ExitStatus {
+  readonly stdout: string;
+  readonly stderr: string;
+  /** The timeout fired and the process was killed. */
+  readonly timedOut: boolean;
+  /** Some output was dropped to respect `maxOutputBytes`. */
+  readonly truncated: boolean;
+  readonly durationMs: number;
+}
+
+const DEFAULT_KILL_GRACE_MS = 2000;
+const DEFAULT_MAX_OUTPUT = 1024 * 1024;
+// After the child exits, a grandchild may still hold its pipes open; stop waiting for EOF after this.
+const PIPE_DRAIN_MS = 200;
+
+/** Keeps the first `limit` bytes. */
+class HeadBuffer {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly limit: number) {}
+  push(chunk: Buffer): void {
+    const room = this.limit - this.size;
+    if (chunk.length > room) this.truncated = true;
+    if (room <= 0) return;
+    const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    this.chunks.push(part);
+    this.size += part.length;
+  }
+  text(): string {
+    return Buffer.concat(this.chunks).toString("utf8");
+  }
+}
+
+/** Keeps the last `limit` bytes. */
+class TailBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly limit: number) {}
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size > this.limit && this.chunks.length > 0) {
+      const first = this.chunks[0]!;
+      const excess = this.size - this.limit;
+      this.truncated = true;
+      if (first.length <= excess) {
+        this.chunks.shift();
+        this.size -= first.length;
+      } else {
+        this.chunks[0] = first.subarray(excess);
+        this.size -= excess;
+      }
+    }
+  }
+  text(): string {
+    return Buffer.concat(this.chunks).toString("utf8");
+  }
+}
+
+/** Sends `signal` to the process group led by `pid`, or to `pid` alone if there is no group. */
+function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pid, signal);
+    return true;
+  } catch {
+    try {
+      process.kill(pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function spawnError(cmd: string, e: unknown): AppError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === "ENOENT")
+    return new AppError("Unavailable", `${cmd} was not found on PATH. Is it installed on your system?`, {
+      cause: e,
+    });
+  return new AppError("Unavailable", `cannot run ${cmd}: ${code ?? String(e)}`, { cause: e });
+}
+
+/** Resolves when the child has exited and its pipes are drained (or given up on). */
+function waitForClose(child: ChildProcess): Promise<ExitStatus> {
+  return new Promise((resolve) => {
+    let status: ExitStatus | undefined;
+    let drainTimer: NodeJS.Timeout | undefined;
+    const finish = (s: ExitStatus): void => {
+      if (drainTimer) clearTimeout(drainTimer);
+      resolve(s);
+    };
+    child.once("exit", (code, signal) => {
+      status = { code, signal };
+      drainTimer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish(status!);
+      }, PIPE_DRAIN_MS);
+    });
+    child.once("close", (code: number | null, signal: NodeJS.Signals | null) =>
+      finish(status ?? { code, signal }),
+    );
+  });
+}
+
+/** Waits for the `spawn` event, or turns a spawn failure (ENOENT…) into `AppError("Unavailable")`. */
+function spawned(cmd: string, child: ChildProcess): Promise<number> {
+  // A permanent listener: an unhandled 'error' event (a failed kill) would crash the agent.
+  child.on("error", () => undefined);
+  return new Promise((resolve, reject) => {
+    child.once("spawn", () => resolve(child.pid!));
+    child.once("error", (e) => reject(spawnError(cmd, e)));
+  });
+}
+
+/**
+ * Runs a short command to completion. Never rejects because of the exit status; rejects with
+ * `AppError("Unavailable")` only when the program cannot be started.
+ */
+export async function run(cmd: string, argv: readonly string[], opts: RunOptions): Promise<RunResult> {
+  const started = Date.now();
+  const maxOutput = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  const child = spawn(cmd, [...argv], {
+    shell: false,
+    detached: true,
+    env: { ...(opts.env ?? process.env) },
+    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+    stdio: [opts.input !== undefined ? "pipe" : "ignore", "pipe", "pipe"],
+  });
+  const stdout = new HeadBuffer(maxOutput);
+  const stderr = new TailBuffer(maxOutput);
+  child.stdout!.on("data", (c: Buffer) => stdout.push(c));
+  child.stderr!.on("data", (c: Buffer) => stderr.push(c));
+  const closed = waitForClose(child);
+  const pid = await spawned(cmd, child);
+  if (opts.input !== undefined && child.stdin) {
+    child.stdin.on("error", () => undefined); // EPIPE when the program does not read its input
+    child.stdin.end(opts.input);
+  }
+  let timedOut = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    signalGroup(pid, "SIGTERM");
+    killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
+  }, opts.timeoutMs);
+  try {
+    const status = await closed;
+    return {
+      ...status,
+      stdout: stdout.text(),
+      stderr: stderr.text(),
+      timedOut,
+      truncated: stdout.truncated || stderr.truncated,
+      durationMs: Date.now() - started,
+    };
+  } finally {
+    clearTimeout(timer);
+    if (killTimer) clearTimeout(killTimer);
+  }
+}
+
+export interface StartOptions {
+  /** The child's complete environment. */
+  readonly env: Env;
+  /** How much of the client's output to keep for {@link ClientProcess.stderrTail}. Default 64 KiB. */
+  readonly stderrLimit?: number;
+  /**
+   * Send stdout and stderr to this file (created 0600, appended to) instead of pipes. A client
+   * writing to a file does not depend on the agent staying alive to read a pipe.
+   */
+  readonly logFile?: string;
+  readonly cwd?: string;
+}
+
+/** A long-lived child (a FUSE client), leader of its own process group. */
+export interface ClientProcess {
+  readonly pid: number;
+  /** Resolves once, when the process has exited. Never rejects. */
+  readonly exited: Promise<ExitStatus>;
+  /** The exit status once known, else undefined (the process is running). */
+  exitStatus(): ExitStatus | undefined;
+  /**
+   * The last `stderrLimit` bytes the client printed, stdout and stderr interleaved: s3fs in the
+   * foreground logs to stdout, rclone and GeeseFS to stderr. May contain secrets: scrub it.
+   */
+  stderrTail(): string;
+  /** Signals the whole process group. False when it is already gone. Default SIGTERM. */
+  kill(signal?: NodeJS.Signals): boolean;
+  /** SIGTERM, then SIGKILL after `graceMs` (default 2000); resolves when the process has exited. */
+  stop(graceMs?: number): Promise<ExitStatus>;
+}
+
+function readFileTail(path: string, limit: number): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, "r");
+    const size = fstatSync(fd).size;
+    const length = Math.min(size, limit);
+    const buf = Buffer.alloc(length);
+    readSync(fd, buf, 0, length, size - length);
+    return buf.toString("utf8");
+  } catch {
+    return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Starts a long-lived process (stdin /dev/null; output to a bounded in-memory tail or to
+ * `logFile`). Resolves once the process is running; rejects with `AppError("Unavailable")` when
+ * it cannot be started.
+ */
+export async function start(
+  cmd: string,
+  argv: readonly string[],
+  opts: StartOptions,
+): Promise<ClientProcess> {
+  const limit = opts.stderrLimit ?? 64 * 1024;
+  let logFd: number | undefined;
+  if (opts.logFile !== undefined) logFd = openSync(opts.logFile, "a", 0o600);
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, [...argv], {
+      shell: false,
+      detached: true,
+      env: { ...opts.env },
+      ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+      stdio: ["ignore", logFd ?? "pipe", logFd ?? "pipe"],
+    });
+  } finally {
+    // The child has its own copy of the descriptor.
+    if (logFd !== undefined) closeSync(logFd);
+  }
+  const tail = new TailBuffer(limit);
+  child.stdout?.on("data", (c: Buffer) => tail.push(c));
+  child.stderr?.on("data", (c: Buffer) => tail.push(c));
+  let status: ExitStatus | undefined;
+  const exited = waitForClose(child).then((s) => (status = s));
+  const pid = await spawned(cmd, child);
+  const logFile = opts.logFile;
+  const handle: ClientProcess = {
+    pid,
+    exited,
+    exitStatus: () => status,
+    stderrTail: () => (logFile !== undefined ? readFileTail(logFile, limit) : tail.text()),
+    kill: (signal = "SIGTERM") => (status === undefined ? signalGroup(pid, signal) : false),
+    async stop(graceMs = DEFAULT_KILL_GRACE_MS) {
+      if (status !== undefined) return status;
+      signalGroup(pid, "SIGTERM");
+      const timer = setTimeout(() => signalGroup(pid, "SIGKILL"), graceMs);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+  return handle;
+}
+
+export type UnmountMethod = "fusermount3" | "umount" | "fusermount3 -z" | "umount -l" | "none";
+
+export interface UnmountAttempt {
+  readonly command: string;
+  readonly argv: readonly string[];
+  readonly code: number | null;
+  readonly stderr: string;
+}
+
+export interface UnmountOutcome {
+  /** False when `path` was not a mount point (nothing was done). */
+  readonly unmounted: boolean;
+  /** A lazy (detach) unmount was needed: the mount was busy or its client gone. */
+  readonly lazy: boolean;
+  readonly method: UnmountMethod;
+  /** Every command tried, in order, for the log. */
+  readonly attempts: readonly UnmountAttempt[];
+}
+
+export interface UnmountOptions {
+  /** Fall back to a lazy unmount when the mount is busy or stale. Default true. */
+  readonly lazy?: boolean;
+  /** Per command. Default 10 s. */
+  readonly timeoutMs?: number;
+  readonly env?: Env;
+}
+
+const NOT_MOUNTED =
+  /not mounted|not found in|no mount point specified|No such file or directory|Invalid argument/i;
+const BUSY_OR_STALE = /busy|not connected|EBUSY|ENOTCONN|timed out/i;
+
+/**
+ * Unmounts `path`: `fusermount3 -u`, then `umount`; when both fail because the mount is busy or
+ * stale (`EBUSY`, `ENOTCONN`) or hang, `fusermount3 -uz`, then `umount -l` (a lazy detach: the
+ * mount disappears now, processes that still use it keep the detached tree). A path that is not a
+ * mount point gives `{unmounted: false, method: "none"}`. Anything else throws
+ * `AppError("Internal")` with every command's stderr; busy with `lazy: false` throws
+ * `AppError("Conflict")`.
+ */
+export async function unmount(path: string, opts: UnmountOptions = {}): Promise<UnmountOutcome> {
+  const attempts: UnmountAttempt[] = [];
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const attempt = async (command: string, argv: string[]): Promise<boolean> => {
+    try {
+      const r = await run(command, argv, {
+        timeoutMs,
+        killGraceMs: 500,
+        ...(opts.env ? { env: opts.env } : {}),
+      });
+      const stderr = r.timedOut ? `${r.stderr}\n${command} timed out after ${timeoutMs} ms` : r.stderr;
+      attempts.push({ command, argv, code: r.code, stderr: stderr.trim() });
+      return r.code === 0 && !r.timedOut;
+    } catch (e) {
+      attempts.push({ command, argv, code: null, stderr: e instanceof Error ? e.message : String(e) });
+      return false;
+    }
+  };
+  const done = (method: UnmountMethod, lazy: boolean): UnmountOutcome => ({
+    unmounted: method !== "none",
+    lazy,
+    method,
+    attempts,
+  });
+  if (await attempt("fusermount3", ["-u", path])) return done("fusermount3", false);
+  if (await attempt("umount", [path])) return done("umount", false);
+  const last = attempts[attempts.length - 1]?.stderr ?? "";
+  const all = attempts.map((a) => a.stderr).join("\n");
+  if (NOT_MOUNTED.test(last) && !BUSY_OR_STALE.test(all)) return done("none", false);
+  const report = (): string =>
+    attempts.map((a) => `${a.command} ${a.argv.join(" ")}: ${a.stderr}`).join("; ");
+  if (!BUSY_OR_STALE.test(all)) throw new AppError("Internal", `cannot unmount ${path}: ${report()}`);
+  if (opts.lazy === false) {
+    throw new AppError(
+      "Conflict",
+      `${path} is busy or stale and a lazy unmount was not allowed: ${report()}`,
+    );
+  }
+  if (await attempt("fusermount3", ["-uz", path])) return done("fusermount3 -z", true);
+  if (await attempt("umount", ["-l", path])) return done("umount -l", true);
+  throw new AppError("Internal", `cannot unmount ${path}, even lazily: ${report()}`);
+}

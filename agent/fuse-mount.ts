@@ -1,0 +1,421 @@
+/**
+ * Runs one FUSE client for one mount and decides when the mount is ready.
+ *
+ * `mount` writes the mounter's files (0600, in a 0700 state directory), starts the client through
+ * `agent/exec.ts`, and waits until (1) the mount point shows up in `/proc/self/mountinfo` as FUSE,
+ * (2) a `readdir` through it succeeds, and (3) the client is still alive a short while later (s3fs
+ * exits 0 after a failed service check, LAB.md). On failure it stops the client, removes any
+ * half-made mount and the state directory, and throws `AppError("MountFailed")` with the client's
+ * output, credentials scrubbed.
+ *
+ * Every file system call here is asynchronous on purpose: a synchronous call into a FUSE mount
+ * blocks the event loop until the client answers, and the client may be waiting on this process.
+ */
+import { chmod, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
+import { dirname } from "node:path";
+import { AppError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import type { MounterName } from "../shared/names.js";
+import * as exec from "./exec.js";
+import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
+import { findMount, isFuse, parseMountinfo, type MountInfo } from "./mountinfo.js";
+import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
+import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
+import { checkAbsolutePath } from "./mounters/validate.js";
+
+/** The parts of `agent/exec.ts` the mounter uses; tests hand in fakes. */
+export interface ProcessRunner {
+  start(cmd: string, argv: readonly string[], opts: StartOptions): Promise<ClientProcess>;
+  unmount(path: string, opts?: UnmountOptions): Promise<UnmountOutcome>;
+}
+
+export interface FuseMounterOptions {
+  readonly exec?: ProcessRunner;
+  /** Returns the text of the agent's mountinfo. Default: reads `/proc/self/mountinfo`. */
+  readonly readMountinfo?: () => Promise<string>;
+  /** The mount must be usable within this. Default 15000 ms. */
+  readonly readyTimeoutMs?: number;
+  /** The client must still be alive this long after the mount worked. Default 300 ms. */
+  readonly settleMs?: number;
+  /** Interval between mountinfo reads while waiting. Default 20 ms. */
+  readonly pollMs?: number;
+  /** Consecutive failed `readdir`s through the new mount before giving up. Default 3. */
+  readonly readdirAttempts?: number;
+  /** Between SIGTERM and SIGKILL when stopping a client. Default 2000 ms. */
+  readonly stopGraceMs?: number;
+  /** Per unmount command. Default 10000 ms. */
+  readonly unmountTimeoutMs?: number;
+  /** A `stat` through the mount slower than this makes `probe` report "stale". Default 2000 ms. */
+  readonly probeTimeoutMs?: number;
+  /** Environment handed to clients, before each mounter drops what it must. Default: see {@link defaultBaseEnv}. */
+  readonly baseEnv?: BaseEnv;
+  /** Executable per mounter, when not the name on PATH. */
+  readonly commands?: Partial<Record<MounterName, string>>;
+  readonly log?: Logger;
+}
+
+export interface MountResult {
+  readonly mountPoint: string;
+  readonly mounter: MounterName;
+  readonly pid: number;
+  /** From starting the client to the mount passing every readiness check (settle time excluded). */
+  readonly readyMs: number;
+  readonly fsType: string;
+}
+
+export interface UnmountResult {
+  /** False when nothing was mounted there. */
+  readonly unmounted: boolean;
+  /** A lazy unmount was needed (busy or stale). */
+  readonly lazy: boolean;
+  /** A client started by this mounter was stopped (or had already exited). */
+  readonly processStopped: boolean;
+}
+
+export type ProbeResult = "ok" | "stale" | "absent";
+
+/** Variables passed down to clients from the agent's environment. Everything else stays behind. */
+export const BASE_ENV_KEYS = [
+  "PATH",
+  "HOME",
+  "LANG",
+  "LC_ALL",
+  "TZ",
+  "SSL_CERT_FILE",
+  "SSL_CERT_DIR",
+  "AWS_CA_BUNDLE",
+  "HTTP_PROXY",
+  "HTTPS_PROXY",
+  "NO_PROXY",
+  "http_proxy",
+  "https_proxy",
+  "no_proxy",
+] as const;
+
+/** The base environment: {@link BASE_ENV_KEYS} from `env`, with a PATH that finds fusermount3. */
+export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of BASE_ENV_KEYS) {
+    const v = env[k];
+    if (v !== undefined) out[k] = v;
+  }
+  out.PATH ??= "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  return out;
+}
+
+const CLIENT_LOG = "client.log";
+const STALE_CODES = new Set(["ENOTCONN", "EIO", "ECONNABORTED", "ETIMEDOUT"]);
+
+interface Tracked {
+  readonly client: ClientProcess;
+  readonly stateDir: string;
+  readonly mounter: MounterName;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Rejects with an `ETIMEDOUT` errno-like error when `p` takes longer than `ms`. */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(Object.assign(new Error(`${what} timed out after ${ms} ms`), { code: "ETIMEDOUT" })),
+      ms,
+    );
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function errnoOf(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? (e instanceof Error ? e.message : String(e));
+}
+
+/** The last `limit` bytes of a local file, or "" when it cannot be read. */
+async function readTail(path: string, limit: number): Promise<string> {
+  try {
+    const fh = await open(path, "r");
+    try {
+      const size = (await fh.stat()).size;
+      const length = Math.min(size, limit);
+      const buf = Buffer.alloc(length);
+      await fh.read(buf, 0, length, size - length);
+      return buf.toString("utf8");
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return "";
+  }
+}
+
+/** The last lines of a client's output, short enough for a status or an Event. */
+function lastLines(text: string, maxChars = 2000): string {
+  const lines = text.trim().split("\n").slice(-20).join("\n");
+  return lines.length > maxChars ? `…${lines.slice(-maxChars)}` : lines;
+}
+
+export class FuseMounter {
+  private readonly exec: ProcessRunner;
+  private readonly readMountinfoText: () => Promise<string>;
+  private readonly readyTimeoutMs: number;
+  private readonly settleMs: number;
+  private readonly pollMs: number;
+  private readonly readdirAttempts: number;
+  private readonly stopGraceMs: number;
+  private readonly unmountTimeoutMs: number;
+  private readonly probeTimeoutMs: number;
+  private readonly baseEnv: BaseEnv;
+  private readonly commands: Partial<Record<MounterName, string>>;
+  private readonly log: Logger | undefined;
+  private readonly mounts = new Map<string, Tracked>();
+
+  constructor(opts: FuseMounterOptions = {}) {
+    this.exec = opts.exec ?? { start: exec.start, unmount: exec.unmount };
+    this.readMountinfoText = opts.readMountinfo ?? (() => readFile("/proc/self/mountinfo", "utf8"));
+    this.readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
+    this.settleMs = opts.settleMs ?? 300;
+    this.pollMs = opts.pollMs ?? 20;
+    this.readdirAttempts = opts.readdirAttempts ?? 3;
+    this.stopGraceMs = opts.stopGraceMs ?? 2000;
+    this.unmountTimeoutMs = opts.unmountTimeoutMs ?? 10_000;
+    this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
+    this.baseEnv = opts.baseEnv ?? defaultBaseEnv();
+    this.commands = opts.commands ?? {};
+    this.log = opts.log;
+  }
+
+  /** The current mount table. */
+  async mountinfo(): Promise<MountInfo[]> {
+    return parseMountinfo(await this.readMountinfoText());
+  }
+
+  /** PID of the client this mounter runs for `mountPoint`, while it runs. */
+  pidOf(mountPoint: string): number | undefined {
+    const t = this.mounts.get(mountPoint);
+    return t !== undefined && t.client.exitStatus() === undefined ? t.client.pid : undefined;
+  }
+
+  /** Mount points with a client started by this mounter (running or not). */
+  mountPoints(): string[] {
+    return [...this.mounts.keys()];
+  }
+
+  /**
+   * Mounts `req` with the named client and resolves when the mount is ready. Throws
+   * `AppError("InvalidArgument")` for a bad request, `AppError("Conflict")` when something is
+   * already mounted on the mount point, and `AppError("MountFailed")` when the client fails.
+   */
+  async mount(req: MountRequest, mounter: MounterName): Promise<MountResult> {
+    const cmd = buildMount(mounter, req, { baseEnv: this.baseEnv });
+    const mp = req.mountPoint;
+    const existing = findMount(await this.mountinfo(), mp);
+    if (existing !== undefined || this.pidOf(mp) !== undefined) {
+      throw new AppError(
+        "Conflict",
+        `${mp} is already a mount point (${existing?.fsType ?? mounter}); unmount it before mounting again`,
+      );
+    }
+    const secrets = secretsOf(req.credentials);
+    let started = Date.now();
+    let client: ClientProcess;
+    try {
+      await this.prepare(req, cmd);
+      started = Date.now();
+      client = await this.exec.start(this.commands[mounter] ?? cmd.command, cmd.argv, {
+        env: cmd.env,
+        logFile: `${req.stateDir}/${CLIENT_LOG}`,
+        stderrLimit: 16 * 1024,
+      });
+    } catch (e) {
+      await rm(req.stateDir, { recursive: true, force: true });
+      throw new AppError(
+        "MountFailed",
+        `${mounter} could not be started for ${describe(req)}: ${scrubSecrets(e instanceof Error ? e.message : String(e), secrets)}`,
+        { cause: e },
+      );
+    }
+    this.log?.debug({ mounter, mountPoint: mp, pid: client.pid }, "client started");
+    let failure: string | undefined;
+    let ready: { readyMs: number; fsType: string } | undefined;
+    try {
+      ready = await this.waitReady(mp, cmd, client, started);
+    } catch (e) {
+      failure = e instanceof Error ? e.message : String(e);
+    }
+    if (ready === undefined) {
+      const output = await this.abort(req, cmd, client);
+      const shown = lastLines(scrubSecrets(output, secrets)) || "(no output)";
+      throw new AppError(
+        "MountFailed",
+        `${mounter} could not mount ${describe(req)}: ${scrubSecrets(failure ?? "unknown failure", secrets)}. Client output:\n${shown}`,
+      );
+    }
+    this.mounts.set(mp, { client, stateDir: req.stateDir, mounter });
+    this.log?.info({ mounter, mountPoint: mp, pid: client.pid, ms: ready.readyMs }, "mounted");
+    return { mountPoint: mp, mounter, pid: client.pid, readyMs: ready.readyMs, fsType: ready.fsType };
+  }
+
+  /** Creates the state directory (0700), the mounter's files (0600), its cache dir and the mount point. */
+  private async prepare(req: MountRequest, cmd: MountCommand): Promise<void> {
+    await mkdir(req.stateDir, { recursive: true, mode: 0o700 });
+    await chmod(req.stateDir, 0o700);
+    const inside = `${req.stateDir.replace(/\/+$/, "")}/`;
+    for (const f of cmd.files) {
+      if (!f.path.startsWith(inside) || f.path.split("/").includes("..")) {
+        throw new AppError("Internal", `mounter file ${f.path} is outside the state directory`);
+      }
+      await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+      // Remove first: an existing file would keep its old mode.
+      await rm(f.path, { force: true });
+      const fh = await open(f.path, "wx", f.mode);
+      try {
+        await fh.writeFile(f.content);
+        await fh.chmod(f.mode);
+      } finally {
+        await fh.close();
+      }
+    }
+    if (cmd.cacheDir !== undefined) await mkdir(cmd.cacheDir, { recursive: true, mode: 0o700 });
+    await rm(`${req.stateDir}/${CLIENT_LOG}`, { force: true });
+    await mkdir(req.mountPoint, { recursive: true, mode: 0o755 });
+  }
+
+  /** Resolves with the readiness time, or throws an Error whose message says what was missing. */
+  private async waitReady(
+    mp: string,
+    cmd: MountCommand,
+    client: ClientProcess,
+    started: number,
+  ): Promise<{ readyMs: number; fsType: string }> {
+    const deadline = started + this.readyTimeoutMs;
+    const exitedEarly = (): string | undefined => {
+      const s = client.exitStatus();
+      if (s === undefined || (cmd.daemonizes && s.code === 0)) return undefined;
+      return s.signal !== null
+        ? `the client was killed by ${s.signal}`
+        : `the client exited with code ${s.code}`;
+    };
+    let readdirFailures = 0;
+    let lastReaddirError = "";
+    for (;;) {
+      const early = exitedEarly();
+      if (early !== undefined) throw new Error(`${early} before the mount was ready`);
+      const m = findMount(await this.mountinfo(), mp);
+      if (m !== undefined && isFuse(m)) {
+        try {
+          await withTimeout(readdir(mp), Math.max(deadline - Date.now(), 1), `readdir ${mp}`);
+          const readyMs = Date.now() - started;
+          await this.settle(client);
+          const late = exitedEarly();
+          if (late !== undefined) throw new Error(`${late} right after mounting`);
+          if (findMount(await this.mountinfo(), mp) === undefined)
+            throw new Error("the mount disappeared right after mounting");
+          return { readyMs, fsType: m.fsType };
+        } catch (e) {
+          if (!(e as NodeJS.ErrnoException).code) throw e;
+          readdirFailures++;
+          lastReaddirError = errnoOf(e);
+          if (lastReaddirError === "ETIMEDOUT")
+            throw new Error(`the mount did not answer a directory listing within ${this.readyTimeoutMs} ms`);
+          if (readdirFailures >= this.readdirAttempts)
+            throw new Error(`listing the mount failed with ${lastReaddirError}`, { cause: e });
+        }
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(
+          m === undefined
+            ? `${mp} did not appear in mountinfo within ${this.readyTimeoutMs} ms`
+            : `the mount was not usable within ${this.readyTimeoutMs} ms`,
+        );
+      }
+      await Promise.race([sleep(this.pollMs), client.exited]);
+    }
+  }
+
+  private async settle(client: ClientProcess): Promise<void> {
+    if (this.settleMs <= 0) return;
+    await Promise.race([sleep(this.settleMs), client.exited]);
+  }
+
+  /** Stops the client, removes any mount it left, reads its output, removes the state dir. */
+  private async abort(req: MountRequest, cmd: MountCommand, client: ClientProcess): Promise<string> {
+    await client.stop(this.stopGraceMs);
+    try {
+      await this.unmountAll(req.mountPoint);
+    } catch (e) {
+      this.log?.warn({ mountPoint: req.mountPoint, err: errnoOf(e) }, "cleanup after a failed mount");
+    }
+    const ownLog = cmd.logFile !== undefined ? await readTail(cmd.logFile, 16 * 1024) : "";
+    const output = [client.stderrTail(), ownLog]
+      .map((t) => t.trim())
+      .filter((t) => t !== "")
+      .join("\n");
+    await rm(req.stateDir, { recursive: true, force: true });
+    return output;
+  }
+
+  /** Unmounts every mount stacked on `mp`. */
+  private async unmountAll(mp: string): Promise<{ unmounted: boolean; lazy: boolean }> {
+    let unmounted = false;
+    let lazy = false;
+    for (let i = 0; i < 8 && findMount(await this.mountinfo(), mp) !== undefined; i++) {
+      const r = await this.exec.unmount(mp, { lazy: true, timeoutMs: this.unmountTimeoutMs });
+      unmounted ||= r.unmounted;
+      lazy ||= r.lazy;
+      if (!r.unmounted) break;
+    }
+    return { unmounted, lazy };
+  }
+
+  /**
+   * Unmounts `mountPoint` (lazily when busy or stale), stops the client if this mounter started it,
+   * and removes the state directory (this mounter's, or `opts.stateDir` for a mount it did not make).
+   */
+  async unmount(mountPoint: string, opts: { stateDir?: string } = {}): Promise<UnmountResult> {
+    const tracked = this.mounts.get(mountPoint);
+    const { unmounted, lazy } = await this.unmountAll(mountPoint);
+    let processStopped = false;
+    if (tracked !== undefined) {
+      // After a clean unmount the client exits by itself; give it the grace time, then stop it.
+      await Promise.race([tracked.client.exited, sleep(this.stopGraceMs)]);
+      await tracked.client.stop(this.stopGraceMs);
+      processStopped = true;
+      this.mounts.delete(mountPoint);
+    }
+    const stateDir = tracked?.stateDir ?? opts.stateDir;
+    if (stateDir !== undefined) {
+      checkAbsolutePath("state directory", stateDir);
+      if (stateDir !== "/") await rm(stateDir, { recursive: true, force: true });
+    }
+    this.log?.info({ mountPoint, unmounted, lazy }, "unmounted");
+    return { unmounted, lazy, processStopped };
+  }
+
+  /**
+   * Health of a mount point: "absent" when nothing is mounted there, "stale" when a `stat` through
+   * it fails (`ENOTCONN` after the client died, `EIO`) or hangs past the probe timeout, else "ok".
+   */
+  async probe(mountPoint: string): Promise<ProbeResult> {
+    if (findMount(await this.mountinfo(), mountPoint) === undefined) return "absent";
+    try {
+      await withTimeout(stat(mountPoint), this.probeTimeoutMs, `stat ${mountPoint}`);
+      return "ok";
+    } catch (e) {
+      const code = errnoOf(e);
+      if (code === "ENOENT") return "absent";
+      if (!STALE_CODES.has(code)) this.log?.warn({ mountPoint, err: code }, "probe failed");
+      return "stale";
+    }
+  }
+
+  /** Unmounts everything this mounter started (for shutdown and tests). */
+  async unmountEverything(): Promise<void> {
+    for (const mp of [...this.mounts.keys()]) await this.unmount(mp);
+  }
+}
+
+function describe(req: MountRequest): string {
+  return `bucket "${req.bucket}"${req.prefix !== "" ? ` prefix "${req.prefix}"` : ""} on ${req.mountPoint}`;
+}

@@ -1,0 +1,266 @@
+/**
+ * Local mode (DESIGN.md "Local mode"): every `*.json` / `*.yaml` file in the pods directory is one
+ * Pod scheduled on this node. Editing a file is an update, removing it a delete; files replaced by
+ * rename are picked up. Status goes to `<file>.status.json` beside the pod (the file name without
+ * its extension), Events are appended to `events.jsonl`, Secrets are read from
+ * `<secrets-dir>/<namespace>/<name>.json`.
+ */
+import { createHash } from "node:crypto";
+import { appendFile, readFile, readdir, rename, stat, writeFile } from "node:fs/promises";
+import { watch, type FSWatcher } from "node:fs";
+import { basename, extname, join } from "node:path";
+import yaml from "js-yaml";
+import { AppError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { ANNOTATIONS } from "../../shared/names.js";
+import type { PodObject } from "../pod.js";
+import type { PodEvent, PodEventRecord, PodRef, PodSource } from "../pod-source.js";
+
+export interface LocalPodSourceOptions {
+  readonly podsDir: string;
+  readonly secretsDir: string;
+  readonly log: Logger;
+  /** Rescan interval in ms, a fallback for missed change notifications. Default 1000. */
+  readonly rescanMs?: number;
+}
+
+interface FileState {
+  readonly hash: string;
+  readonly pod: PodObject;
+}
+
+const POD_FILE = /^[^.].*\.(json|ya?ml)$/;
+const STATUS_SUFFIX = ".status.json";
+const DNS_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+export function isPodFile(name: string): boolean {
+  return POD_FILE.test(name) && !name.endsWith(STATUS_SUFFIX);
+}
+
+/** `trainer.yaml` → `trainer.status.json`. */
+export function statusFileName(podFile: string): string {
+  return `${basename(podFile, extname(podFile))}${STATUS_SUFFIX}`;
+}
+
+function parsePodText(file: string, text: string): PodObject {
+  const obj: unknown = file.endsWith(".json") ? JSON.parse(text) : yaml.load(text);
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) throw new Error("not a Pod object");
+  const pod = obj as PodObject & { kind?: unknown };
+  if (pod.kind !== undefined && pod.kind !== "Pod") throw new Error(`kind is ${String(pod.kind)}, not Pod`);
+  return pod;
+}
+
+export class LocalPodSource implements PodSource {
+  private readonly files = new Map<string, FileState>();
+  private readonly firstSeen = new Map<string, string>();
+  private watcher: FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private onEvent: ((e: PodEvent) => void) | undefined;
+  private scanning: Promise<void> | undefined;
+  private rescanWanted = false;
+  private readonly editLocks = new Map<string, Promise<unknown>>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: LocalPodSourceOptions) {
+    this.log = opts.log.child({ component: "local-pod-source" });
+  }
+
+  async start(onEvent: (e: PodEvent) => void): Promise<void> {
+    this.onEvent = onEvent;
+    await this.scan();
+    try {
+      this.watcher = watch(this.opts.podsDir, () => this.requestScan());
+      this.watcher.on("error", (err) => this.log.warn({ err: err.message }, "watch failed; relying on rescans"));
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "cannot watch the pods directory; relying on rescans");
+    }
+    this.timer = setInterval(() => this.requestScan(), this.opts.rescanMs ?? 1000);
+  }
+
+  async stop(): Promise<void> {
+    this.watcher?.close();
+    clearInterval(this.timer);
+    this.onEvent = undefined;
+    await this.scanning;
+  }
+
+  private requestScan(): void {
+    if (this.scanning) {
+      this.rescanWanted = true;
+      return;
+    }
+    this.scanning = this.scan()
+      .catch((e: unknown) => this.log.error({ err: (e as Error).message }, "scan failed"))
+      .finally(() => {
+        this.scanning = undefined;
+        if (this.rescanWanted) {
+          this.rescanWanted = false;
+          this.requestScan();
+        }
+      });
+  }
+
+  /** Reads the directory and emits upserts for new or changed files and deletes for removed ones. */
+  private async scan(): Promise<void> {
+    let names: string[];
+    try {
+      names = (await readdir(this.opts.podsDir)).filter(isPodFile);
+    } catch (e) {
+      this.log.warn({ dir: this.opts.podsDir, err: (e as Error).message }, "cannot read the pods directory");
+      return;
+    }
+    const present = new Set(names);
+    for (const name of names) {
+      const path = join(this.opts.podsDir, name);
+      let text: string;
+      try {
+        text = await readFile(path, "utf8");
+      } catch {
+        present.delete(name);
+        continue;
+      }
+      const hash = createHash("sha256").update(text).digest("hex");
+      if (this.files.get(name)?.hash === hash) continue;
+      let pod: PodObject;
+      try {
+        pod = this.normalize(name, parsePodText(name, text));
+      } catch (e) {
+        // A half-written or broken file must not read as a deleted pod: keep the last good state.
+        this.log.warn({ file: name, err: (e as Error).message }, "pod file unreadable; keeping its last good state");
+        continue;
+      }
+      this.files.set(name, { hash, pod });
+      this.onEvent?.({ type: "upsert", pod });
+    }
+    for (const [name, state] of this.files) {
+      if (present.has(name)) continue;
+      // Only a file that is really gone is a delete (an unreadable one is kept above).
+      const gone = await stat(join(this.opts.podsDir, name)).then(
+        () => false,
+        () => true,
+      );
+      if (!gone) continue;
+      this.files.delete(name);
+      this.onEvent?.({ type: "delete", pod: state.pod });
+    }
+  }
+
+  /** Fills in what the API server would: namespace, name from the file, uid and creation time. */
+  private normalize(file: string, pod: PodObject): PodObject {
+    const md = { ...(pod.metadata ?? {}) };
+    md.namespace ||= "default";
+    md.name ||= basename(file, extname(file));
+    const key = `${md.namespace}/${md.name}`;
+    if (!this.firstSeen.has(key)) this.firstSeen.set(key, new Date().toISOString());
+    md.creationTimestamp ??= this.firstSeen.get(key)!;
+    md.uid ||= `local-${createHash("sha256").update(`${file}\n${key}`).digest("hex").slice(0, 32)}`;
+    return { ...pod, metadata: md };
+  }
+
+  private fileOf(namespace: string, name: string): string | undefined {
+    for (const [file, s] of this.files)
+      if (s.pod.metadata?.namespace === namespace && s.pod.metadata?.name === name) return file;
+    return undefined;
+  }
+
+  getPod(namespace: string, name: string): PodObject | undefined {
+    const f = this.fileOf(namespace, name);
+    return f === undefined ? undefined : this.files.get(f)?.pod;
+  }
+
+  async getSecret(namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    if (!DNS_NAME.test(namespace) || !DNS_NAME.test(name))
+      throw new AppError("InvalidArgument", `Secret "${namespace}/${name}" is not a valid name`);
+    let text: string;
+    try {
+      text = await readFile(join(this.opts.secretsDir, namespace, `${name}.json`), "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new AppError("Unavailable", `cannot read Secret ${namespace}/${name}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+    return decodeSecret(text, `${namespace}/${name}`);
+  }
+
+  async writeStatus(pod: PodRef, status: string): Promise<void> {
+    const file = this.fileOf(pod.namespace, pod.name);
+    if (file === undefined) return;
+    await writeAtomic(join(this.opts.podsDir, statusFileName(file)), `${status}\n`);
+  }
+
+  async recordEvent(pod: PodRef, event: PodEventRecord): Promise<void> {
+    const line = JSON.stringify({
+      time: new Date().toISOString(),
+      namespace: pod.namespace,
+      name: pod.name,
+      uid: pod.uid,
+      ...event,
+    });
+    await appendFile(join(this.opts.podsDir, "events.jsonl"), `${line}\n`);
+  }
+
+  async updateBuckets(
+    namespace: string,
+    name: string,
+    edit: (current: string | undefined) => string,
+  ): Promise<PodObject> {
+    const file = this.fileOf(namespace, name);
+    if (file === undefined) throw new AppError("NotFound", `pod ${namespace}/${name} is not on this node`);
+    // Serialize edits of one file so that concurrent console requests never lose an update.
+    const prev = this.editLocks.get(file) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      const path = join(this.opts.podsDir, file);
+      const raw = parsePodText(file, await readFile(path, "utf8")) as PodObject & Record<string, unknown>;
+      const md = (raw.metadata ??= {});
+      const annotations = (md.annotations ??= {});
+      const value = edit(annotations[ANNOTATIONS.buckets]);
+      if (value === "") delete annotations[ANNOTATIONS.buckets];
+      else annotations[ANNOTATIONS.buckets] = value;
+      const text = file.endsWith(".json") ? `${JSON.stringify(raw, null, 2)}\n` : yaml.dump(raw);
+      await writeAtomic(path, text);
+      const pod = this.normalize(file, raw);
+      this.files.set(file, { hash: createHash("sha256").update(text).digest("hex"), pod });
+      this.onEvent?.({ type: "upsert", pod });
+      return pod;
+    });
+    this.editLocks.set(
+      file,
+      next.catch(() => undefined),
+    );
+    return next;
+  }
+}
+
+/** Decodes a Secret file: `stringData` as is, `data` from base64. Throws AppError on a malformed file. */
+export function decodeSecret(text: string, what: string): Record<string, string> {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch {
+    throw new AppError("InvalidArgument", `Secret ${what} is not valid JSON`);
+  }
+  const o = obj as { data?: unknown; stringData?: unknown };
+  const out: Record<string, string> = {};
+  if (o.data !== undefined) {
+    if (typeof o.data !== "object" || o.data === null) throw new AppError("InvalidArgument", `Secret ${what}: data must be a map`);
+    for (const [k, v] of Object.entries(o.data)) {
+      if (typeof v !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(v))
+        throw new AppError("InvalidArgument", `Secret ${what}: data.${k} is not base64`);
+      out[k] = Buffer.from(v, "base64").toString("utf8");
+    }
+  }
+  if (o.stringData !== undefined) {
+    if (typeof o.stringData !== "object" || o.stringData === null)
+      throw new AppError("InvalidArgument", `Secret ${what}: stringData must be a map`);
+    for (const [k, v] of Object.entries(o.stringData)) {
+      if (typeof v !== "string") throw new AppError("InvalidArgument", `Secret ${what}: stringData.${k} must be a string`);
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}

@@ -1,0 +1,356 @@
+/**
+ * The in-cluster certificate bootstrap, as kube-webhook-certgen does it: keep a CA and a serving
+ * certificate in a `kubernetes.io/tls` Secret, and put the CA into the `caBundle` of every webhook of
+ * the MutatingWebhookConfiguration.
+ *
+ * The Kubernetes API is reached through the small {@link CertsApi} interface, implemented for a real
+ * cluster by `kube-client.ts` and faked in tests. Key material is never logged.
+ */
+import type { V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
+import { AppError, isAppError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import {
+  DEFAULT_RENEW_BEFORE_MS,
+  certExpiry,
+  certMatchesCa,
+  certSubjectAltNames,
+  generateCa,
+  generateServingCert,
+  keyMatchesCert,
+  needsRenewal,
+  serviceDnsNames,
+} from "./generate.js";
+
+/** Secret type and keys, as the kubelet and cert-manager use them. */
+export const TLS_SECRET_TYPE = "kubernetes.io/tls";
+export const TLS_CERT_KEY = "tls.crt";
+export const TLS_KEY_KEY = "tls.key";
+export const CA_CERT_KEY = "ca.crt";
+
+/** How many times a read-modify-write is retried after losing a race to another writer. */
+const MAX_ATTEMPTS = 3;
+
+/** One RFC 6902 operation. */
+export interface JsonPatchOperation {
+  readonly op: "add" | "replace" | "remove" | "test";
+  readonly path: string;
+  readonly value?: unknown;
+}
+
+/**
+ * The Kubernetes API calls the bootstrap needs. Implementations throw {@link AppError}s: `Conflict`
+ * for HTTP 409 (exists already, or a stale resourceVersion), `NotFound` for a missing object on write,
+ * `Forbidden`, `Unauthenticated`, `InvalidArgument` (400/422) and `Unavailable` for the rest.
+ */
+export interface CertsApi {
+  /** The Secret, or undefined when it does not exist. */
+  readSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
+  /** Creates the Secret; `Conflict` when one with that name exists. */
+  createSecret(namespace: string, secret: V1Secret): Promise<V1Secret>;
+  /** Replaces the Secret; `Conflict` when `metadata.resourceVersion` is no longer current. */
+  replaceSecret(namespace: string, name: string, secret: V1Secret): Promise<V1Secret>;
+  /** The configuration, or undefined when it does not exist. */
+  readMutatingWebhookConfiguration(name: string): Promise<V1MutatingWebhookConfiguration | undefined>;
+  /** Applies a JSON patch (`application/json-patch+json`). */
+  patchMutatingWebhookConfiguration(
+    name: string,
+    patch: readonly JsonPatchOperation[],
+  ): Promise<V1MutatingWebhookConfiguration>;
+}
+
+export interface EnsureServingSecretOptions {
+  /** Namespace of both the Secret and the webhook's Service. */
+  readonly namespace: string;
+  readonly secretName: string;
+  /** Name of the webhook's Service: the certificate covers its four DNS names. */
+  readonly service: string;
+  /** The current time; validity is judged against it and new certificates start at it. */
+  readonly now: Date;
+  /** Renew when the certificate or the CA expires within this many milliseconds. Default 30 days. */
+  readonly renewBefore?: number;
+  /** More SANs for new serving certificates (not required of an existing one). */
+  readonly extraDnsNames?: readonly string[];
+  readonly extraIps?: readonly string[];
+  /** Validity of new certificates; defaults from `generate.ts` (CA 10 years, serving 1 year). */
+  readonly caValidityDays?: number;
+  readonly validityDays?: number;
+  readonly log?: Logger;
+}
+
+/** PEM text of a serving bundle. */
+export interface ServingBundle {
+  readonly caPem: string;
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
+export interface ServingSecretResult extends ServingBundle {
+  /**
+   * `created`: there was no Secret; `reused`: it was valid and left unchanged; `renewed`: it was
+   * replaced by a new CA and certificate (see `reason`); `adopted`: another writer created or renewed
+   * it while this one ran, and its valid content is used.
+   */
+  readonly outcome: "created" | "reused" | "renewed" | "adopted";
+  /** Why the previous content could not be kept (for `renewed`). */
+  readonly reason?: string;
+  /** notAfter of the serving certificate. */
+  readonly notAfter: Date;
+}
+
+/**
+ * Makes sure `namespace/secretName` holds a valid serving bundle for `service` and returns it.
+ *
+ * - No Secret: generate a CA and a serving certificate and create it. If another replica created it
+ *   first (409), read theirs and use it when valid.
+ * - A Secret whose content is valid at `now` (see {@link inspectServingSecret}) is reused unchanged.
+ * - Otherwise everything is regenerated and the Secret replaced (its data then holds exactly
+ *   `tls.crt`, `tls.key` and `ca.crt`), guarded by resourceVersion; on a conflict, re-read and decide
+ *   again.
+ *
+ * A Secret of another type than `kubernetes.io/tls` is an error: its type cannot be changed in place.
+ */
+export async function ensureServingSecret(
+  api: CertsApi,
+  opts: EnsureServingSecretOptions,
+): Promise<ServingSecretResult> {
+  const { namespace, secretName: name } = opts;
+  const where = `Secret ${namespace}/${name}`;
+  let fresh: ServingBundle | undefined;
+  const generate = (): ServingBundle => (fresh ??= generateBundle(opts));
+  let lostRace = false;
+
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    const existing = await api.readSecret(namespace, name);
+    if (existing === undefined) {
+      const bundle = generate();
+      try {
+        await api.createSecret(namespace, secretFor(namespace, name, bundle));
+        opts.log?.info({ secret: where, notAfter: certExpiry(bundle.certPem) }, "created the serving Secret");
+        return result("created", bundle);
+      } catch (e) {
+        if (!isCode(e, "Conflict")) throw e;
+        opts.log?.info({ secret: where }, "another writer created the Secret first; reading theirs");
+        lostRace = true;
+        continue;
+      }
+    }
+
+    if ((existing.type ?? "Opaque") !== TLS_SECRET_TYPE)
+      throw new AppError(
+        "Conflict",
+        `${where} exists with type "${existing.type ?? "Opaque"}", not "${TLS_SECRET_TYPE}"; delete it or choose another secret name`,
+      );
+    const verdict = inspectServingSecret(existing, opts);
+    if (verdict.ok) {
+      opts.log?.info(
+        { secret: where, notAfter: verdict.notAfter },
+        "the serving Secret is valid; reusing it",
+      );
+      return result(lostRace ? "adopted" : "reused", verdict.bundle);
+    }
+
+    opts.log?.info({ secret: where, reason: verdict.reason }, "regenerating the CA and serving certificate");
+    const bundle = generate();
+    try {
+      await api.replaceSecret(namespace, name, secretFor(namespace, name, bundle, existing));
+      return result("renewed", bundle, verdict.reason);
+    } catch (e) {
+      if (!isCode(e, "Conflict") && !isCode(e, "NotFound")) throw e;
+      opts.log?.info({ secret: where }, "the Secret changed while renewing it; reading it again");
+      lostRace = true;
+    }
+  }
+  throw new AppError(
+    "Conflict",
+    `${where} kept changing while it was being written (${MAX_ATTEMPTS} attempts); is another bootstrap running in a loop?`,
+  );
+}
+
+export type SecretVerdict =
+  | { readonly ok: true; readonly bundle: ServingBundle; readonly notAfter: Date }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Pure: whether a Secret's content can be kept at `now`. It must hold non-empty `tls.crt`, `tls.key`
+ * and `ca.crt`; the key must belong to the certificate; the certificate must be issued by the CA and
+ * cover every DNS name of the Service; neither the certificate nor the CA may expire within
+ * `renewBefore`.
+ */
+export function inspectServingSecret(
+  secret: Pick<V1Secret, "data">,
+  opts: Pick<EnsureServingSecretOptions, "namespace" | "service" | "now" | "renewBefore">,
+): SecretVerdict {
+  const renewBefore = opts.renewBefore ?? DEFAULT_RENEW_BEFORE_MS;
+  const data = secret.data ?? {};
+  const missing = [TLS_CERT_KEY, TLS_KEY_KEY, CA_CERT_KEY].filter((k) => !data[k]);
+  if (missing.length > 0) return { ok: false, reason: `missing keys: ${missing.join(", ")}` };
+  const bundle: ServingBundle = {
+    certPem: decode(data[TLS_CERT_KEY]),
+    keyPem: decode(data[TLS_KEY_KEY]),
+    caPem: decode(data[CA_CERT_KEY]),
+  };
+  let notAfter: Date;
+  let dns: string[];
+  try {
+    notAfter = certExpiry(bundle.certPem);
+    dns = certSubjectAltNames(bundle.certPem).dns;
+    certExpiry(bundle.caPem);
+  } catch (e) {
+    return { ok: false, reason: `unparsable certificate: ${(e as Error).message}` };
+  }
+  if (!keyMatchesCert(bundle.certPem, bundle.keyPem))
+    return { ok: false, reason: `${TLS_KEY_KEY} is not the key of ${TLS_CERT_KEY}` };
+  if (!certMatchesCa(bundle.certPem, bundle.caPem))
+    return { ok: false, reason: `${TLS_CERT_KEY} is not issued by ${CA_CERT_KEY}` };
+  const uncovered = serviceDnsNames(opts.service, opts.namespace).filter((n) => !dns.includes(n));
+  if (uncovered.length > 0)
+    return { ok: false, reason: `the certificate does not cover ${uncovered.join(", ")}` };
+  if (needsRenewal(bundle.certPem, opts.now, renewBefore))
+    return {
+      ok: false,
+      reason: `the certificate expires at ${notAfter.toISOString()}, within the renewal window`,
+    };
+  if (needsRenewal(bundle.caPem, opts.now, renewBefore))
+    return {
+      ok: false,
+      reason: `the CA expires at ${certExpiry(bundle.caPem).toISOString()}, within the renewal window`,
+    };
+  return { ok: true, bundle, notAfter };
+}
+
+export interface PatchCaBundleOptions {
+  readonly webhookConfigName: string;
+  /** The CA (PEM) that the API server must trust when it calls the webhooks. */
+  readonly caPem: string;
+  readonly log?: Logger;
+}
+
+export interface PatchCaBundleResult {
+  /** Names of the webhooks whose caBundle was set. */
+  readonly patched: readonly string[];
+  /** Names of the webhooks that already had it. */
+  readonly unchanged: readonly string[];
+}
+
+/**
+ * Sets `clientConfig.caBundle` (base64 of `caPem`) on every webhook of the MutatingWebhookConfiguration,
+ * with one JSON patch, and only where it differs. Each change is guarded by a `test` of the webhook's
+ * name at that index, so a concurrent edit of the list fails the patch, which is then recomputed.
+ * Throws `NotFound` when the configuration does not exist.
+ */
+export async function patchCaBundle(api: CertsApi, opts: PatchCaBundleOptions): Promise<PatchCaBundleResult> {
+  const name = opts.webhookConfigName;
+  for (let attempt = 1; ; attempt++) {
+    const config = await api.readMutatingWebhookConfiguration(name);
+    if (config === undefined)
+      throw new AppError(
+        "NotFound",
+        `MutatingWebhookConfiguration "${name}" not found; apply the webhook manifests first or check the name`,
+      );
+    const plan = caBundlePatch(config, opts.caPem);
+    if (plan.patch.length === 0) {
+      opts.log?.info(
+        { webhookConfiguration: name, unchanged: plan.unchanged },
+        "caBundle already up to date",
+      );
+      return { patched: [], unchanged: plan.unchanged };
+    }
+    try {
+      await api.patchMutatingWebhookConfiguration(name, plan.patch);
+      opts.log?.info({ webhookConfiguration: name, patched: plan.patched }, "caBundle patched");
+      return { patched: plan.patched, unchanged: plan.unchanged };
+    } catch (e) {
+      if (attempt >= MAX_ATTEMPTS || !(isCode(e, "Conflict") || isCode(e, "InvalidArgument"))) throw e;
+      opts.log?.info({ webhookConfiguration: name }, "the configuration changed while patching it; retrying");
+    }
+  }
+}
+
+/** Pure: the JSON patch that sets `caBundle` on every webhook that lacks this CA. */
+export function caBundlePatch(
+  config: V1MutatingWebhookConfiguration,
+  caPem: string,
+): { patch: JsonPatchOperation[]; patched: string[]; unchanged: string[] } {
+  const want = Buffer.from(caPem, "utf8").toString("base64");
+  const patch: JsonPatchOperation[] = [];
+  const patched: string[] = [];
+  const unchanged: string[] = [];
+  (config.webhooks ?? []).forEach((webhook, i) => {
+    const have = webhook.clientConfig?.caBundle;
+    if (have !== undefined && samePem(have, want)) {
+      unchanged.push(webhook.name);
+      return;
+    }
+    patch.push({ op: "test", path: `/webhooks/${i}/name`, value: webhook.name });
+    if (webhook.clientConfig === undefined)
+      patch.push({ op: "add", path: `/webhooks/${i}/clientConfig`, value: { caBundle: want } });
+    else
+      patch.push({
+        op: have === undefined ? "add" : "replace",
+        path: `/webhooks/${i}/clientConfig/caBundle`,
+        value: want,
+      });
+    patched.push(webhook.name);
+  });
+  return { patch, patched, unchanged };
+}
+
+function generateBundle(opts: EnsureServingSecretOptions): ServingBundle {
+  const ca = generateCa({
+    commonName: `${opts.service}.${opts.namespace}.svc CA`,
+    validityDays: opts.caValidityDays,
+    now: opts.now,
+  });
+  const serving = generateServingCert({
+    ca,
+    service: opts.service,
+    namespace: opts.namespace,
+    validityDays: opts.validityDays,
+    extraDnsNames: opts.extraDnsNames,
+    extraIps: opts.extraIps,
+    now: opts.now,
+  });
+  return { caPem: ca.certPem, certPem: serving.certPem, keyPem: serving.keyPem };
+}
+
+function secretFor(namespace: string, name: string, bundle: ServingBundle, previous?: V1Secret): V1Secret {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: {
+      name,
+      namespace,
+      labels: { ...previous?.metadata?.labels, "app.kubernetes.io/managed-by": "dynamic-volumes-certs" },
+      ...(previous?.metadata?.annotations ? { annotations: previous.metadata.annotations } : {}),
+      ...(previous?.metadata?.resourceVersion ? { resourceVersion: previous.metadata.resourceVersion } : {}),
+    },
+    type: TLS_SECRET_TYPE,
+    data: {
+      [TLS_CERT_KEY]: Buffer.from(bundle.certPem, "utf8").toString("base64"),
+      [TLS_KEY_KEY]: Buffer.from(bundle.keyPem, "utf8").toString("base64"),
+      [CA_CERT_KEY]: Buffer.from(bundle.caPem, "utf8").toString("base64"),
+    },
+  };
+}
+
+function result(
+  outcome: ServingSecretResult["outcome"],
+  bundle: ServingBundle,
+  reason?: string,
+): ServingSecretResult {
+  return { outcome, ...bundle, notAfter: certExpiry(bundle.certPem), ...(reason ? { reason } : {}) };
+}
+
+function decode(b64: string | undefined): string {
+  return Buffer.from(b64 ?? "", "base64").toString("utf8");
+}
+
+function samePem(haveB64: string, wantB64: string): boolean {
+  if (haveB64 === wantB64) return true;
+  const norm = (b64: string) => decode(b64).replace(/\r\n/g, "\n").trim();
+  return norm(haveB64) === norm(wantB64);
+}
+
+function isCode(e: unknown, code: AppError["code"]): boolean {
+  return isAppError(e) && e.code === code;
+}

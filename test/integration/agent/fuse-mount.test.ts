@@ -1,0 +1,299 @@
+/**
+ * Real FUSE clients (s3fs, rclone) against a real S3 server (s3rver, in this process), mounted into
+ * a temporary directory. Needs root and /dev/fuse. Every test leaves no mount, process or directory
+ * behind: a leaked mount breaks the next run.
+ */
+import { expect } from "chai";
+import {
+  access,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+  type FileHandle,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { unmount as execUnmount } from "../../../agent/exec.js";
+import { FuseMounter, type MountResult } from "../../../agent/fuse-mount.js";
+import { findMount, mountsUnder, parseMountinfo } from "../../../agent/mountinfo.js";
+import type { MountRequest } from "../../../agent/mounters/types.js";
+import { AppError } from "../../../shared/errors.js";
+import type { MounterName } from "../../../shared/names.js";
+import { S3RVER_CREDENTIALS, startS3, type TestS3 } from "../../support/s3.js";
+
+const BUCKET = "data";
+const SEED = {
+  "hello.txt": "hello from s3rver\n",
+  "dir1/a.txt": "file a\n",
+  "dir1/sub/b.txt": "file b\n",
+};
+
+async function mountinfo(): Promise<ReturnType<typeof parseMountinfo>> {
+  return parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function rejection(p: Promise<unknown>): Promise<AppError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).to.be.instanceOf(AppError);
+    return e as AppError;
+  }
+  throw new Error("expected a rejection");
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
+  this.timeout(60_000);
+  let s3: TestS3;
+  let root: string;
+  let mounter: FuseMounter;
+  let seq = 0;
+  const handles: FileHandle[] = [];
+  const pids: number[] = [];
+
+  before(async function () {
+    if (process.getuid?.() !== 0 || !(await exists("/dev/fuse"))) {
+      throw new Error("these tests need root and /dev/fuse");
+    }
+    s3 = await startS3({ buckets: { [BUCKET]: SEED } });
+    root = await mkdtemp(join(tmpdir(), "dv-fuse-"));
+  });
+
+  beforeEach(() => {
+    mounter = new FuseMounter({ readyTimeoutMs: 15_000, settleMs: 300, stopGraceMs: 1000 });
+  });
+
+  afterEach(async () => {
+    for (const h of handles.splice(0)) await h.close().catch(() => undefined);
+    await mounter.unmountEverything().catch(() => undefined);
+    // Whatever a failed test left: unmount deepest first, lazily if need be.
+    for (const m of mountsUnder(await mountinfo(), root)) {
+      await execUnmount(m.mountPoint, { lazy: true }).catch(() => undefined);
+    }
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    expect(mountsUnder(await mountinfo(), root), "mounts left behind").to.deep.equal([]);
+  });
+
+  after(async () => {
+    if (root !== undefined) {
+      for (const m of mountsUnder(await mountinfo(), root)) {
+        await execUnmount(m.mountPoint, { lazy: true }).catch(() => undefined);
+      }
+      await rm(root, { recursive: true, force: true });
+    }
+    await s3?.stop();
+  });
+
+  function request(over: Partial<MountRequest> = {}): MountRequest {
+    const name = `m${++seq}`;
+    return {
+      bucket: BUCKET,
+      prefix: "",
+      readOnly: false,
+      mountPoint: join(root, "pods", name),
+      endpoint: s3.endpoint,
+      region: "us-east-1",
+      credentials: { ...S3RVER_CREDENTIALS },
+      options: {},
+      stateDir: join(root, "agent", name),
+      ...over,
+    };
+  }
+
+  async function mountOk(req: MountRequest, m: MounterName): Promise<MountResult> {
+    const r = await mounter.mount(req, m);
+    pids.push(r.pid);
+    return r;
+  }
+
+  for (const m of ["s3fs", "rclone"] as const) {
+    describe(m, () => {
+      it("mounts a bucket, reads a seeded file, and unmounts cleanly", async () => {
+        const req = request();
+        const r = await mountOk(req, m);
+        console.log(`      ${m} ready after ${r.readyMs} ms`);
+        expect(r.fsType).to.equal(`fuse.${m}`);
+        expect(findMount(await mountinfo(), req.mountPoint)?.fsType).to.equal(`fuse.${m}`);
+        expect(await readFile(join(req.mountPoint, "hello.txt"), "utf8")).to.equal(SEED["hello.txt"]);
+        expect((await readdir(req.mountPoint)).sort()).to.deep.equal(["dir1", "hello.txt"]);
+        expect((await stat(req.stateDir)).mode & 0o777).to.equal(0o700);
+        expect(await mounter.probe(req.mountPoint)).to.equal("ok");
+
+        const u = await mounter.unmount(req.mountPoint);
+        expect(u).to.deep.equal({ unmounted: true, lazy: false, processStopped: true });
+        expect(findMount(await mountinfo(), req.mountPoint)).to.equal(undefined);
+        expect(await mounter.probe(req.mountPoint)).to.equal("absent");
+        expect(await exists(req.stateDir), "state dir removed").to.equal(false);
+        expect(mounter.pidOf(req.mountPoint)).to.equal(undefined);
+      });
+
+      it("mounts a prefix of the bucket", async () => {
+        const req = request({ prefix: "dir1" });
+        await mountOk(req, m);
+        expect((await readdir(req.mountPoint)).sort()).to.deep.equal(["a.txt", "sub"]);
+        expect(await readFile(join(req.mountPoint, "sub", "b.txt"), "utf8")).to.equal(SEED["dir1/sub/b.txt"]);
+      });
+
+      it("refuses writes when read-only", async () => {
+        const req = request({ readOnly: true });
+        await mountOk(req, m);
+        expect(await readFile(join(req.mountPoint, "hello.txt"), "utf8")).to.equal(SEED["hello.txt"]);
+        const e = await writeFile(join(req.mountPoint, `ro-${m}.txt`), "nope").then(
+          () => undefined,
+          (err: NodeJS.ErrnoException) => err,
+        );
+        expect(e?.code).to.equal("EROFS");
+        expect(await s3.get(BUCKET, `ro-${m}.txt`)).to.equal(undefined);
+      });
+
+      it("fails with MountFailed, the client's output and nothing left behind on wrong credentials", async () => {
+        const secret = "not-the-right-secret-Xy7";
+        const req = request({ credentials: { accessKeyID: "WRONGKEY", secretAccessKey: secret } });
+        const e = await rejection(mounter.mount(req, m));
+        expect(e.code).to.equal("MountFailed");
+        expect(e.message).to.match(m === "s3fs" ? /invalid credentials/ : /InvalidAccessKeyId/);
+        expect(e.message).to.not.include(secret);
+        expect(e.message).to.not.include("WRONGKEY");
+        expect(findMount(await mountinfo(), req.mountPoint), "no mount left").to.equal(undefined);
+        expect(await exists(req.stateDir), "state dir removed").to.equal(false);
+      });
+
+      it("reports a client killed with -9 as stale, and unmounts the stale busy mount lazily", async () => {
+        const req = request();
+        const r = await mountOk(req, m);
+        // An open directory keeps the mount busy, like a container whose cwd is inside it.
+        handles.push(await open(req.mountPoint, "r"));
+        process.kill(r.pid, "SIGKILL");
+        await waitFor("the client to die", () =>
+          Promise.resolve(mounter.pidOf(req.mountPoint) === undefined ? true : undefined),
+        );
+        expect(
+          findMount(await mountinfo(), req.mountPoint),
+          "the dead mount stays in mountinfo",
+        ).to.not.equal(undefined);
+        expect(await mounter.probe(req.mountPoint)).to.equal("stale");
+
+        const u = await mounter.unmount(req.mountPoint);
+        expect(u.unmounted).to.equal(true);
+        expect(u.lazy).to.equal(true);
+        expect(findMount(await mountinfo(), req.mountPoint)).to.equal(undefined);
+        expect(await exists(req.stateDir)).to.equal(false);
+        // The mount point can be used again.
+        await mountOk(request({ mountPoint: req.mountPoint }), m);
+        expect(await readFile(join(req.mountPoint, "hello.txt"), "utf8")).to.equal(SEED["hello.txt"]);
+      });
+
+      it("refuses to mount on top of an existing mount", async () => {
+        const req = request();
+        await mountOk(req, m);
+        const e = await rejection(mounter.mount({ ...req, stateDir: `${req.stateDir}-2` }, m));
+        expect(e.code).to.equal("Conflict");
+        expect(await exists(`${req.stateDir}-2`)).to.equal(false);
+      });
+    });
+  }
+
+  describe("s3fs writes", () => {
+    it("uploads a file written through the mount", async () => {
+      const req = request();
+      await mountOk(req, "s3fs");
+      await writeFile(join(req.mountPoint, "written-by-s3fs.txt"), "via s3fs\n");
+      expect(await s3.get(BUCKET, "written-by-s3fs.txt")).to.equal("via s3fs\n");
+      const passwd = join(req.stateDir, "passwd-s3fs");
+      expect((await stat(passwd)).mode & 0o777).to.equal(0o600);
+    });
+  });
+
+  describe("rclone writes", () => {
+    it("uploads a file written through the mount after the write-back delay", async () => {
+      const req = request({ options: { "vfs-write-back": "0s" } });
+      await mountOk(req, "rclone");
+      await writeFile(join(req.mountPoint, "written-by-rclone.txt"), "via rclone\n");
+      const body = await waitFor("the upload", () => s3.get(BUCKET, "written-by-rclone.txt"));
+      expect(body).to.equal("via rclone\n");
+    });
+  });
+
+  describe("failures", () => {
+    it("a client that cannot be started is MountFailed and leaves no state", async () => {
+      const broken = new FuseMounter({ commands: { s3fs: "/nonexistent/s3fs" } });
+      const req = request();
+      const e = await rejection(broken.mount(req, "s3fs"));
+      expect(e.code).to.equal("MountFailed");
+      expect(e.message).to.match(/not found on PATH/);
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    // s3fs mounts first and checks the service in its FUSE init callback, which blocks every
+    // request (and ignores SIGTERM) while it retries for ~20 s: only the readiness timeout ends it.
+    it("an unreachable endpoint is MountFailed at the readiness timeout, with no mount left", async () => {
+      const impatient = new FuseMounter({ readyTimeoutMs: 2000, stopGraceMs: 500 });
+      const req = request({ endpoint: "http://127.0.0.1:1" });
+      const t0 = Date.now();
+      const e = await rejection(impatient.mount(req, "s3fs"));
+      expect(e.code).to.equal("MountFailed");
+      expect(e.message).to.match(/did not answer a directory listing within 2000 ms/);
+      expect(e.message).to.match(/s3fs_init/); // from s3fs's own log file
+      expect(Date.now() - t0).to.be.lessThan(8000);
+      expect(findMount(await mountinfo(), req.mountPoint)).to.equal(undefined);
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("a missing bucket is MountFailed for s3fs", async () => {
+      const req = request({ bucket: "no-such-bucket" });
+      const e = await rejection(mounter.mount(req, "s3fs"));
+      expect(e.code).to.equal("MountFailed");
+      expect(e.message).to.match(/bucket or key not found/);
+    });
+  });
+
+  describe("timing", () => {
+    for (const m of ["s3fs", "rclone"] as const) {
+      it(`${m}: mount-to-ready over 5 runs`, async () => {
+        const times: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const req = request();
+          const r = await mountOk(req, m);
+          times.push(r.readyMs);
+          await mounter.unmount(req.mountPoint);
+        }
+        console.log(`      ${m} ready after ${times.join(", ")} ms (median ${median(times)} ms)`);
+        expect(median(times)).to.be.lessThan(5000);
+      });
+    }
+  });
+});

@@ -1,0 +1,226 @@
+import { expect } from "chai";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { run, start, type ClientProcess } from "../../../agent/exec.js";
+import { AppError } from "../../../shared/errors.js";
+
+const NODE = process.execPath;
+
+/** Running (a zombie whose parent died may linger unreaped when PID 1 does not reap: it counts as dead). */
+async function alive(pid: number): Promise<boolean> {
+  try {
+    const text = await readFile(`/proc/${pid}/stat`, "utf8");
+    return text.slice(text.lastIndexOf(")") + 2).split(" ")[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+async function processGroupOf(pid: number): Promise<number> {
+  // /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."; comm may contain spaces, so cut after ')'.
+  const text = await readFile(`/proc/${pid}/stat`, "utf8");
+  return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[2]);
+}
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("exec", () => {
+  let dir: string;
+  const started: ClientProcess[] = [];
+  const pids: number[] = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "dv-exec-"));
+  });
+
+  afterEach(async () => {
+    for (const c of started.splice(0)) await c.stop(200);
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe("run", () => {
+    it("returns the exit code, stdout and stderr", async () => {
+      const r = await run(
+        NODE,
+        ["-e", "process.stdout.write('out'); process.stderr.write('err'); process.exit(3)"],
+        {
+          timeoutMs: 10_000,
+        },
+      );
+      expect(r).to.include({
+        code: 3,
+        signal: null,
+        stdout: "out",
+        stderr: "err",
+        timedOut: false,
+        truncated: false,
+      });
+    });
+
+    it("passes argv without a shell: metacharacters are plain text", async () => {
+      const target = join(dir, "pwned");
+      const r = await run("echo", [`; touch ${target}`, `$(touch ${target})`, `| touch ${target}`], {
+        timeoutMs: 10_000,
+      });
+      expect(r.code).to.equal(0);
+      expect(r.stdout).to.equal(`; touch ${target} $(touch ${target}) | touch ${target}\n`);
+      expect(existsSync(target)).to.equal(false);
+    });
+
+    it("does not run a command line as a shell would", async () => {
+      const target = join(dir, "pwned");
+      const e = await rejection(run(`true; touch ${target}`, [], { timeoutMs: 10_000 }));
+      expect(e).to.be.instanceOf(AppError);
+      expect((e as AppError).code).to.equal("Unavailable");
+      expect(existsSync(target)).to.equal(false);
+    });
+
+    it("kills the process with SIGTERM when the timeout fires", async () => {
+      const t0 = Date.now();
+      const r = await run("sleep", ["30"], { timeoutMs: 150 });
+      expect(r.timedOut).to.equal(true);
+      expect(r.signal).to.equal("SIGTERM");
+      expect(r.code).to.equal(null);
+      expect(Date.now() - t0).to.be.lessThan(5000);
+    });
+
+    it("escalates to SIGKILL when SIGTERM is ignored", async () => {
+      const r = await run(NODE, ["-e", "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"], {
+        timeoutMs: 300,
+        killGraceMs: 300,
+      });
+      expect(r.timedOut).to.equal(true);
+      expect(r.signal).to.equal("SIGKILL");
+    });
+
+    it("kills the whole process group on timeout, grandchildren included", async () => {
+      const script =
+        "const c = require('child_process').spawn('sleep', ['30'], {stdio: 'ignore'});" +
+        "process.stdout.write(String(c.pid)); setInterval(() => {}, 1000)";
+      const r = await run(NODE, ["-e", script], { timeoutMs: 500 });
+      const grandchild = Number(r.stdout);
+      expect(grandchild).to.be.greaterThan(0);
+      pids.push(grandchild);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await alive(grandchild)).to.equal(false);
+    });
+
+    it("feeds input on stdin", async () => {
+      const r = await run("cat", [], { timeoutMs: 10_000, input: "hello\n" });
+      expect(r.stdout).to.equal("hello\n");
+    });
+
+    it("gives the child only the environment it was given", async () => {
+      const r = await run("env", [], { timeoutMs: 10_000, env: { FOO: "bar" } });
+      expect(r.stdout).to.equal("FOO=bar\n");
+    });
+
+    it("keeps the first bytes of stdout and the last bytes of stderr", async () => {
+      const r = await run(
+        NODE,
+        [
+          "-e",
+          "process.stdout.write('A'.repeat(100000) + 'Z'); process.stderr.write('x'.repeat(100000) + 'END')",
+        ],
+        { timeoutMs: 10_000, maxOutputBytes: 1000 },
+      );
+      expect(r.stdout).to.equal("A".repeat(1000));
+      expect(r.stderr).to.have.length(1000);
+      expect(r.stderr.endsWith("END")).to.equal(true);
+      expect(r.truncated).to.equal(true);
+    });
+
+    it("returns even when a daemonized grandchild keeps the pipes open", async () => {
+      const script =
+        "const c = require('child_process').spawn('sleep', ['30'], {stdio: 'inherit', detached: true});" +
+        "c.unref(); process.stdout.write(c.pid + ' parent done')";
+      const t0 = Date.now();
+      const r = await run(NODE, ["-e", script], { timeoutMs: 10_000 });
+      const [pid, ...rest] = r.stdout.split(" ");
+      pids.push(Number(pid));
+      expect(await alive(Number(pid)), "the daemon still runs").to.equal(true);
+      expect(r.code).to.equal(0);
+      expect(rest.join(" ")).to.equal("parent done");
+      expect(Date.now() - t0).to.be.lessThan(5000);
+    });
+
+    it("[error] a program that does not exist is Unavailable with a hint", async () => {
+      const e = await rejection(run("dv-no-such-program", [], { timeoutMs: 1000 }));
+      expect(e).to.be.instanceOf(AppError);
+      expect((e as AppError).code).to.equal("Unavailable");
+      expect((e as AppError).message).to.match(/not found on PATH\. Is it installed/);
+    });
+  });
+
+  describe("start", () => {
+    it("starts a process in its own process group and reports its exit", async () => {
+      const c = await start("sleep", ["30"], { env: { PATH: process.env.PATH } });
+      started.push(c);
+      expect(c.pid).to.be.greaterThan(0);
+      expect(await processGroupOf(c.pid)).to.equal(c.pid);
+      expect(c.exitStatus()).to.equal(undefined);
+      expect(c.kill("SIGTERM")).to.equal(true);
+      expect(await c.exited).to.deep.equal({ code: null, signal: "SIGTERM" });
+      expect(c.exitStatus()).to.deep.equal({ code: null, signal: "SIGTERM" });
+      expect(c.kill()).to.equal(false);
+    });
+
+    it("keeps a bounded tail of stdout and stderr", async () => {
+      const c = await start(
+        NODE,
+        ["-e", "process.stdout.write('o'.repeat(5000) + 'OUT\\n'); process.stderr.write('ERR\\n')"],
+        { env: {}, stderrLimit: 100 },
+      );
+      started.push(c);
+      expect(await c.exited).to.deep.equal({ code: 0, signal: null });
+      const tail = c.stderrTail();
+      expect(tail.length).to.be.at.most(100);
+      expect(tail).to.include("OUT\n");
+      expect(tail).to.include("ERR\n");
+    });
+
+    it("writes output to a 0600 log file when asked and reads the tail from it", async () => {
+      const logFile = join(dir, "client.log");
+      const c = await start(NODE, ["-e", "console.log('to stdout'); console.error('to stderr')"], {
+        env: {},
+        logFile,
+        stderrLimit: 1000,
+      });
+      started.push(c);
+      await c.exited;
+      expect((await stat(logFile)).mode & 0o777).to.equal(0o600);
+      expect(c.stderrTail()).to.equal("to stdout\nto stderr\n");
+    });
+
+    it("stop() escalates to SIGKILL after the grace time", async () => {
+      const c = await start(NODE, ["-e", "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"], {
+        env: {},
+      });
+      started.push(c);
+      await new Promise((resolve) => setTimeout(resolve, 200)); // let it install the handler
+      const status = await c.stop(200);
+      expect(status.signal).to.equal("SIGKILL");
+    });
+
+    it("[error] a program that does not exist rejects with Unavailable", async () => {
+      const e = await rejection(start("dv-no-such-program", [], { env: {} }));
+      expect((e as AppError).code).to.equal("Unavailable");
+    });
+  });
+});

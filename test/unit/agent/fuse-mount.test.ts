@@ -1,0 +1,245 @@
+import { expect } from "chai";
+import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ClientProcess, ExitStatus, UnmountOutcome } from "../../../agent/exec.js";
+import { defaultBaseEnv, FuseMounter, type ProcessRunner } from "../../../agent/fuse-mount.js";
+import type { MountRequest } from "../../../agent/mounters/types.js";
+import { AppError } from "../../../shared/errors.js";
+
+const SECRET = "fake-secret-0123456789";
+const ROOT_LINE = "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw";
+
+/** A client process that exits when told to. */
+class FakeClient implements ClientProcess {
+  readonly pid = 4242;
+  private status: ExitStatus | undefined;
+  private resolveExit!: (s: ExitStatus) => void;
+  readonly exited = new Promise<ExitStatus>((resolve) => (this.resolveExit = resolve));
+  output = "";
+  signals: string[] = [];
+  exitStatus(): ExitStatus | undefined {
+    return this.status;
+  }
+  stderrTail(): string {
+    return this.output;
+  }
+  exit(s: ExitStatus): void {
+    if (this.status !== undefined) return;
+    this.status = s;
+    this.resolveExit(s);
+  }
+  kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
+    this.signals.push(signal);
+    this.exit({ code: null, signal });
+    return true;
+  }
+  stop(): Promise<ExitStatus> {
+    this.kill("SIGTERM");
+    return this.exited;
+  }
+}
+
+/** Fake mountinfo and exec: `mounted` decides whether the mount point is listed. */
+class FakeSystem implements ProcessRunner {
+  mounted = false;
+  client = new FakeClient();
+  starts: Array<{ cmd: string; argv: readonly string[]; env: Readonly<Record<string, string | undefined>> }> =
+    [];
+  unmounts: string[] = [];
+  onStart: () => void = () => undefined;
+  constructor(private readonly mountPoint: () => string) {}
+  start(cmd: string, argv: readonly string[], opts: { env: Readonly<Record<string, string | undefined>> }) {
+    this.starts.push({ cmd, argv, env: opts.env });
+    this.onStart();
+    return Promise.resolve(this.client);
+  }
+  unmount(path: string): Promise<UnmountOutcome> {
+    this.unmounts.push(path);
+    const was = this.mounted;
+    this.mounted = false;
+    return Promise.resolve({
+      unmounted: was,
+      lazy: false,
+      method: was ? "fusermount3" : "none",
+      attempts: [],
+    });
+  }
+  readMountinfo = (): Promise<string> =>
+    Promise.resolve(
+      [ROOT_LINE, ...(this.mounted ? [`61 27 0:39 / ${this.mountPoint()} rw - fuse.s3fs s3fs rw`] : [])].join(
+        "\n",
+      ),
+    );
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+describe("FuseMounter (with a fake client and mountinfo)", () => {
+  let dir: string;
+  let sys: FakeSystem;
+  let req: MountRequest;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "dv-fm-"));
+    req = {
+      bucket: "data",
+      prefix: "",
+      readOnly: false,
+      mountPoint: join(dir, "pods", "data"),
+      endpoint: "http://127.0.0.1:9000",
+      region: "",
+      credentials: { accessKeyID: "KEYID", secretAccessKey: SECRET },
+      options: {},
+      stateDir: join(dir, "agent", "data"),
+    };
+    sys = new FakeSystem(() => req.mountPoint);
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function mounter(over: Partial<ConstructorParameters<typeof FuseMounter>[0]> = {}): FuseMounter {
+    return new FuseMounter({
+      exec: sys,
+      readMountinfo: sys.readMountinfo,
+      readyTimeoutMs: 300,
+      settleMs: 30,
+      pollMs: 5,
+      stopGraceMs: 10,
+      baseEnv: { PATH: "/usr/bin" },
+      ...over,
+    });
+  }
+
+  async function failure(p: Promise<unknown>): Promise<AppError> {
+    try {
+      await p;
+    } catch (e) {
+      expect(e).to.be.instanceOf(AppError);
+      return e as AppError;
+    }
+    throw new Error("expected a rejection");
+  }
+
+  describe("mount", () => {
+    it("writes 0600 files in a 0700 state dir, starts the client and waits for mountinfo", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 30);
+      const r = await mounter().mount(req, "s3fs");
+      expect(r).to.include({ mountPoint: req.mountPoint, mounter: "s3fs", pid: 4242, fsType: "fuse.s3fs" });
+      expect(r.readyMs).to.be.at.least(25);
+      expect((await stat(req.stateDir)).mode & 0o777).to.equal(0o700);
+      const passwd = join(req.stateDir, "passwd-s3fs");
+      expect((await stat(passwd)).mode & 0o777).to.equal(0o600);
+      expect(await readFile(passwd, "utf8")).to.equal(`KEYID:${SECRET}\n`);
+      expect(sys.starts).to.have.length(1);
+      expect(sys.starts[0]!.cmd).to.equal("s3fs");
+      expect(sys.starts[0]!.argv.join(" ")).to.not.include(SECRET);
+    });
+
+    it("[error] MountFailed when the client exits right after mounting (s3fs exits 0 on failure)", async () => {
+      sys.client.output = `invalid credentials for KEYID/${SECRET}`;
+      sys.onStart = () => {
+        sys.mounted = true;
+        setTimeout(() => {
+          sys.mounted = false;
+          sys.client.exit({ code: 0, signal: null });
+        }, 10);
+      };
+      const e = await failure(mounter({ settleMs: 100 }).mount(req, "s3fs"));
+      expect(e.code).to.equal("MountFailed");
+      expect(e.message).to.match(/exited with code 0 right after mounting/);
+      expect(e.message).to.include("invalid credentials");
+      expect(e.message).to.not.include(SECRET);
+      expect(e.message).to.not.include("KEYID");
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("[error] MountFailed when the mount never appears, and the client is stopped", async () => {
+      const e = await failure(mounter().mount(req, "rclone"));
+      expect(e.code).to.equal("MountFailed");
+      expect(e.message).to.match(/did not appear in mountinfo within 300 ms/);
+      expect(e.message).to.match(/\(no output\)/);
+      expect(sys.client.signals).to.include("SIGTERM");
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("[error] removes a half-made mount when the client dies", async () => {
+      sys.onStart = () => {
+        sys.mounted = true;
+        sys.client.exit({ code: null, signal: "SIGSEGV" });
+      };
+      const e = await failure(mounter().mount(req, "rclone"));
+      expect(e.message).to.match(/killed by SIGSEGV before the mount was ready/);
+      expect(sys.unmounts).to.deep.equal([req.mountPoint]);
+      expect(sys.mounted).to.equal(false);
+    });
+
+    it("[error] Conflict when something is already mounted there; nothing is started", async () => {
+      sys.mounted = true;
+      const e = await failure(mounter().mount(req, "s3fs"));
+      expect(e.code).to.equal("Conflict");
+      expect(sys.starts).to.deep.equal([]);
+    });
+
+    it("[error] InvalidArgument for a bad option; nothing is written or started", async () => {
+      const e = await failure(mounter().mount({ ...req, options: { allow_root: true } }, "s3fs"));
+      expect(e.code).to.equal("InvalidArgument");
+      expect(sys.starts).to.deep.equal([]);
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+  });
+
+  describe("unmount", () => {
+    it("unmounts, stops its client and removes the state dir", async () => {
+      sys.onStart = () => (sys.mounted = true);
+      const m = mounter();
+      await m.mount(req, "s3fs");
+      expect(m.pidOf(req.mountPoint)).to.equal(4242);
+      const r = await m.unmount(req.mountPoint);
+      expect(r).to.deep.equal({ unmounted: true, lazy: false, processStopped: true });
+      expect(sys.client.exitStatus()).to.not.equal(undefined);
+      expect(await exists(req.stateDir)).to.equal(false);
+      expect(m.mountPoints()).to.deep.equal([]);
+    });
+
+    it("removes the given state dir of a mount it did not start", async () => {
+      sys.mounted = true;
+      const stateDir = join(dir, "agent", "orphan");
+      await mkdir(stateDir, { recursive: true });
+      const r = await mounter().unmount(req.mountPoint, { stateDir });
+      expect(r).to.deep.equal({ unmounted: true, lazy: false, processStopped: false });
+      expect(await exists(stateDir)).to.equal(false);
+    });
+  });
+
+  describe("probe", () => {
+    it("is absent when nothing is mounted and ok when a stat succeeds", async () => {
+      const m = mounter();
+      expect(await m.probe(req.mountPoint)).to.equal("absent");
+      sys.mounted = true;
+      await mkdir(req.mountPoint, { recursive: true });
+      expect(await m.probe(req.mountPoint)).to.equal("ok");
+    });
+  });
+
+  describe("defaultBaseEnv", () => {
+    it("passes only PATH, locale, CA and proxy variables", () => {
+      expect(
+        defaultBaseEnv({
+          PATH: "/bin",
+          AWS_CA_BUNDLE: "/ca.pem",
+          KUBECONFIG: "/k",
+          DV_SIGNING_KEY_FILE: "/s",
+        }),
+      ).to.deep.equal({ PATH: "/bin", AWS_CA_BUNDLE: "/ca.pem" });
+      expect(defaultBaseEnv({}).PATH).to.match(/\/usr\/bin/);
+    });
+  });
+});
