@@ -24,10 +24,17 @@ const opt = (flag: string, description: string, def?: string): OptionSpec => ({
 export const AGENT_OPTIONS = {
   root: opt("root", "host root that holds the pods' directories and the agent's private state", DEFAULT_ROOT),
   nodeName: opt("node-name", "this node's name (in a cluster, from the downward API; NODE_NAME also works)"),
-  podsDir: opt("pods-dir", "local mode: directory of pod files (without it the agent uses the Kubernetes API)"),
+  podsDir: opt(
+    "pods-dir",
+    "local mode: directory of pod files (without it the agent uses the Kubernetes API)",
+  ),
   secretsDir: opt("secrets-dir", "local mode: directory of <namespace>/<name>.json Secrets"),
   signingKeyFile: opt("signing-key-file", "file holding the id-signing key shared with the webhook"),
-  defaultMounter: opt("default-mounter", `FUSE client for pods without the mounter annotation: ${MOUNTERS.join(", ")}`, "s3fs"),
+  defaultMounter: opt(
+    "default-mounter",
+    `FUSE client for pods without the mounter annotation: ${MOUNTERS.join(", ")}`,
+    "s3fs",
+  ),
   concurrency: opt("concurrency", "pods reconciled at once", "4"),
   mountTimeoutSeconds: opt("mount-timeout-seconds", "how long one mount may take to become ready", "30"),
   resyncSeconds: opt("resync-seconds", "how often every mount is probed and orphans are collected", "10"),
@@ -62,14 +69,21 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     );
   const local =
     podsDir !== undefined && secretsDir !== undefined
-      ? { podsDir: parseAbsoluteOrRelative(o.podsDir, podsDir), secretsDir: parseAbsoluteOrRelative(o.secretsDir, secretsDir) }
+      ? {
+          podsDir: parseAbsoluteOrRelative(o.podsDir, podsDir),
+          secretsDir: parseAbsoluteOrRelative(o.secretsDir, secretsDir),
+        }
       : undefined;
   const mounter = requireOption(o.defaultMounter, raw);
   if (!(MOUNTERS as readonly string[]).includes(mounter))
-    throw new ConfigError(`--default-mounter (env ${o.defaultMounter.env}): "${mounter}" is not one of ${MOUNTERS.join(", ")}`);
+    throw new ConfigError(
+      `--default-mounter (env ${o.defaultMounter.env}): "${mounter}" is not one of ${MOUNTERS.join(", ")}`,
+    );
   const logLevel = requireOption(o.logLevel, raw);
   if (!LEVELS.has(logLevel))
-    throw new ConfigError(`--log-level (env ${o.logLevel.env}): "${logLevel}" is not one of ${[...LEVELS].join(", ")}`);
+    throw new ConfigError(
+      `--log-level (env ${o.logLevel.env}): "${logLevel}" is not one of ${[...LEVELS].join(", ")}`,
+    );
   return Object.freeze({
     root: parseAbsolutePath(o.root, requireOption(o.root, raw)),
     // In local mode every pod file is scheduled here, so the node name is only a label.

@@ -17,7 +17,10 @@ export interface BucketCredentials {
  * Checks a Secret's decoded data. Throws AppError naming the missing or bad key, never echoing a
  * value; the mounter's own checks (`mounters/validate.ts`) cover region and key characters.
  */
-export function credentialsFromSecret(data: Record<string, string> | undefined, what: string): BucketCredentials {
+export function credentialsFromSecret(
+  data: Record<string, string> | undefined,
+  what: string,
+): BucketCredentials {
   if (data === undefined)
     throw new AppError(
       "NotFound",
@@ -27,12 +30,18 @@ export function credentialsFromSecret(data: Record<string, string> | undefined, 
     (k) => (data[k] ?? "").trim() === "",
   );
   if (missing.length > 0)
-    throw new AppError("InvalidArgument", `Secret ${what} lacks the key${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`);
+    throw new AppError(
+      "InvalidArgument",
+      `Secret ${what} lacks the key${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`,
+    );
   const endpoint = data[SECRET_KEYS.endpoint]!.trim();
   try {
     checkEndpoint(endpoint);
   } catch (e) {
-    throw new AppError("InvalidArgument", `Secret ${what}: key ${SECRET_KEYS.endpoint}: ${(e as Error).message}`);
+    throw new AppError(
+      "InvalidArgument",
+      `Secret ${what}: key ${SECRET_KEYS.endpoint}: ${(e as Error).message}`,
+    );
   }
   const region = (data[SECRET_KEYS.region] ?? "").trim();
   const accessKeyID = data[SECRET_KEYS.accessKeyID]!.trim();

@@ -51,7 +51,11 @@ export interface ActualMount {
 }
 
 export type Action =
-  | { readonly kind: "unmount"; readonly name: string; readonly reason: "removed" | "changed" | "stale" | "unknown" }
+  | {
+      readonly kind: "unmount";
+      readonly name: string;
+      readonly reason: "removed" | "changed" | "stale" | "unknown";
+    }
   | { readonly kind: "mount"; readonly name: string; readonly spec: MountSpec };
 
 /**
@@ -76,6 +80,8 @@ export function planPod(desired: readonly MountSpec[], actual: readonly ActualMo
       keep.add(a.name);
     }
   }
-  const mounts: Action[] = desired.filter((s) => !keep.has(s.name)).map((spec) => ({ kind: "mount", name: spec.name, spec }));
+  const mounts: Action[] = desired
+    .filter((s) => !keep.has(s.name))
+    .map((spec) => ({ kind: "mount", name: spec.name, spec }));
   return [...unmounts, ...mounts];
 }

@@ -4,7 +4,8 @@
  */
 import type { PodObject } from "./pod.js";
 
-export type PodEvent = { readonly type: "upsert"; readonly pod: PodObject } | { readonly type: "delete"; readonly pod: PodObject };
+export type PodEvent =
+  { readonly type: "upsert"; readonly pod: PodObject } | { readonly type: "delete"; readonly pod: PodObject };
 
 export interface PodRef {
   readonly namespace: string;
@@ -35,7 +36,11 @@ export interface PodSource {
    * Rewrites the pod's `dynamic-volumes/buckets` annotation, and nothing else, with `edit` applied
    * to its current value; retried on conflict so that concurrent edits are never lost.
    */
-  updateBuckets(namespace: string, name: string, edit: (current: string | undefined) => string): Promise<PodObject>;
+  updateBuckets(
+    namespace: string,
+    name: string,
+    edit: (current: string | undefined) => string,
+  ): Promise<PodObject>;
   /** The current pod, when it exists on this node. */
   getPod(namespace: string, name: string): PodObject | undefined;
 }

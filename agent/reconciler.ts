@@ -154,7 +154,9 @@ export class Reconciler {
   private resync(): void {
     if (this.stopped) return;
     for (const key of this.pods.keys()) this.enqueue(key);
-    void this.collectGarbage().catch((e: unknown) => this.log.error({ err: (e as Error).message }, "garbage collection failed"));
+    void this.collectGarbage().catch((e: unknown) =>
+      this.log.error({ err: (e as Error).message }, "garbage collection failed"),
+    );
   }
 
   enqueue(key: string): void {
@@ -190,7 +192,11 @@ export class Reconciler {
     let owner: PodView | undefined;
     for (const p of this.pods.values()) {
       if (p.id !== id || p.refusal !== undefined) continue;
-      if (owner === undefined || p.createdAt < owner.createdAt || (p.createdAt === owner.createdAt && p.uid < owner.uid))
+      if (
+        owner === undefined ||
+        p.createdAt < owner.createdAt ||
+        (p.createdAt === owner.createdAt && p.uid < owner.uid)
+      )
         owner = p;
     }
     return owner;
@@ -232,7 +238,12 @@ export class Reconciler {
     const at = this.now();
     for (const entry of view.buckets.entries) {
       if (podProblem !== undefined) {
-        status = setMountStatus(status, entry.name, { ...summary(entry), state: "failed", error: podProblem }, at);
+        status = setMountStatus(
+          status,
+          entry.name,
+          { ...summary(entry), state: "failed", error: podProblem },
+          at,
+        );
         continue;
       }
       desired.push(specOf(entry, view));
@@ -293,9 +304,15 @@ export class Reconciler {
   private async refuse(view: PodView, ref: PodRef, st: PodState, reason: string): Promise<void> {
     const at = this.now();
     let status: PodStatus = {};
-    for (const e of view.buckets.entries) status = setMountStatus(status, e.name, { ...summary(e), state: "failed", error: reason }, at);
+    for (const e of view.buckets.entries)
+      status = setMountStatus(status, e.name, { ...summary(e), state: "failed", error: reason }, at);
     if (view.buckets.entries.length === 0)
-      status = setMountStatus(status, "#pod", { state: "failed", bucket: "", prefix: "", readOnly: false, error: reason }, at);
+      status = setMountStatus(
+        status,
+        "#pod",
+        { state: "failed", bucket: "", prefix: "", readOnly: false, error: reason },
+        at,
+      );
     st.status = status;
     if (st.lastRefusal !== reason) {
       st.lastRefusal = reason;
@@ -319,7 +336,14 @@ export class Reconciler {
     return out;
   }
 
-  private async mountOne(view: PodView, ref: PodRef, st: PodState, id: string, dir: string, spec: MountSpec): Promise<void> {
+  private async mountOne(
+    view: PodView,
+    ref: PodRef,
+    st: PodState,
+    id: string,
+    dir: string,
+    spec: MountSpec,
+  ): Promise<void> {
     const fkey = `${view.key}/${spec.name}`;
     const failure = this.failures.get(fkey);
     const skey = specKey(spec);
@@ -333,7 +357,10 @@ export class Reconciler {
     const started = Date.now();
     try {
       const secretRef = `${view.namespace}/${spec.secretName}`;
-      const creds = credentialsFromSecret(await this.source.getSecret(view.namespace, spec.secretName), secretRef);
+      const creds = credentialsFromSecret(
+        await this.source.getSecret(view.namespace, spec.secretName),
+        secretRef,
+      );
       await mkdir(mountPoint, { recursive: true, mode: 0o755 });
       await this.records.write(id, spec.name, spec);
       await this.engine.mount(
@@ -353,8 +380,16 @@ export class Reconciler {
       this.failures.delete(fkey);
       const ms = Date.now() - started;
       this.setState(view, st, spec.name, { ...summary(spec), state: "mounted" });
-      this.log.info({ pod: view.key, name: spec.name, bucket: spec.bucket, mounter: spec.mounter, ms }, "mounted");
-      await this.event(ref, "Normal", "Mounted", `mounted ${describe(spec)} at ${view.mountPath}/${spec.name} in ${ms} ms`);
+      this.log.info(
+        { pod: view.key, name: spec.name, bucket: spec.bucket, mounter: spec.mounter, ms },
+        "mounted",
+      );
+      await this.event(
+        ref,
+        "Normal",
+        "Mounted",
+        `mounted ${describe(spec)} at ${view.mountPath}/${spec.name} in ${ms} ms`,
+      );
     } catch (e) {
       await this.records.remove(id, spec.name).catch(() => undefined);
       await rmdir(mountPoint).catch(() => undefined);
@@ -364,7 +399,10 @@ export class Reconciler {
       this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay });
       this.scheduleRetry(view.key, delay);
       this.setState(view, st, spec.name, { ...summary(spec), state: "failed", error: message });
-      this.log.warn({ pod: view.key, name: spec.name, attempts, retryInMs: delay, err: message }, "mount failed");
+      this.log.warn(
+        { pod: view.key, name: spec.name, attempts, retryInMs: delay, err: message },
+        "mount failed",
+      );
       await this.event(ref, "Warning", "MountFailed", `${spec.name}: ${message}`);
     }
   }
@@ -390,7 +428,12 @@ export class Reconciler {
     this.log.info({ pod: view.key, name, reason }, "unmounted");
     if (reason !== "stale" && reason !== "changed") this.emitState(view.key, name, { state: "removed" });
     if (ref !== undefined && reason !== "unknown")
-      await this.event(ref, "Normal", "Unmounted", `unmounted ${recorded ? describe(recorded) : name} (${reason})`);
+      await this.event(
+        ref,
+        "Normal",
+        "Unmounted",
+        `unmounted ${recorded ? describe(recorded) : name} (${reason})`,
+      );
   }
 
   /** Unmounts everything of a pod that is gone or finished and removes its directory, if it owned it. */
@@ -399,7 +442,10 @@ export class Reconciler {
     const owner = this.ownerOf(view.id);
     if (owner !== undefined && owner.uid !== view.uid) return;
     const live = this.pods.get(view.key);
-    const ref = live !== undefined && live.uid === view.uid ? { namespace: view.namespace, name: view.name, uid: view.uid } : undefined;
+    const ref =
+      live !== undefined && live.uid === view.uid
+        ? { namespace: view.namespace, name: view.name, uid: view.uid }
+        : undefined;
     for (const m of await this.actualMounts(view.id, view.dir))
       await this.unmountOne(view, ref, view.id, view.dir, m.name, "removed", m.recorded);
     if (live === undefined || live.uid !== view.uid) {
@@ -436,9 +482,11 @@ export class Reconciler {
       .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
     for (const m of orphanMounts) {
       this.log.info({ mountPoint: m.mountPoint }, "garbage: unmounting a mount of no live pod");
-      await this.engine.unmount(m.mountPoint).catch((e: unknown) =>
-        this.log.warn({ mountPoint: m.mountPoint, err: (e as Error).message }, "garbage unmount failed"),
-      );
+      await this.engine
+        .unmount(m.mountPoint)
+        .catch((e: unknown) =>
+          this.log.warn({ mountPoint: m.mountPoint, err: (e as Error).message }, "garbage unmount failed"),
+        );
     }
     let dirs: string[] = [];
     try {
@@ -495,16 +543,28 @@ export class Reconciler {
     }
   }
 
-  private async event(ref: PodRef, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+  private async event(
+    ref: PodRef,
+    type: "Normal" | "Warning",
+    reason: string,
+    message: string,
+  ): Promise<void> {
     try {
       await this.source.recordEvent(ref, { type, reason, message });
     } catch (e) {
-      this.log.warn({ pod: `${ref.namespace}/${ref.name}`, reason, err: (e as Error).message }, "event not recorded");
+      this.log.warn(
+        { pod: `${ref.namespace}/${ref.name}`, reason, err: (e as Error).message },
+        "event not recorded",
+      );
     }
   }
 }
 
-function summary(e: { bucket: string; prefix: string; readOnly: boolean }): { bucket: string; prefix: string; readOnly: boolean } {
+function summary(e: { bucket: string; prefix: string; readOnly: boolean }): {
+  bucket: string;
+  prefix: string;
+  readOnly: boolean;
+} {
   return { bucket: e.bucket, prefix: e.prefix, readOnly: e.readOnly };
 }
 

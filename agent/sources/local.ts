@@ -46,7 +46,8 @@ function parsePodText(file: string, text: string): PodObject {
   const obj: unknown = file.endsWith(".json") ? JSON.parse(text) : yaml.load(text);
   if (typeof obj !== "object" || obj === null || Array.isArray(obj)) throw new Error("not a Pod object");
   const pod = obj as PodObject & { kind?: unknown };
-  if (pod.kind !== undefined && pod.kind !== "Pod") throw new Error(`kind is ${String(pod.kind)}, not Pod`);
+  if (pod.kind !== undefined && pod.kind !== "Pod")
+    throw new Error(`kind is ${JSON.stringify(pod.kind)}, not Pod`);
   return pod;
 }
 
@@ -70,7 +71,9 @@ export class LocalPodSource implements PodSource {
     await this.scan();
     try {
       this.watcher = watch(this.opts.podsDir, () => this.requestScan());
-      this.watcher.on("error", (err) => this.log.warn({ err: err.message }, "watch failed; relying on rescans"));
+      this.watcher.on("error", (err) =>
+        this.log.warn({ err: err.message }, "watch failed; relying on rescans"),
+      );
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, "cannot watch the pods directory; relying on rescans");
     }
@@ -126,7 +129,10 @@ export class LocalPodSource implements PodSource {
         pod = this.normalize(name, parsePodText(name, text));
       } catch (e) {
         // A half-written or broken file must not read as a deleted pod: keep the last good state.
-        this.log.warn({ file: name, err: (e as Error).message }, "pod file unreadable; keeping its last good state");
+        this.log.warn(
+          { file: name, err: (e as Error).message },
+          "pod file unreadable; keeping its last good state",
+        );
         continue;
       }
       this.files.set(name, { hash, pod });
@@ -176,7 +182,10 @@ export class LocalPodSource implements PodSource {
       text = await readFile(join(this.opts.secretsDir, namespace, `${name}.json`), "utf8");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw new AppError("Unavailable", `cannot read Secret ${namespace}/${name}: ${(e as NodeJS.ErrnoException).code}`);
+      throw new AppError(
+        "Unavailable",
+        `cannot read Secret ${namespace}/${name}: ${(e as NodeJS.ErrnoException).code}`,
+      );
     }
     return decodeSecret(text, `${namespace}/${name}`);
   }
@@ -241,7 +250,8 @@ export function decodeSecret(text: string, what: string): Record<string, string>
   const o = obj as { data?: unknown; stringData?: unknown };
   const out: Record<string, string> = {};
   if (o.data !== undefined) {
-    if (typeof o.data !== "object" || o.data === null) throw new AppError("InvalidArgument", `Secret ${what}: data must be a map`);
+    if (typeof o.data !== "object" || o.data === null)
+      throw new AppError("InvalidArgument", `Secret ${what}: data must be a map`);
     for (const [k, v] of Object.entries(o.data)) {
       if (typeof v !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(v))
         throw new AppError("InvalidArgument", `Secret ${what}: data.${k} is not base64`);
@@ -252,7 +262,8 @@ export function decodeSecret(text: string, what: string): Record<string, string>
     if (typeof o.stringData !== "object" || o.stringData === null)
       throw new AppError("InvalidArgument", `Secret ${what}: stringData must be a map`);
     for (const [k, v] of Object.entries(o.stringData)) {
-      if (typeof v !== "string") throw new AppError("InvalidArgument", `Secret ${what}: stringData.${k} must be a string`);
+      if (typeof v !== "string")
+        throw new AppError("InvalidArgument", `Secret ${what}: stringData.${k} must be a string`);
       out[k] = v;
     }
   }

@@ -1,0 +1,279 @@
+import { expect } from "chai";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../../../agent/reconciler.js";
+import { LocalPodSource } from "../../../agent/sources/local.js";
+import type { PodStatus } from "../../../agent/status.js";
+import { createLogger } from "../../../shared/logger.js";
+import { ANNOTATIONS } from "../../../shared/names.js";
+import { injectedPod, podIdOf, withBuckets, type Pod } from "../../../scripts/lib/pods.js";
+import { FakeEngine } from "../../support/fake-engine.js";
+
+const key = Buffer.from("reconciler-test-signing-key-0123");
+const log = createLogger({ name: "test", level: "silent" });
+const SECRET = {
+  endpoint: "http://127.0.0.1:9",
+  region: "us-east-1",
+  accessKeyID: "AKIATEST",
+  secretAccessKey: "sup3r-s3cret",
+};
+
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("Reconciler (local pod source, fake mount engine)", () => {
+  let dir: string;
+  let root: string;
+  let podsDir: string;
+  let engine: FakeEngine;
+  let rec: Reconciler;
+
+  const writePod = (file: string, pod: Pod): void => {
+    // Written then renamed, as editors and kubectl-like tools replace files.
+    writeFileSync(join(podsDir, `${file}.tmp`), JSON.stringify(pod));
+    writeFileSync(join(podsDir, file), JSON.stringify(pod));
+    unlinkSync(join(podsDir, `${file}.tmp`));
+  };
+  const status = (file: string): PodStatus => {
+    const p = join(podsDir, file.replace(/\.json$/, ".status.json"));
+    return existsSync(p) ? (JSON.parse(readFileSync(p, "utf8")) as PodStatus) : {};
+  };
+  const events = (): Array<{ reason: string; message: string; name: string }> =>
+    existsSync(join(podsDir, "events.jsonl"))
+      ? readFileSync(join(podsDir, "events.jsonl"), "utf8")
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { reason: string; message: string; name: string })
+      : [];
+  const mk = (name: string, buckets: string, ns = "team-a"): Pod =>
+    injectedPod({ namespace: ns, name, buckets }, { root, signingKey: key });
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-rec-"));
+    root = join(dir, "root");
+    podsDir = join(dir, "pods");
+    mkdirSync(podsDir);
+    mkdirSync(join(dir, "secrets", "team-a"), { recursive: true });
+    writeFileSync(
+      join(dir, "secrets", "team-a", "dynamic-volumes-credentials.json"),
+      JSON.stringify({ stringData: SECRET }),
+    );
+    engine = new FakeEngine();
+    rec = new Reconciler(
+      new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
+      engine,
+      {
+        ...DEFAULT_RECONCILER_CONFIG,
+        root,
+        signingKey: key,
+        defaultMounter: "s3fs",
+        backoffBaseMs: 50,
+        backoffMaxMs: 200,
+        resyncMs: 100,
+      },
+      log,
+    );
+  });
+
+  afterEach(async () => {
+    await rec.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("mounts the annotation's buckets, writes status and Mounted events, and keeps credentials out of both", async () => {
+    const pod = mk("trainer", "data=bucket-a/2024:ro, scratch-bucket");
+    writePod("trainer.json", pod);
+    await rec.start();
+    const id = podIdOf(pod);
+    await until(
+      "both mounted",
+      () => Object.values(status("trainer.json")).filter((s) => s.state === "mounted").length === 2,
+    );
+    expect([...engine.mounted.keys()].sort()).to.deep.equal([
+      join(root, "pods", id, "data"),
+      join(root, "pods", id, "scratch-bucket"),
+    ]);
+    const req = engine.mounted.get(join(root, "pods", id, "data"))!.req;
+    expect(req).to.deep.include({
+      bucket: "bucket-a",
+      prefix: "2024",
+      readOnly: true,
+      endpoint: SECRET.endpoint,
+    });
+    expect(req.stateDir).to.equal(join(root, "agent", "mounts", id, "data"));
+    const s = status("trainer.json");
+    expect(s.data).to.deep.include({ state: "mounted", bucket: "bucket-a", prefix: "2024", readOnly: true });
+    expect(events().filter((e) => e.reason === "Mounted")).to.have.length(2);
+    const everything = readFileSync(join(podsDir, "events.jsonl"), "utf8") + JSON.stringify(s);
+    expect(everything).to.not.include(SECRET.secretAccessKey).and.not.include(SECRET.accessKeyID);
+  });
+
+  it("unmounts a bucket removed from the annotation and forgets its status", async () => {
+    const pod = mk("trainer", "a=bucket-a,b=bucket-b");
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("mounted", () => engine.mounted.size === 2);
+    writePod("trainer.json", withBuckets(pod, "a=bucket-a"));
+    await until("b unmounted", () => engine.mounted.size === 1 && status("trainer.json").b === undefined);
+    expect(events().some((e) => e.reason === "Unmounted" && e.message.includes("bucket-b"))).to.equal(true);
+    expect(existsSync(join(root, "pods", podIdOf(pod), "b"))).to.equal(false);
+  });
+
+  it("retries a failed mount with backoff and reports the failure meanwhile", async () => {
+    const pod = mk("trainer", "a=bucket-a");
+    engine.failures.set("bucket-a", 2);
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("failed status", () => status("trainer.json").a?.state === "failed");
+    expect(status("trainer.json").a!.error).to.match(/does not exist/);
+    await until("mounted after retries", () => status("trainer.json").a?.state === "mounted");
+    expect(engine.calls.filter((c) => c.startsWith("mount")).length).to.equal(3);
+    expect(events().filter((e) => e.reason === "MountFailed")).to.have.length(2);
+  });
+
+  it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {
+    writeFileSync(
+      join(dir, "secrets", "team-a", "dynamic-volumes-credentials.json"),
+      JSON.stringify({ stringData: { endpoint: SECRET.endpoint, accessKeyID: "x" } }),
+    );
+    writePod("trainer.json", mk("trainer", "a=bucket-a"));
+    await rec.start();
+    await until("failed", () => status("trainer.json").a?.state === "failed");
+    expect(status("trainer.json").a!.error).to.match(/lacks the key secretAccessKey/);
+    expect(engine.mounted.size).to.equal(0);
+  });
+
+  it("reports malformed entries and hostile names as failed while mounting the good ones", async () => {
+    writePod("trainer.json", mk("trainer", "good=bucket-a, ../x, y=bucket-b/-o, -o allow_root"));
+    await rec.start();
+    await until("good mounted", () => status("trainer.json").good?.state === "mounted");
+    const s = status("trainer.json");
+    expect(Object.keys(s).sort()).to.deep.equal(["#2", "#4", "good", "y"]);
+    expect(s.y!.state).to.equal("failed");
+    expect(engine.mounted.size).to.equal(1);
+  });
+
+  it("refuses a forged claim on another pod's directory and leaves the owner's mounts alone, also when it is deleted", async () => {
+    const owner = mk("owner", "a=bucket-a");
+    writePod("owner.json", owner);
+    await rec.start();
+    await until("owner mounted", () => engine.mounted.size === 1);
+    // Another namespace copies the owner's injected volume and annotations.
+    const forged = structuredClone(owner);
+    forged.metadata.namespace = "team-b";
+    forged.metadata.name = "thief";
+    forged.metadata.annotations[ANNOTATIONS.buckets] = "a=bucket-a,b=bucket-b";
+    writePod("thief.json", forged);
+    await until("thief refused", () => status("thief.json").a?.state === "failed");
+    expect(status("thief.json").a!.error).to.match(/does not verify for namespace "team-b"/);
+    // The same namespace, same signature: a second live claim on one directory.
+    const twin = structuredClone(owner);
+    twin.metadata.name = "twin";
+    writePod("twin.json", twin);
+    await until("twin refused", () => status("twin.json").a?.state === "failed");
+    expect(status("twin.json").a!.error).to.match(/already claimed by pod team-a\/owner/);
+    unlinkSync(join(podsDir, "thief.json"));
+    unlinkSync(join(podsDir, "twin.json"));
+    await new Promise((r) => setTimeout(r, 300));
+    await rec.idle();
+    expect(engine.mounted.size).to.equal(1);
+    expect(engine.calls.filter((c) => c.startsWith("unmount"))).to.deep.equal([]);
+    expect(status("owner.json").a!.state).to.equal("mounted");
+  });
+
+  it("tears everything down and removes the directory when the pod is deleted", async () => {
+    const pod = mk("trainer", "a=bucket-a,b=bucket-b");
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("mounted", () => engine.mounted.size === 2);
+    unlinkSync(join(podsDir, "trainer.json"));
+    await until("unmounted", () => engine.mounted.size === 0);
+    await rec.idle();
+    expect(existsSync(join(root, "pods", podIdOf(pod)))).to.equal(false);
+    expect(existsSync(join(root, "agent", "mounts", podIdOf(pod)))).to.equal(false);
+  });
+
+  it("ends in the latest desired state when the annotation changes while a mount is in flight", async () => {
+    engine.mountDelayMs = 300;
+    const pod = mk("trainer", "a=bucket-a");
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("mount started", () => engine.calls.length === 1);
+    writePod("trainer.json", withBuckets(pod, "b=bucket-b"));
+    await until(
+      "settled",
+      () => status("trainer.json").b?.state === "mounted" && engine.mounted.size === 1,
+      5000,
+    );
+    expect([...engine.mounted.keys()][0]).to.match(/\/b$/);
+    expect(status("trainer.json").a).to.equal(undefined);
+  });
+
+  it("remounts a stale mount", async () => {
+    const pod = mk("trainer", "a=bucket-a");
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("mounted", () => engine.mounted.size === 1);
+    engine.stale.add([...engine.mounted.keys()][0]!);
+    await until("remounted", () => engine.calls.filter((c) => c.startsWith("mount")).length === 2);
+    expect(engine.calls.slice(-2)[0]).to.match(/^unmount/);
+    expect(engine.stale.size).to.equal(0);
+  });
+
+  it("collects orphan mounts and directories at start-up", async () => {
+    const orphan = join(root, "pods", "ffffffffffffffffffffffffffffffff");
+    mkdirSync(join(orphan, "x"), { recursive: true });
+    await engine.mount(
+      {
+        bucket: "bucket-z",
+        prefix: "",
+        readOnly: false,
+        mountPoint: join(orphan, "x"),
+        endpoint: "",
+        region: "",
+        credentials: { accessKeyID: "", secretAccessKey: "" },
+        options: {},
+        stateDir: "/nonexistent",
+      },
+      "s3fs",
+    );
+    mkdirSync(join(root, "agent", "mounts", "ffffffffffffffffffffffffffffffff", "x"), { recursive: true });
+    await rec.start();
+    expect(engine.mounted.size).to.equal(0);
+    expect(existsSync(orphan)).to.equal(false);
+    expect(existsSync(join(root, "agent", "mounts", "ffffffffffffffffffffffffffffffff"))).to.equal(false);
+  });
+
+  it("adopts a healthy mount it recorded before a restart instead of mounting it again", async () => {
+    const pod = mk("trainer", "a=bucket-a");
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("mounted", () => engine.mounted.size === 1);
+    await rec.stop();
+    const calls = engine.calls.length;
+    const again = new Reconciler(
+      new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
+      engine,
+      {
+        ...DEFAULT_RECONCILER_CONFIG,
+        root,
+        signingKey: key,
+        defaultMounter: "s3fs",
+        backoffBaseMs: 50,
+        resyncMs: 100,
+      },
+      log,
+    );
+    rec = again;
+    await again.start();
+    await again.idle();
+    expect(engine.calls.length).to.equal(calls);
+    expect(again.statusOf("team-a/trainer")?.a?.state).to.equal("mounted");
+  });
+});
