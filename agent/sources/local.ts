@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { appendFile, readFile, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { watch, type FSWatcher } from "node:fs";
 import { basename, extname, join } from "node:path";
-import yaml from "js-yaml";
+import { dump as dumpYaml, load as loadYaml } from "js-yaml";
 import { AppError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { ANNOTATIONS } from "../../shared/names.js";
@@ -43,7 +43,7 @@ export function statusFileName(podFile: string): string {
 }
 
 function parsePodText(file: string, text: string): PodObject {
-  const obj: unknown = file.endsWith(".json") ? JSON.parse(text) : yaml.load(text);
+  const obj: unknown = file.endsWith(".json") ? JSON.parse(text) : loadYaml(text);
   if (typeof obj !== "object" || obj === null || Array.isArray(obj)) throw new Error("not a Pod object");
   const pod = obj as PodObject & { kind?: unknown };
   if (pod.kind !== undefined && pod.kind !== "Pod")
@@ -224,7 +224,7 @@ export class LocalPodSource implements PodSource {
       const value = edit(annotations[ANNOTATIONS.buckets]);
       if (value === "") delete annotations[ANNOTATIONS.buckets];
       else annotations[ANNOTATIONS.buckets] = value;
-      const text = file.endsWith(".json") ? `${JSON.stringify(raw, null, 2)}\n` : yaml.dump(raw);
+      const text = file.endsWith(".json") ? `${JSON.stringify(raw, null, 2)}\n` : dumpYaml(raw);
       await writeAtomic(path, text);
       const pod = this.normalize(file, raw);
       this.files.set(file, { hash: createHash("sha256").update(text).digest("hex"), pod });

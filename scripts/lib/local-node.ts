@@ -1,0 +1,265 @@
+/**
+ * One node without Kubernetes, for the demo and the end-to-end tests: an S3 server, runc pods
+ * whose spec went through the webhook's patch, and the real agent in local mode, running as its own
+ * process in a mount namespace that behaves like Kubernetes' `Bidirectional` mount of the root.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { PodStatus } from "../../agent/status.js";
+import { DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
+import { signingKeyFromText } from "../../shared/signing.js";
+import {
+  ensureSharedMount,
+  startInMountNamespace,
+  unmountTree,
+  type NamespacedProcess,
+  type SharedMount,
+} from "./namespaces.js";
+import { injectedPod, podIdOf, withBuckets, type Pod } from "./pods.js";
+import { RuncPods, type RuncPod } from "./runc.js";
+import { S3RVER_CREDENTIALS, S3RVER_REGION, startS3Server, type S3Server } from "./s3-server.js";
+import { cleanupStaleWorkDirs, createWorkDir, removeWorkDir } from "./workdir.js";
+
+export interface LocalNodeOptions {
+  /** Work directory prefix under the temp dir. */
+  readonly prefix: string;
+  readonly buckets: Readonly<Record<string, Readonly<Record<string, string | Uint8Array>>>>;
+  /** Extra agent flags. */
+  readonly agentArgs?: readonly string[];
+}
+
+export interface LocalPod {
+  readonly name: string;
+  readonly namespace: string;
+  readonly file: string;
+  readonly id: string;
+  readonly hostDir: string;
+  pod: Pod;
+  readonly container: RuncPod;
+}
+
+export const AGENT_MAIN = join(import.meta.dirname, "..", "..", "agent", "main.ts");
+
+export class LocalNode {
+  readonly pods = new Map<string, LocalPod>();
+  agent: NamespacedProcess | undefined;
+  private agentStarts = 0;
+
+  private constructor(
+    readonly work: string,
+    readonly root: string,
+    readonly podsDir: string,
+    readonly secretsDir: string,
+    readonly keyFile: string,
+    readonly signingKey: Buffer,
+    readonly s3: S3Server,
+    readonly shared: SharedMount,
+    readonly runc: RuncPods,
+    private readonly agentArgs: readonly string[],
+  ) {}
+
+  static async start(o: LocalNodeOptions): Promise<LocalNode> {
+    await cleanupStaleWorkDirs(o.prefix);
+    const runc = new RuncPods({ prefix: `${o.prefix}` });
+    await runc.cleanupStale();
+    const work = await createWorkDir(o.prefix);
+    const root = join(work, "root");
+    const podsDir = join(work, "pods");
+    const secretsDir = join(work, "secrets");
+    await mkdir(join(root, "pods"), { recursive: true });
+    await mkdir(podsDir);
+    await mkdir(secretsDir);
+    const keyText = randomBytes(32).toString("base64");
+    const keyFile = join(work, "signing-key");
+    await writeFile(keyFile, `${keyText}\n`, { mode: 0o600 });
+    let s3: S3Server | undefined;
+    let shared: SharedMount | undefined;
+    try {
+      s3 = await startS3Server({ buckets: o.buckets, directory: join(work, "s3") });
+      shared = await ensureSharedMount(root);
+      await runc.prepareRootfs();
+    } catch (e) {
+      await shared?.undo().catch(() => undefined);
+      await s3?.stop().catch(() => undefined);
+      await removeWorkDir(work).catch(() => undefined);
+      throw e;
+    }
+    return new LocalNode(
+      work,
+      root,
+      podsDir,
+      secretsDir,
+      keyFile,
+      signingKeyFromText(keyText),
+      s3,
+      shared,
+      runc,
+      o.agentArgs ?? [],
+    );
+  }
+
+  /** Writes the credentials Secret of a namespace, pointing at the local S3 server. */
+  async writeSecret(
+    namespace: string,
+    data: Record<string, string> = this.s3Credentials(),
+    name = DEFAULT_SECRET_NAME,
+  ): Promise<void> {
+    await mkdir(join(this.secretsDir, namespace), { recursive: true });
+    await writeFile(join(this.secretsDir, namespace, `${name}.json`), JSON.stringify({ stringData: data }), {
+      mode: 0o600,
+    });
+  }
+
+  s3Credentials(): Record<string, string> {
+    return {
+      endpoint: this.s3.endpoint,
+      region: S3RVER_REGION,
+      accessKeyID: S3RVER_CREDENTIALS.accessKeyId,
+      secretAccessKey: S3RVER_CREDENTIALS.secretAccessKey,
+    };
+  }
+
+  /** Admits a pod through the webhook's patch, writes its file, and starts it as a runc container. */
+  async addPod(o: {
+    namespace: string;
+    name: string;
+    buckets?: string;
+    mounter?: string;
+  }): Promise<LocalPod> {
+    const pod = injectedPod(o, { root: this.root, signingKey: this.signingKey });
+    return this.runPod(o.name, pod);
+  }
+
+  /** Starts a pod from a given spec (for forged or copied pods), as the kubelet would. */
+  async runPod(name: string, pod: Pod): Promise<LocalPod> {
+    const id = podIdOf(pod);
+    const hostPath =
+      pod.spec.volumes.find((v) => v.name === "dynamic-volumes")?.hostPath?.path ?? podDir(this.root, id);
+    // hostPath type DirectoryOrCreate: the kubelet creates it before the container starts.
+    await mkdir(hostPath, { recursive: true });
+    const container = await this.runc.startPod({
+      id: name,
+      hostDir: hostPath,
+      mountPath: "/datasets",
+      readOnly: true,
+    });
+    const file = `${name}.json`;
+    const local: LocalPod = {
+      name,
+      namespace: pod.metadata.namespace,
+      file,
+      id,
+      hostDir: hostPath,
+      pod,
+      container,
+    };
+    this.pods.set(name, local);
+    await this.writePodFile(local);
+    return local;
+  }
+
+  private async writePodFile(p: LocalPod): Promise<void> {
+    const tmp = join(this.podsDir, `.${p.file}.tmp`);
+    await writeFile(tmp, `${JSON.stringify(p.pod, null, 2)}\n`);
+    await rename(tmp, join(this.podsDir, p.file));
+  }
+
+  /** Changes the pod's `dynamic-volumes/buckets` annotation, as `kubectl annotate` would. */
+  async setBuckets(name: string, buckets: string): Promise<void> {
+    const p = this.pod(name);
+    p.pod = withBuckets(p.pod, buckets);
+    await this.writePodFile(p);
+  }
+
+  /** Deletes the pod: its file goes (the agent sees a delete), then its container. */
+  async deletePod(name: string): Promise<void> {
+    const p = this.pod(name);
+    await unlink(join(this.podsDir, p.file)).catch(() => undefined);
+    await this.runc.delete(p.container);
+    this.pods.delete(name);
+  }
+
+  pod(name: string): LocalPod {
+    const p = this.pods.get(name);
+    if (p === undefined) throw new Error(`no pod ${name}`);
+    return p;
+  }
+
+  async status(name: string): Promise<PodStatus> {
+    const text = await readFile(join(this.podsDir, `${name}.status.json`), "utf8").catch(() => "{}");
+    return JSON.parse(text) as PodStatus;
+  }
+
+  async events(): Promise<Array<{ name: string; reason: string; message: string; type: string }>> {
+    const text = await readFile(join(this.podsDir, "events.jsonl"), "utf8").catch(() => "");
+    return text
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .map((l) => JSON.parse(l) as { name: string; reason: string; message: string; type: string });
+  }
+
+  /** Runs a command inside the pod's running container. */
+  exec(name: string, argv: readonly string[], input?: string): ReturnType<RuncPods["exec"]> {
+    return this.runc.exec(this.pod(name).container, argv, input !== undefined ? { input } : {});
+  }
+
+  /** Starts the agent in local mode in its own Bidirectional mount namespace. */
+  async startAgent(extra: readonly string[] = []): Promise<NamespacedProcess> {
+    if (this.agent !== undefined && this.agent.exitStatus() === undefined)
+      throw new Error("the agent is running");
+    this.agentStarts++;
+    this.agent = await startInMountNamespace({
+      argv: [
+        process.execPath,
+        "--import",
+        "tsx",
+        AGENT_MAIN,
+        "--root",
+        this.root,
+        "--pods-dir",
+        this.podsDir,
+        "--secrets-dir",
+        this.secretsDir,
+        "--signing-key-file",
+        this.keyFile,
+        ...this.agentArgs,
+        ...extra,
+      ],
+      logFile: join(this.work, `agent-${this.agentStarts}.log`),
+      bidirectional: [this.root],
+    });
+    const deadline = Date.now() + 30_000;
+    while (!(await this.agent.log()).includes('"agent started"')) {
+      if (this.agent.exitStatus() !== undefined)
+        throw new Error(`the agent exited: ${await this.agent.log()}`);
+      if (Date.now() > deadline) throw new Error(`the agent did not start: ${await this.agent.log()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return this.agent;
+  }
+
+  async agentLog(): Promise<string> {
+    return (await this.agent?.log()) ?? "";
+  }
+
+  /** Stops everything: pods (their files first, so the agent unmounts), agent, containers, mounts, S3. */
+  async stop(): Promise<void> {
+    const errors: unknown[] = [];
+    const step = async (f: () => Promise<unknown>): Promise<void> => {
+      try {
+        await f();
+      } catch (e) {
+        errors.push(e);
+      }
+    };
+    await step(() => this.agent?.stop(5000) ?? Promise.resolve());
+    await step(() => this.runc.deleteAll());
+    await step(() => unmountTree(this.root));
+    await step(() => this.shared.undo());
+    await step(() => this.s3.stop());
+    // removeWorkDir refuses while anything is still mounted: rm -r through a FUSE mount deletes objects.
+    await step(() => removeWorkDir(this.work));
+    if (errors.length > 0) throw new AggregateError(errors, "cleanup was incomplete");
+  }
+}
