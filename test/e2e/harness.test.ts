@@ -110,7 +110,8 @@ describe("e2e harness: runc pods, a Bidirectional mount namespace and real s3fs"
   before(async function () {
     const missing = await missingPrerequisite();
     // A skipped end-to-end test would read as a pass; the suite needs these, so say so and fail.
-    if (missing !== undefined) throw new Error(`the end-to-end tests cannot run: ${missing}; run scripts/setup.sh as root`);
+    if (missing !== undefined)
+      throw new Error(`the end-to-end tests cannot run: ${missing}; run scripts/setup.sh as root`);
     // Leftovers of a crashed run (mounts, then containers) would otherwise pile up.
     const staleDirs = await cleanupStaleWorkDirs("dv-e2e-");
     if (staleDirs.length > 0) console.log(`      removed stale work dirs: ${staleDirs.join(", ")}`);
