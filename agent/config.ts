@@ -5,14 +5,18 @@
 import {
   envName,
   parseAbsolutePath,
+  parseListen,
   parsePositiveInt,
+  readOptionFile,
   readOptions,
   readSigningKey,
   requireOption,
   type OptionSpec,
+  type RawOptions,
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { DEFAULT_ROOT, MOUNTERS, type MounterName } from "../shared/names.js";
+import { parseTokenAuthFile, type StaticToken } from "./auth.js";
 
 const opt = (flag: string, description: string, def?: string): OptionSpec => ({
   flag,
@@ -40,7 +44,44 @@ export const AGENT_OPTIONS = {
   resyncSeconds: opt("resync-seconds", "how often every mount is probed and orphans are collected", "10"),
   backoffMaxSeconds: opt("backoff-max-seconds", "longest wait between retries of a failed mount", "60"),
   logLevel: opt("log-level", "pino log level: fatal, error, warn, info, debug, trace", "info"),
+  listen: opt(
+    "listen",
+    "HOST:PORT to serve the wss console, /healthz, /readyz and /metrics on (off without it)",
+  ),
+  tlsCertFile: opt("tls-cert-file", "PEM certificate for --listen; reloaded when the file changes"),
+  tlsKeyFile: opt("tls-key-file", "PEM private key for --listen"),
+  tokenAuthFile: opt(
+    "token-auth-file",
+    'local mode: console tokens in the kube-apiserver format (token,user,uid,"group1,group2")',
+  ),
+  tokenAudience: opt(
+    "token-audience",
+    "comma list of audiences the console asks TokenReview to confirm (default: none, the API server's own)",
+  ),
+  consoleMaxConnections: opt("console-max-connections", "console connections at once", "1024"),
+  consoleMaxFrameBytes: opt("console-max-frame-bytes", "largest console frame, in bytes", "1048576"),
+  consoleRequestsPerSecond: opt(
+    "console-requests-per-second",
+    "sustained requests per console connection",
+    "20",
+  ),
+  consoleRequestBurst: opt("console-request-burst", "requests a console connection may send at once", "40"),
 } as const;
+
+export interface ConsoleConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: { readonly certFile: string; readonly keyFile: string };
+  /** Local mode: the static tokens; undefined in a cluster (TokenReview and SubjectAccessReview). */
+  readonly tokens: readonly StaticToken[] | undefined;
+  /** Repeated tokens in the token file, to be logged at start-up. */
+  readonly tokenWarnings: readonly string[];
+  readonly audiences: readonly string[];
+  readonly maxConnections: number;
+  readonly maxPayloadBytes: number;
+  readonly requestsPerSecond: number;
+  readonly burst: number;
+}
 
 export interface AgentConfig {
   readonly root: string;
@@ -53,6 +94,8 @@ export interface AgentConfig {
   readonly resyncMs: number;
   readonly backoffMaxMs: number;
   readonly logLevel: string;
+  /** The console and health endpoints; undefined without --listen. */
+  readonly console: ConsoleConfig | undefined;
 }
 
 const LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -96,7 +139,65 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     resyncMs: parsePositiveInt(o.resyncSeconds, requireOption(o.resyncSeconds, raw)) * 1000,
     backoffMaxMs: parsePositiveInt(o.backoffMaxSeconds, requireOption(o.backoffMaxSeconds, raw)) * 1000,
     logLevel,
+    console: loadConsoleConfig(raw, local !== undefined),
   });
+}
+
+function loadConsoleConfig(raw: RawOptions, local: boolean): ConsoleConfig | undefined {
+  const o = AGENT_OPTIONS;
+  const where = (spec: OptionSpec): string => `--${spec.flag} (env ${spec.env})`;
+  const listen = raw[o.listen.flag];
+  if (listen === undefined) {
+    for (const spec of [o.tlsCertFile, o.tlsKeyFile, o.tokenAuthFile, o.tokenAudience])
+      if (raw[spec.flag] !== undefined)
+        throw new ConfigError(
+          `${where(spec)} is set but --listen (env ${o.listen.env}) is not: it has no effect`,
+        );
+    return undefined;
+  }
+  const { host, port } = parseListen(o.listen, listen);
+  const tokenFile = raw[o.tokenAuthFile.flag];
+  const audiences = (raw[o.tokenAudience.flag] ?? "")
+    .split(",")
+    .map((a) => a.trim())
+    .filter((a) => a !== "");
+  let tokens: StaticToken[] | undefined;
+  let tokenWarnings: string[] = [];
+  if (local) {
+    if (tokenFile === undefined)
+      throw new ConfigError(
+        `local mode: the console needs ${where(o.tokenAuthFile)}, a file of token,user,uid lines; nobody could authenticate otherwise`,
+      );
+    if (audiences.length > 0)
+      throw new ConfigError(
+        `${where(o.tokenAudience)} applies to TokenReview, which local mode does not use`,
+      );
+    const parsed = parseTokenAuthFile(
+      readOptionFile(o.tokenAuthFile, tokenFile),
+      `${where(o.tokenAuthFile)} "${tokenFile}"`,
+    );
+    if (parsed.tokens.length === 0)
+      throw new ConfigError(`${where(o.tokenAuthFile)}: "${tokenFile}" lists no tokens`);
+    tokens = parsed.tokens;
+    tokenWarnings = parsed.warnings;
+  } else if (tokenFile !== undefined) {
+    throw new ConfigError(
+      `${where(o.tokenAuthFile)} is for local mode; in a cluster the console uses TokenReview and SubjectAccessReview`,
+    );
+  }
+  const int = (spec: OptionSpec): number => parsePositiveInt(spec, requireOption(spec, raw));
+  return {
+    host,
+    port,
+    tls: { certFile: requireOption(o.tlsCertFile, raw), keyFile: requireOption(o.tlsKeyFile, raw) },
+    tokens,
+    tokenWarnings,
+    audiences,
+    maxConnections: int(o.consoleMaxConnections),
+    maxPayloadBytes: int(o.consoleMaxFrameBytes),
+    requestsPerSecond: int(o.consoleRequestsPerSecond),
+    burst: int(o.consoleRequestBurst),
+  };
 }
 
 function parseAbsoluteOrRelative(spec: OptionSpec, value: string): string {

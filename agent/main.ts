@@ -1,16 +1,28 @@
 /**
  * Agent entry point: configuration, host set-up (shared root), pod source (Kubernetes API or local
- * files), FUSE engine and reconciler, and a clean stop on SIGTERM/SIGINT. Wiring only.
+ * files), FUSE engine and reconciler, the wss console with `/healthz`, `/readyz` and `/metrics`
+ * when `--listen` is given, and a clean stop on SIGTERM/SIGINT. Wiring only.
  *
  * Stopping the agent does not unmount anything: mounts outlive the agent, and a restarted agent
  * adopts the healthy ones and remounts the stale ones.
  */
 import { usage } from "../shared/config.js";
 import { isAppError } from "../shared/errors.js";
-import { createLogger } from "../shared/logger.js";
-import { AGENT_OPTIONS, loadAgentConfig } from "./config.js";
+import { startHttpsServer } from "../shared/https-server.js";
+import { createLogger, type Logger } from "../shared/logger.js";
+import {
+  AuthenticatedUserAuthorizer,
+  StaticTokenAuthenticator,
+  SubjectAccessReviewAuthorizer,
+  TokenReviewAuthenticator,
+  type Authenticator,
+  type Authorizer,
+} from "./auth.js";
+import { AGENT_OPTIONS, loadAgentConfig, type AgentConfig, type ConsoleConfig } from "./config.js";
+import { ConsoleServer } from "./console.js";
 import { FuseMounter } from "./fuse-mount.js";
 import { ensureSharedRoot } from "./host.js";
+import { createAgentHttpHandler, createAgentMetrics } from "./http.js";
 import type { PodSource } from "./pod-source.js";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconciler.js";
 import { LocalPodSource } from "./sources/local.js";
@@ -52,6 +64,9 @@ async function main(argv: string[]): Promise<number> {
     log,
   );
   await reconciler.start();
+  const stopConsole = config.console
+    ? await startConsole(config, config.console, reconciler, source, log)
+    : async (): Promise<void> => undefined;
   log.info(
     { root: config.root, mode: config.local ? "local" : "kubernetes", pods: reconciler.podViews().length },
     "agent started",
@@ -60,12 +75,75 @@ async function main(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, "stopping; mounts stay in place");
-      void reconciler.stop().then(resolve);
+      void stopConsole()
+        .catch((e: unknown) => log.warn({ err: (e as Error).message }, "console did not stop cleanly"))
+        .then(() => reconciler.stop())
+        .then(resolve);
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
   });
   return 0;
+}
+
+/** Serves the console, `/healthz`, `/readyz` and `/metrics`; returns the function that stops them. */
+async function startConsole(
+  config: AgentConfig,
+  c: ConsoleConfig,
+  reconciler: Reconciler,
+  source: PodSource,
+  log: Logger,
+): Promise<() => Promise<void>> {
+  for (const w of c.tokenWarnings) log.warn(w);
+  let authenticator: Authenticator;
+  let authorizer: Authorizer;
+  if (c.tokens !== undefined) {
+    authenticator = new StaticTokenAuthenticator(c.tokens);
+    authorizer = new AuthenticatedUserAuthorizer();
+  } else {
+    const k8s = await import("@kubernetes/client-node");
+    const kc = new k8s.KubeConfig();
+    kc.loadFromDefault();
+    authenticator = new TokenReviewAuthenticator(kc.makeApiClient(k8s.AuthenticationV1Api), {
+      audiences: c.audiences,
+      log,
+    });
+    authorizer = new SubjectAccessReviewAuthorizer(kc.makeApiClient(k8s.AuthorizationV1Api));
+  }
+  const metrics = createAgentMetrics();
+  let ready = true;
+  const https = await startHttpsServer({
+    handler: createAgentHttpHandler({ registry: metrics.registry, isReady: () => ready }),
+    tls: c.tls,
+    host: c.host,
+    port: c.port,
+    log,
+  });
+  const consoleServer = new ConsoleServer({
+    server: https.server,
+    reconciler,
+    source,
+    nodeName: config.nodeName,
+    authenticator,
+    authorizer,
+    metrics,
+    log,
+    limits: {
+      maxConnections: c.maxConnections,
+      maxPayloadBytes: c.maxPayloadBytes,
+      requestsPerSecond: c.requestsPerSecond,
+      burst: c.burst,
+    },
+  });
+  log.info(
+    { listen: `${c.host}:${https.port}`, auth: c.tokens ? "token-file" : "kubernetes" },
+    "console listening",
+  );
+  return async () => {
+    ready = false;
+    await consoleServer.close();
+    await https.close(5000);
+  };
 }
 
 main(process.argv.slice(2)).then(

@@ -27,7 +27,7 @@ async function waitFor<T>(
       last = e;
     }
     if (Date.now() - t0 > timeoutMs)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
