@@ -52,6 +52,8 @@ export interface FuseMounterOptions {
   /** Executable per mounter, when not the name on PATH. */
   readonly commands?: Partial<Record<MounterName, string>>;
   readonly log?: Logger;
+  /** Called when a client this mounter started exits on its own while its mount is in use. */
+  readonly onClientExit?: (mountPoint: string) => void;
 }
 
 export interface MountResult {
@@ -110,6 +112,8 @@ interface Tracked {
   readonly client: ClientProcess;
   readonly stateDir: string;
   readonly mounter: MounterName;
+  /** Set while this mounter unmounts it, so that the client's exit is not reported as a crash. */
+  stopping: boolean;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -158,6 +162,7 @@ function lastLines(text: string, maxChars = 2000): string {
 
 export class FuseMounter {
   private readonly exec: ProcessRunner;
+  private readonly onClientExit: ((mountPoint: string) => void) | undefined;
   private readonly readMountinfoText: () => Promise<string>;
   private readonly readyTimeoutMs: number;
   private readonly settleMs: number;
@@ -184,6 +189,7 @@ export class FuseMounter {
     this.baseEnv = opts.baseEnv ?? defaultBaseEnv();
     this.commands = opts.commands ?? {};
     this.log = opts.log;
+    this.onClientExit = opts.onClientExit;
   }
 
   /** The current mount table. */
@@ -252,7 +258,12 @@ export class FuseMounter {
         `${mounter} could not mount ${describe(req)}: ${scrubSecrets(failure ?? "unknown failure", secrets)}. Client output:\n${shown}`,
       );
     }
-    this.mounts.set(mp, { client, stateDir: req.stateDir, mounter });
+    const tracked: Tracked = { client, stateDir: req.stateDir, mounter, stopping: false };
+    this.mounts.set(mp, tracked);
+    // A client that dies leaves an ENOTCONN mount behind; say so at once rather than at the next probe.
+    void client.exited.then(() => {
+      if (this.mounts.get(mp) === tracked && !tracked.stopping) this.onClientExit?.(mp);
+    });
     this.log?.info({ mounter, mountPoint: mp, pid: client.pid, ms: ready.readyMs }, "mounted");
     return { mountPoint: mp, mounter, pid: client.pid, readyMs: ready.readyMs, fsType: ready.fsType };
   }
@@ -375,6 +386,7 @@ export class FuseMounter {
    */
   async unmount(mountPoint: string, opts: { stateDir?: string } = {}): Promise<UnmountResult> {
     const tracked = this.mounts.get(mountPoint);
+    if (tracked !== undefined) tracked.stopping = true;
     const { unmounted, lazy } = await this.unmountAll(mountPoint);
     let processStopped = false;
     if (tracked !== undefined) {

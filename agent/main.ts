@@ -45,9 +45,12 @@ async function main(argv: string[]): Promise<number> {
     const { KubernetesPodSource } = await import("./sources/kubernetes.js");
     source = await KubernetesPodSource.fromDefaultConfig({ nodeName: config.nodeName, log });
   }
+  // The engine reports dead clients to the reconciler, which is built with the engine.
+  let onClientExit: (mountPoint: string) => void = () => undefined;
   const engine = new FuseMounter({
     readyTimeoutMs: config.mountTimeoutMs,
     log: log.child({ component: "fuse" }),
+    onClientExit: (mp) => onClientExit(mp),
   });
   const reconciler = new Reconciler(
     source,
@@ -63,6 +66,7 @@ async function main(argv: string[]): Promise<number> {
     },
     log,
   );
+  onClientExit = (mp) => reconciler.mountPointChanged(mp);
   await reconciler.start();
   const stopConsole = config.console
     ? await startConsole(config, config.console, reconciler, source, log)

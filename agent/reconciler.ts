@@ -131,6 +131,12 @@ export class Reconciler {
     return [...this.pods.values()];
   }
 
+  /** Something changed at a mount point (its client died): reconcile the pod that owns it now. */
+  mountPointChanged(mountPoint: string): void {
+    for (const p of this.pods.values())
+      if (p.dir !== undefined && mountPoint.startsWith(`${p.dir}/`) && p.refusal === undefined) this.enqueue(p.key);
+  }
+
   private onEvent(e: PodEvent): void {
     const view = readPod(e.pod, this.cfg);
     const key = `${e.pod.metadata?.namespace ?? ""}/${e.pod.metadata?.name ?? ""}`;
