@@ -2,16 +2,42 @@
  * Per-pod ids and their signatures (DESIGN.md "Forgery"). The webhook mints and signs; the agent
  * verifies. Signature: lowercase hex HMAC-SHA256(key, "<namespace>/<id>").
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { POD_ID_PATTERN } from "./names.js";
+
+// Ids are drawn from a pool refilled 256 at a time: one randomBytes call per admission costs more
+// than the rest of the id's handling.
+const POOL_IDS = 256;
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
 
 /** 128 random bits as 32 lowercase hex digits. */
 export function mintPodId(): string {
-  return randomBytes(16).toString("hex");
+  if (poolOffset >= pool.length) {
+    pool = randomBytes(16 * POOL_IDS);
+    poolOffset = 0;
+  }
+  const id = pool.toString("hex", poolOffset, poolOffset + 16);
+  // Each id's bytes are used once and then wiped from the pool.
+  pool.fill(0, poolOffset, poolOffset + 16);
+  poolOffset += 16;
+  return id;
+}
+
+// createHmac with a raw buffer re-derives a key object on every call (and, on Node 24, throws and
+// catches twice while probing the key's type); keep one KeyObject per key.
+const keyObjects = new WeakMap<Uint8Array, KeyObject>();
+function keyObject(key: Uint8Array): KeyObject {
+  let k = keyObjects.get(key);
+  if (k === undefined) {
+    k = createSecretKey(key);
+    keyObjects.set(key, k);
+  }
+  return k;
 }
 
 export function signPodId(key: Uint8Array, namespace: string, id: string): string {
-  return createHmac("sha256", key).update(`${namespace}/${id}`, "utf8").digest("hex");
+  return createHmac("sha256", keyObject(key)).update(`${namespace}/${id}`, "utf8").digest("hex");
 }
 
 /** Constant-time check that `signature` signs `<namespace>/<id>` and that `id` is well-formed. */

@@ -116,8 +116,11 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
         reply(res, 400, errored(uid, 400, `malformed AdmissionReview: ${e.message}`));
         return;
       }
-      const rlog = log.child({ uid: request.uid, namespace: request.namespace });
       const result = admitPod(request, opts.mutate, opts.mintId);
+      // A child logger per request costs more than the admission itself; make one only to log.
+      const rlog = log.isLevelEnabled(result.kind === "patched" || result.kind === "denied" ? "info" : "debug")
+        ? log.child({ uid: request.uid, namespace: request.namespace })
+        : log;
       count(result.kind, started);
       const pod = podName(request.object);
       switch (result.kind) {

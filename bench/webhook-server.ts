@@ -1,0 +1,102 @@
+/**
+ * Child process of the webhook benchmark (spawned by `bench/webhook.ts`, never run by hand):
+ *
+ *     node --import tsx bench/webhook-server.ts <webhook|baseline> <certFile> <keyFile>
+ *
+ * Both modes serve through the same `startHttpsServer` on 127.0.0.1 and an ephemeral port:
+ * - `webhook`: the real `createWebhookApp`, wired as `webhook/main.ts` wires it, except that the
+ *   logger is at level "warn" and writes to a sink that discards, so that logging does not dominate;
+ * - `baseline`: an express app with the same settings and the same `express.json` parser that
+ *   answers every `POST /mutate` with a constant "allowed" AdmissionReview echoing the uid.
+ */
+import { randomBytes } from "node:crypto";
+import express, { type Request, type Response } from "express";
+import { startHttpsServer } from "../shared/https-server.js";
+import { createLogger } from "../shared/logger.js";
+import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
+import { mintPodId } from "../shared/signing.js";
+import { ADMISSION_API_VERSION, findUid } from "../webhook/review.js";
+import { createWebhookApp, createWebhookMetrics } from "../webhook/server.js";
+import type { FromChild, ToChild } from "./server-child.js";
+
+/** The parser settings of `createWebhookApp` (3 MiB limit, strict, JSON content types). */
+const JSON_TYPES = ["application/json", "application/*+json"];
+const MAX_BODY_BYTES = 3 * 1024 * 1024;
+
+function createBaselineApp(): express.Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+  app.post(
+    "/mutate",
+    express.json({ limit: MAX_BODY_BYTES, strict: true, type: JSON_TYPES }),
+    (req: Request, res: Response) => {
+      res.status(200).json({
+        apiVersion: ADMISSION_API_VERSION,
+        kind: "AdmissionReview",
+        response: { uid: findUid(req.body) ?? "", allowed: true },
+      });
+    },
+  );
+  return app;
+}
+
+function createBenchWebhookApp(): express.Express {
+  // Discards every line; "warn" keeps the per-request info lines from even being formatted.
+  const sink = { write: (_line: string): void => undefined };
+  const log = createLogger({ name: "dynamic-volumes-webhook", level: "warn" }, sink).child({
+    component: "webhook",
+  });
+  return createWebhookApp({
+    mutate: { root: DEFAULT_ROOT, defaultMountPath: DEFAULT_MOUNT_PATH, signingKey: randomBytes(32) },
+    log,
+    metrics: createWebhookMetrics(),
+    mintId: mintPodId,
+  });
+}
+
+function send(m: FromChild): void {
+  process.send?.(m);
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [mode, certFile, keyFile] = argv;
+  if ((mode !== "webhook" && mode !== "baseline") || certFile === undefined || keyFile === undefined)
+    throw new Error("usage: webhook-server.ts <webhook|baseline> <certFile> <keyFile>");
+  if (process.send === undefined) throw new Error("webhook-server.ts runs as a child with an IPC channel");
+
+  const app = mode === "webhook" ? createBenchWebhookApp() : createBaselineApp();
+  // The server's own warnings (unreadable TLS files) still reach stderr.
+  const log = createLogger({ name: `bench-${mode}`, level: "warn" }, process.stderr);
+  const server = await startHttpsServer({
+    handler: app,
+    tls: { certFile, keyFile },
+    host: "127.0.0.1",
+    port: 0,
+    log,
+  });
+
+  // The parent gone means nobody will stop us: leave at once.
+  process.on("disconnect", () => process.exit(0));
+  process.on("message", (m: ToChild) => {
+    if (m.type === "sample") {
+      const cpu = process.cpuUsage();
+      const elu = performance.eventLoopUtilization();
+      send({
+        type: "sample",
+        sample: { cpuUser: cpu.user, cpuSystem: cpu.system, eluActive: elu.active, eluIdle: elu.idle },
+      });
+    } else if (m.type === "stop") {
+      // Exit (not just close) so that a --cpu-prof profile is written.
+      void server.close(1_000).then(() => process.exit(0));
+    }
+  });
+  send({ type: "ready", port: server.port });
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  const message = e instanceof Error ? e.message : String(e);
+  send({ type: "error", message });
+  process.stderr.write(`bench server: ${message}\n`);
+  process.exit(1);
+});
