@@ -22,8 +22,13 @@ npx tsx certs/main.ts generate --service dynamic-volumes-webhook --namespace dyn
 echo "   $(( $(now) - t )) ms: $(ls "$DEMO" | tr '\n' ' ')"
 
 step "2. start the webhook on https://localhost:$PORT"
+if curl -s -o /dev/null -k "https://localhost:$PORT/"; then
+  echo "   something already listens on port $PORT; stop it or run with PORT=<free port>" >&2
+  exit 1
+fi
 t=$(now)
-npm run -s webhook -- --listen "127.0.0.1:$PORT" --tls-cert-file "$DEMO/tls.crt" --tls-key-file "$DEMO/tls.key" \
+# The same as `npm run webhook -- …`, without npm and tsx in between, so SIGTERM reaches it directly.
+node_modules/.bin/node --import tsx webhook/main.ts --listen "127.0.0.1:$PORT" --tls-cert-file "$DEMO/tls.crt" --tls-key-file "$DEMO/tls.key" \
   --signing-key-file "$DEMO/signing-key" > "$DEMO/webhook.log" 2>&1 &
 WEBHOOK_PID=$!
 until curl -fsS --cacert "$DEMO/ca.crt" "https://localhost:$PORT/readyz" >/dev/null 2>&1; do
@@ -57,4 +62,4 @@ curl -sS --cacert "$DEMO/ca.crt" "https://localhost:$PORT/metrics" | grep -E '^d
 
 step "7. SIGTERM: graceful shutdown"
 kill -TERM "$WEBHOOK_PID"; wait "$WEBHOOK_PID" || true; WEBHOOK_PID=
-tail -n 2 "$DEMO/webhook.log"
+grep -E '"msg":"(shutting down|stopped)' "$DEMO/webhook.log"
