@@ -22,9 +22,10 @@ import { AGENT_OPTIONS, loadAgentConfig, type AgentConfig, type ConsoleConfig } 
 import { ConsoleServer } from "./console.js";
 import { FuseMounter } from "./fuse-mount.js";
 import { ensureSharedRoot } from "./host.js";
-import { createAgentHttpHandler, createAgentMetrics } from "./http.js";
+import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "./http.js";
 import type { PodSource } from "./pod-source.js";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconciler.js";
+import { createReconcilerMetrics } from "./reconciler-metrics.js";
 import { LocalPodSource } from "./sources/local.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -45,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
     const { KubernetesPodSource } = await import("./sources/kubernetes.js");
     source = await KubernetesPodSource.fromDefaultConfig({ nodeName: config.nodeName, log });
   }
+  // One registry for the reconciler and the console; served on /metrics when --listen is set.
+  const metrics = createAgentMetrics();
   // The engine reports dead clients to the reconciler, which is built with the engine.
   let onClientExit: (mountPoint: string) => void = () => undefined;
   const engine = new FuseMounter({
@@ -65,11 +68,13 @@ async function main(argv: string[]): Promise<number> {
       backoffMaxMs: config.backoffMaxMs,
     },
     log,
+    undefined,
+    createReconcilerMetrics(metrics.registry),
   );
   onClientExit = (mp) => reconciler.mountPointChanged(mp);
   await reconciler.start();
   const stopConsole = config.console
-    ? await startConsole(config, config.console, reconciler, source, log)
+    ? await startConsole(config, config.console, reconciler, source, log, metrics)
     : async (): Promise<void> => undefined;
   log.info(
     { root: config.root, mode: config.local ? "local" : "kubernetes", pods: reconciler.podViews().length },
@@ -97,6 +102,7 @@ async function startConsole(
   reconciler: Reconciler,
   source: PodSource,
   log: Logger,
+  metrics: AgentMetrics,
 ): Promise<() => Promise<void>> {
   for (const w of c.tokenWarnings) log.warn(w);
   let authenticator: Authenticator;
@@ -114,7 +120,6 @@ async function startConsole(
     });
     authorizer = new SubjectAccessReviewAuthorizer(kc.makeApiClient(k8s.AuthorizationV1Api));
   }
-  const metrics = createAgentMetrics();
   let ready = true;
   const https = await startHttpsServer({
     handler: createAgentHttpHandler({ registry: metrics.registry, isReady: () => ready }),

@@ -18,6 +18,7 @@ import { planPod, specKey, specOf, type ActualMount, type MountSpec } from "./pl
 import { readPod, type PodReadConfig, type PodView } from "./pod.js";
 import type { PodEvent, PodRef, PodSource } from "./pod-source.js";
 import { MountRecords } from "./records.js";
+import type { ReconcilerMetrics } from "./reconciler-metrics.js";
 import { removeMountStatus, renderStatus, setMountStatus, type PodStatus } from "./status.js";
 
 /**
@@ -93,6 +94,7 @@ export class Reconciler {
     private readonly cfg: ReconcilerConfig,
     log: Logger,
     private readonly now: () => Date = () => new Date(),
+    private readonly metrics?: ReconcilerMetrics,
   ) {
     this.log = log.child({ component: "reconciler" });
     this.records = new MountRecords(cfg.root);
@@ -134,7 +136,8 @@ export class Reconciler {
   /** Something changed at a mount point (its client died): reconcile the pod that owns it now. */
   mountPointChanged(mountPoint: string): void {
     for (const p of this.pods.values())
-      if (p.dir !== undefined && mountPoint.startsWith(`${p.dir}/`) && p.refusal === undefined) this.enqueue(p.key);
+      if (p.dir !== undefined && mountPoint.startsWith(`${p.dir}/`) && p.refusal === undefined)
+        this.enqueue(p.key);
   }
 
   private onEvent(e: PodEvent): void {
@@ -182,12 +185,21 @@ export class Reconciler {
       const key = this.pending.shift()!;
       this.queued.delete(key);
       this.running.add(key);
+      this.metrics?.queueDepth.set({}, this.pending.length + this.running.size);
       void this.reconcile(key)
-        .catch((e: unknown) => this.log.error({ pod: key, err: (e as Error).message }, "reconcile failed"))
+        .then(
+          () => this.metrics?.reconciles.inc({ result: "ok" }),
+          (e: unknown) => {
+            this.metrics?.reconciles.inc({ result: "error" });
+            this.log.error({ pod: key, err: (e as Error).message }, "reconcile failed");
+          },
+        )
         .finally(() => {
           this.running.delete(key);
           if (this.dirty.delete(key)) this.enqueue(key);
           this.pump();
+          this.metrics?.queueDepth.set({}, this.pending.length + this.running.size);
+          this.updateMountGauge();
           if (this.running.size === 0 && this.pending.length === 0) this.events.emit("idle");
         });
     }
@@ -385,6 +397,7 @@ export class Reconciler {
       );
       this.failures.delete(fkey);
       const ms = Date.now() - started;
+      this.metrics?.mountDuration.observe({ mounter: spec.mounter, result: "mounted" }, ms / 1000);
       this.setState(view, st, spec.name, { ...summary(spec), state: "mounted" });
       this.log.info(
         { pod: view.key, name: spec.name, bucket: spec.bucket, mounter: spec.mounter, ms },
@@ -400,6 +413,11 @@ export class Reconciler {
       await this.records.remove(id, spec.name).catch(() => undefined);
       await rmdir(mountPoint).catch(() => undefined);
       const message = isAppError(e) ? e.message : `internal error: ${(e as Error).message}`;
+      this.metrics?.mountDuration.observe(
+        { mounter: spec.mounter, result: "failed" },
+        (Date.now() - started) / 1000,
+      );
+      this.metrics?.failures.inc({ reason: isAppError(e) ? e.code : "Internal" });
       const attempts = (failure?.spec === skey ? failure.attempts : 0) + 1;
       const delay = Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** (attempts - 1));
       this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay });
@@ -423,8 +441,11 @@ export class Reconciler {
     recorded: MountSpec | undefined,
   ): Promise<void> {
     const mountPoint = join(dir, name);
+    const started = Date.now();
+    if (reason === "stale") this.metrics?.staleRecoveries.inc();
     try {
       await this.engine.unmount(mountPoint);
+      this.metrics?.unmountDuration.observe({ reason }, (Date.now() - started) / 1000);
     } catch (e) {
       this.log.error({ pod: view.key, name, err: (e as Error).message }, "unmount failed");
       throw e;
@@ -536,6 +557,21 @@ export class Reconciler {
 
   private emitState(pod: string, name: string, e: Omit<MountStateEvent, "pod" | "name">): void {
     this.events.emit("state", { pod, name, ...e });
+  }
+
+  private updateMountGauge(): void {
+    if (this.metrics === undefined) return;
+    const counts = new Map<string, [Record<string, string>, number]>();
+    for (const [key, st] of this.state) {
+      const mounter = this.pods.get(key)?.mounter ?? "unknown";
+      for (const m of Object.values(st.status)) {
+        const k = `${m.state}/${mounter}`;
+        const c = counts.get(k) ?? [{ state: m.state, mounter }, 0];
+        c[1]++;
+        counts.set(k, c);
+      }
+    }
+    this.metrics.mounts.reset([...counts.values()]);
   }
 
   private async flushStatus(ref: PodRef, st: PodState): Promise<void> {

@@ -9,6 +9,8 @@ import { createLogger } from "../../../shared/logger.js";
 import { ANNOTATIONS } from "../../../shared/names.js";
 import { injectedPod, podIdOf, withBuckets, type Pod } from "../../../scripts/lib/pods.js";
 import { FakeEngine } from "../../support/fake-engine.js";
+import { createReconcilerMetrics, type ReconcilerMetrics } from "../../../agent/reconciler-metrics.js";
+import { Registry } from "../../../shared/metrics.js";
 
 const key = Buffer.from("reconciler-test-signing-key-0123");
 const log = createLogger({ name: "test", level: "silent" });
@@ -33,6 +35,8 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
   let podsDir: string;
   let engine: FakeEngine;
   let rec: Reconciler;
+  let registry: Registry;
+  let metrics: ReconcilerMetrics;
 
   const writePod = (file: string, pod: Pod): void => {
     // Written then renamed, as editors and kubectl-like tools replace files.
@@ -65,6 +69,8 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
       JSON.stringify({ stringData: SECRET }),
     );
     engine = new FakeEngine();
+    registry = new Registry();
+    metrics = createReconcilerMetrics(registry);
     rec = new Reconciler(
       new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
       engine,
@@ -78,6 +84,8 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
         resyncMs: 100,
       },
       log,
+      undefined,
+      metrics,
     );
   });
 
@@ -135,6 +143,11 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     await until("mounted after retries", () => status("trainer.json").a?.state === "mounted");
     expect(engine.calls.filter((c) => c.startsWith("mount")).length).to.equal(3);
     expect(events().filter((e) => e.reason === "MountFailed")).to.have.length(2);
+    await rec.idle();
+    expect(metrics.failures.get({ reason: "MountFailed" })).to.equal(2);
+    expect(metrics.mountDuration.count({ mounter: "s3fs", result: "mounted" })).to.equal(1);
+    expect(metrics.mounts.get({ state: "mounted", mounter: "s3fs" })).to.equal(1);
+    expect(registry.render()).to.match(/dynamic_volumes_mount_failures_total\{reason="MountFailed"\} 2/);
   });
 
   it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {
@@ -223,6 +236,7 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     engine.stale.add([...engine.mounted.keys()][0]!);
     await until("remounted", () => engine.calls.filter((c) => c.startsWith("mount")).length === 2);
     expect(engine.calls.slice(-2)[0]).to.match(/^unmount/);
+    expect(metrics.staleRecoveries.get()).to.equal(1);
     expect(engine.stale.size).to.equal(0);
   });
 
