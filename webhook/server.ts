@@ -118,7 +118,9 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       }
       const result = admitPod(request, opts.mutate, opts.mintId);
       // A child logger per request costs more than the admission itself; make one only to log.
-      const rlog = log.isLevelEnabled(result.kind === "patched" || result.kind === "denied" ? "info" : "debug")
+      const rlog = log.isLevelEnabled(
+        result.kind === "patched" || result.kind === "denied" ? "info" : "debug",
+      )
         ? log.child({ uid: request.uid, namespace: request.namespace })
         : log;
       count(result.kind, started);
