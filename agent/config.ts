@@ -3,7 +3,9 @@
  * returned frozen. A bad value fails here with a message naming the flag and the variable.
  */
 import {
-  envName,
+  LOG_LEVEL_OPTION,
+  option,
+  parseLogLevel,
   parseAbsolutePath,
   parseListen,
   parsePositiveInt,
@@ -18,12 +20,7 @@ import { ConfigError } from "../shared/errors.js";
 import { DEFAULT_ROOT, MOUNTERS, type MounterName } from "../shared/names.js";
 import { parseTokenAuthFile, type StaticToken } from "./auth.js";
 
-const opt = (flag: string, description: string, def?: string): OptionSpec => ({
-  flag,
-  env: envName(flag),
-  description,
-  ...(def !== undefined ? { default: def } : {}),
-});
+const opt = option;
 
 export const AGENT_OPTIONS = {
   root: opt("root", "host root that holds the pods' directories and the agent's private state", DEFAULT_ROOT),
@@ -43,7 +40,7 @@ export const AGENT_OPTIONS = {
   mountTimeoutSeconds: opt("mount-timeout-seconds", "how long one mount may take to become ready", "30"),
   resyncSeconds: opt("resync-seconds", "how often every mount is probed and orphans are collected", "10"),
   backoffMaxSeconds: opt("backoff-max-seconds", "longest wait between retries of a failed mount", "60"),
-  logLevel: opt("log-level", "pino log level: fatal, error, warn, info, debug, trace", "info"),
+  logLevel: LOG_LEVEL_OPTION,
   listen: opt(
     "listen",
     "HOST:PORT to serve the wss console, /healthz, /readyz and /metrics on (off without it)",
@@ -98,8 +95,6 @@ export interface AgentConfig {
   readonly console: ConsoleConfig | undefined;
 }
 
-const LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
-
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): AgentConfig {
   const o = AGENT_OPTIONS;
   const raw = readOptions(Object.values(o), argv, env);
@@ -122,11 +117,7 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     throw new ConfigError(
       `--default-mounter (env ${o.defaultMounter.env}): "${mounter}" is not one of ${MOUNTERS.join(", ")}`,
     );
-  const logLevel = requireOption(o.logLevel, raw);
-  if (!LEVELS.has(logLevel))
-    throw new ConfigError(
-      `--log-level (env ${o.logLevel.env}): "${logLevel}" is not one of ${[...LEVELS].join(", ")}`,
-    );
+  const logLevel = parseLogLevel(o.logLevel, requireOption(o.logLevel, raw));
   return Object.freeze({
     root: parseAbsolutePath(o.root, requireOption(o.root, raw)),
     // In local mode every pod file is scheduled here, so the node name is only a label.

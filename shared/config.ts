@@ -20,6 +20,28 @@ export interface OptionSpec {
 
 export type RawOptions = Record<string, string | undefined>;
 
+/** An option whose environment variable is the conventional {@link envName} of its flag. */
+export function option(flag: string, description: string, def?: string): OptionSpec {
+  return { flag, env: envName(flag), description, ...(def !== undefined ? { default: def } : {}) };
+}
+
+/** The `--log-level` option every program has. */
+export const LOG_LEVEL_OPTION = option(
+  "log-level",
+  "pino log level: fatal, error, warn, info, debug, trace, silent",
+  "info",
+);
+
+const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+export function parseLogLevel(spec: OptionSpec, value: string): string {
+  if (!LOG_LEVELS.has(value))
+    throw new ConfigError(
+      `--${spec.flag} (env ${spec.env}): "${value}" is not one of ${[...LOG_LEVELS].join(", ")}`,
+    );
+  return value;
+}
+
 /** The conventional environment variable for a flag: `DV_` + upper snake case. */
 export function envName(flag: string): string {
   return `DV_${flag.toUpperCase().replace(/-/g, "_")}`;

@@ -3,25 +3,21 @@
  * returned frozen. A bad value fails here with a message naming the flag and the variable.
  */
 import {
-  envName,
+  LOG_LEVEL_OPTION,
+  option,
+  parseLogLevel,
   parseAbsolutePath,
   parseListen,
   parsePositiveInt,
   readOptions,
   readSigningKey,
   requireOption,
-  type OptionSpec,
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
 import { normalizeMountPath } from "./mutate.js";
 
-const opt = (flag: string, description: string, def?: string): OptionSpec => ({
-  flag,
-  env: envName(flag),
-  description,
-  ...(def !== undefined ? { default: def } : {}),
-});
+const opt = option;
 
 export const WEBHOOK_OPTIONS = {
   listen: opt("listen", "address to serve HTTPS on, HOST:PORT", "0.0.0.0:8443"),
@@ -34,7 +30,7 @@ export const WEBHOOK_OPTIONS = {
     "mount path for pods without the mount-path annotation",
     DEFAULT_MOUNT_PATH,
   ),
-  logLevel: opt("log-level", "pino log level: fatal, error, warn, info, debug, trace", "info"),
+  logLevel: LOG_LEVEL_OPTION,
   shutdownGraceSeconds: opt(
     "shutdown-grace-seconds",
     "how long in-flight requests may take after SIGTERM",
@@ -53,19 +49,13 @@ export interface WebhookConfig {
   readonly shutdownGraceMs: number;
 }
 
-const LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
-
 export function loadWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEnv): WebhookConfig {
   const o = WEBHOOK_OPTIONS;
   const raw = readOptions(Object.values(o), argv, env);
   const mp = normalizeMountPath(requireOption(o.defaultMountPath, raw));
   if ("error" in mp)
     throw new ConfigError(`--default-mount-path (env ${o.defaultMountPath.env}) ${mp.error}`);
-  const logLevel = requireOption(o.logLevel, raw);
-  if (!LEVELS.has(logLevel))
-    throw new ConfigError(
-      `--log-level (env ${o.logLevel.env}): "${logLevel}" is not one of ${[...LEVELS].join(", ")}`,
-    );
+  const logLevel = parseLogLevel(o.logLevel, requireOption(o.logLevel, raw));
   return Object.freeze({
     listen: parseListen(o.listen, requireOption(o.listen, raw)),
     tlsCertFile: requireOption(o.tlsCertFile, raw),
