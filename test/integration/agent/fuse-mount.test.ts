@@ -23,7 +23,7 @@ import { findMount, mountsUnder, parseMountinfo } from "../../../agent/mountinfo
 import type { MountRequest } from "../../../agent/mounters/types.js";
 import { AppError } from "../../../shared/errors.js";
 import type { MounterName } from "../../../shared/names.js";
-import { S3RVER_CREDENTIALS, startS3, type TestS3 } from "../../support/s3.js";
+import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from "../../../scripts/lib/s3-server.js";
 
 const BUCKET = "data";
 const SEED = {
@@ -72,7 +72,7 @@ function median(values: number[]): number {
 
 describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
   this.timeout(60_000);
-  let s3: TestS3;
+  let s3: S3Server;
   let root: string;
   let mounter: FuseMounter;
   let seq = 0;
@@ -83,7 +83,7 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
     if (process.getuid?.() !== 0 || !(await exists("/dev/fuse"))) {
       throw new Error("these tests need root and /dev/fuse");
     }
-    s3 = await startS3({ buckets: { [BUCKET]: SEED } });
+    s3 = await startS3Server({ buckets: { [BUCKET]: SEED } });
     root = await mkdtemp(join(tmpdir(), "dv-fuse-"));
   });
 
@@ -127,7 +127,10 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
       mountPoint: join(root, "pods", name),
       endpoint: s3.endpoint,
       region: "us-east-1",
-      credentials: { ...S3RVER_CREDENTIALS },
+      credentials: {
+        accessKeyID: S3RVER_CREDENTIALS.accessKeyId,
+        secretAccessKey: S3RVER_CREDENTIALS.secretAccessKey,
+      },
       options: {},
       stateDir: join(root, "agent", name),
       ...over,
