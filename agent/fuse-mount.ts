@@ -261,8 +261,10 @@ export class FuseMounter {
     const tracked: Tracked = { client, stateDir: req.stateDir, mounter, stopping: false };
     this.mounts.set(mp, tracked);
     // A client that dies leaves an ENOTCONN mount behind; say so at once rather than at the next probe.
-    void client.exited.then(() => {
-      if (this.mounts.get(mp) === tracked && !tracked.stopping) this.onClientExit?.(mp);
+    void client.exited.then((status) => {
+      if (this.mounts.get(mp) !== tracked || tracked.stopping) return;
+      this.log?.warn({ mountPoint: mp, mounter, pid: client.pid, ...status }, "client exited while mounted");
+      this.onClientExit?.(mp);
     });
     this.log?.info({ mounter, mountPoint: mp, pid: client.pid, ms: ready.readyMs }, "mounted");
     return { mountPoint: mp, mounter, pid: client.pid, readyMs: ready.readyMs, fsType: ready.fsType };
@@ -411,6 +413,10 @@ export class FuseMounter {
    */
   async probe(mountPoint: string): Promise<ProbeResult> {
     if (findMount(await this.mountinfo(), mountPoint) === undefined) return "absent";
+    // The kernel may answer stat from cached attributes for a while after the client died, so a
+    // client known to have exited settles it.
+    const tracked = this.mounts.get(mountPoint);
+    if (tracked !== undefined && tracked.client.exitStatus() !== undefined) return "stale";
     try {
       await withTimeout(stat(mountPoint), this.probeTimeoutMs, `stat ${mountPoint}`);
       return "ok";

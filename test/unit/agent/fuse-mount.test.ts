@@ -227,6 +227,30 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       await mkdir(req.mountPoint, { recursive: true });
       expect(await m.probe(req.mountPoint)).to.equal("ok");
     });
+
+    it("is stale, and reported at once, when its client dies, even while stat still answers from cache", async () => {
+      const exited: string[] = [];
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      const m = mounter({ onClientExit: (mp) => exited.push(mp) });
+      await m.mount(req, "s3fs");
+      expect(await m.probe(req.mountPoint)).to.equal("ok");
+      sys.client.exit({ code: null, signal: "SIGKILL" });
+      await sys.client.exited;
+      await new Promise((r) => setImmediate(r));
+      expect(exited).to.deep.equal([req.mountPoint]);
+      // The mount point still exists and stat succeeds, as the kernel's cached attributes allow.
+      expect(await m.probe(req.mountPoint)).to.equal("stale");
+    });
+
+    it("does not report the exit of a client it is unmounting", async () => {
+      const exited: string[] = [];
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      const m = mounter({ onClientExit: (mp) => exited.push(mp) });
+      await m.mount(req, "s3fs");
+      await m.unmount(req.mountPoint);
+      await new Promise((r) => setImmediate(r));
+      expect(exited).to.deep.equal([]);
+    });
   });
 
   describe("defaultBaseEnv", () => {
