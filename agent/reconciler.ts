@@ -64,6 +64,7 @@ interface Failure {
   readonly spec: string;
   readonly attempts: number;
   readonly retryAt: number;
+  readonly message: string;
 }
 
 interface PodState {
@@ -420,14 +421,17 @@ export class Reconciler {
       this.metrics?.failures.inc({ reason: isAppError(e) ? e.code : "Internal" });
       const attempts = (failure?.spec === skey ? failure.attempts : 0) + 1;
       const delay = Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** (attempts - 1));
-      this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay });
+      this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay, message });
       this.scheduleRetry(view.key, delay);
       this.setState(view, st, spec.name, { ...summary(spec), state: "failed", error: message });
       this.log.warn(
         { pod: view.key, name: spec.name, attempts, retryInMs: delay, err: message },
         "mount failed",
       );
-      await this.event(ref, "Warning", "MountFailed", `${spec.name}: ${message}`);
+      // One Event per distinct failure, not one per retry: a mount retried every minute for a day
+      // would otherwise bury the pod's other Events.
+      if (failure?.spec !== skey || failure.message !== message)
+        await this.event(ref, "Warning", "MountFailed", `${spec.name}: ${message}`);
     }
   }
 
