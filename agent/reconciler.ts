@@ -5,7 +5,7 @@
  * mounts are retried with capped exponential backoff.
  */
 import { EventEmitter } from "node:events";
-import { mkdir, readdir, rmdir } from "node:fs/promises";
+import { mkdir, readdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { describeBucketError } from "../shared/buckets.js";
 import { AppError, isAppError } from "../shared/errors.js";
@@ -40,12 +40,15 @@ export interface ReconcilerConfig extends PodReadConfig {
   readonly backoffMaxMs: number;
   /** How often every mount is probed for staleness and orphans are collected. */
   readonly resyncMs: number;
+  /** An unclaimed pod directory is removed only once it is this old. */
+  readonly gcGraceMs: number;
 }
 
 export const DEFAULT_RECONCILER_CONFIG = {
   concurrency: 4,
   backoffBaseMs: 1000,
   backoffMaxMs: 60_000,
+  gcGraceMs: 10 * 60_000,
   resyncMs: 10_000,
 } as const;
 
@@ -60,6 +63,9 @@ export interface MountStateEvent {
   readonly error?: string;
 }
 
+/** Mounts of one pod made at the same time. */
+const MOUNTS_PER_POD = 4;
+
 interface Failure {
   readonly spec: string;
   readonly attempts: number;
@@ -71,6 +77,8 @@ interface PodState {
   status: PodStatus;
   written: string | undefined;
   lastRefusal: string | undefined;
+  /** Status writes of one pod, one after another, so that an older one never lands last. */
+  writing?: Promise<void>;
 }
 
 export class Reconciler {
@@ -286,22 +294,30 @@ export class Reconciler {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const actual = await this.actualMounts(id, dir);
     const actions = planPod(desired, actual);
+    // Unmounts one by one, deepest first; then the mounts, several at once, since each waits
+    // mostly on its FUSE client becoming ready.
     for (const action of actions) {
-      if (this.stopped) break;
-      if (action.kind === "unmount") {
-        const recorded = actual.find((a) => a.name === action.name)?.recorded;
-        if (desired.some((d) => d.name === action.name) && recorded !== undefined) {
-          this.setState(view, st, action.name, { ...summary(recorded), state: "unmounting" });
-        }
-        await this.unmountOne(view, ref, id, dir, action.name, action.reason, recorded);
-        if (!desired.some((d) => d.name === action.name)) {
-          st.status = removeMountStatus(st.status, action.name);
-        }
-      } else {
-        await this.mountOne(view, ref, st, id, dir, action.spec);
+      if (this.stopped || action.kind !== "unmount") continue;
+      const recorded = actual.find((a) => a.name === action.name)?.recorded;
+      if (desired.some((d) => d.name === action.name) && recorded !== undefined) {
+        this.setState(view, st, action.name, { ...summary(recorded), state: "unmounting" });
+      }
+      await this.unmountOne(view, ref, id, dir, action.name, action.reason, recorded);
+      if (!desired.some((d) => d.name === action.name)) {
+        st.status = removeMountStatus(st.status, action.name);
       }
       await this.flushStatus(ref, st);
     }
+    const mounts = actions.filter((a) => a.kind === "mount");
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < mounts.length && !this.stopped) {
+        const action = mounts[next++]!;
+        await this.mountOne(view, ref, st, id, dir, action.spec);
+        await this.flushStatus(ref, st);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(MOUNTS_PER_POD, mounts.length) }, worker));
     // Mounts that are kept: make sure they read as mounted (after an adoption, for instance).
     for (const spec of desired) {
       if (!actions.some((a) => a.name === spec.name) && st.status[spec.name]?.state !== "mounted") {
@@ -530,6 +546,14 @@ export class Reconciler {
     );
     for (const id of dirs) {
       if (claimed.has(id) || stillMounted.has(id)) continue;
+      // The kubelet creates a pod's directory (DirectoryOrCreate) when it starts the pod, which can
+      // be before this agent hears of the pod; removing it then would leave the container bound to
+      // a deleted directory that no mount ever reaches.
+      const age = await stat(join(base, id)).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
+      if (age < this.cfg.gcGraceMs) continue;
       await this.removeStrayDirs(join(base, id), new Set());
       await rmdir(join(base, id)).catch(() => undefined);
     }
@@ -578,7 +602,13 @@ export class Reconciler {
     this.metrics.mounts.reset([...counts.values()]);
   }
 
-  private async flushStatus(ref: PodRef, st: PodState): Promise<void> {
+  private flushStatus(ref: PodRef, st: PodState): Promise<void> {
+    const run = (st.writing ?? Promise.resolve()).then(() => this.writeStatusNow(ref, st));
+    st.writing = run;
+    return run;
+  }
+
+  private async writeStatusNow(ref: PodRef, st: PodState): Promise<void> {
     const text = renderStatus(st.status);
     if (text === st.written) return;
     try {

@@ -163,11 +163,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       const pids = await pidsMentioning(mp);
       expect(pids, "one FUSE client for the mount").to.have.length(1);
       process.kill(pids[0]!, "SIGKILL");
-      const broken = await waitFor("the container to see the dead mount", async () => {
-        const r = await node.exec("pod-a", ["cat", "/datasets/alpha/hello.txt"]);
-        return r.code !== 0 ? r.stderr : undefined;
-      });
-      expect(broken).to.match(/not connected|Input\/output error|No such file/);
+      // The agent may repair the mount before a poll from the container catches it broken.
       const t0 = Date.now();
       expect(
         await waitFor("alpha back in pod-a", () => read("pod-a", "/datasets/alpha/hello.txt"), 30_000),
@@ -289,7 +285,13 @@ for (const mounter of ["s3fs", "rclone"] as const) {
           () => true,
         ),
       );
-      for (const m of before) expect(await pidsMentioning(m.mountPoint), m.mountPoint).to.deep.equal([]);
+      // Clients of adopted mounts (started by the killed agent) exit on their own after the unmount.
+      for (const m of before)
+        await waitFor(
+          `no client left for ${m.mountPoint}`,
+          async () => (await pidsMentioning(m.mountPoint)).length === 0,
+          15_000,
+        );
       expect(
         await stat(join(node.root, "agent", "mounts", a.id)).then(
           () => "present",

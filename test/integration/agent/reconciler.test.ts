@@ -1,5 +1,14 @@
 import { expect } from "chai";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../../../agent/reconciler.js";
@@ -259,10 +268,16 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
       "s3fs",
     );
     mkdirSync(join(root, "agent", "mounts", "ffffffffffffffffffffffffffffffff", "x"), { recursive: true });
+    const anHourAgo = new Date(Date.now() - 3600_000);
+    utimesSync(orphan, anHourAgo, anHourAgo);
+    // A directory the kubelet just created for a pod this agent has not heard of yet stays.
+    const fresh = join(root, "pods", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+    mkdirSync(fresh, { recursive: true });
     await rec.start();
     expect(engine.mounted.size).to.equal(0);
     expect(existsSync(orphan)).to.equal(false);
     expect(existsSync(join(root, "agent", "mounts", "ffffffffffffffffffffffffffffffff"))).to.equal(false);
+    expect(existsSync(fresh)).to.equal(true);
   });
 
   it("adopts a healthy mount it recorded before a restart instead of mounting it again", async () => {
