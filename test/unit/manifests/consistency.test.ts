@@ -1,0 +1,750 @@
+import type { V1Container, V1PodSpec, V1Probe } from "@kubernetes/client-node";
+import { expect } from "chai";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { createServer, type RequestListener, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, posix } from "node:path";
+import { AGENT_OPTIONS, loadAgentConfig } from "../../../agent/config.js";
+import { createAgentHttpHandler, createAgentMetrics } from "../../../agent/http.js";
+import { MOUNT_OPTIONS_ANNOTATION } from "../../../agent/pod.js";
+import { runCli } from "../../../certs/cli.js";
+import { createLogger } from "../../../shared/logger.js";
+import {
+  ANNOTATIONS,
+  DEFAULT_MOUNT_PATH,
+  DEFAULT_ROOT,
+  LABEL_INJECTION,
+  LABEL_INJECTION_ENABLED,
+  SIGNING_KEY_SECRET_KEY,
+  VOLUME_NAME,
+} from "../../../shared/names.js";
+import { WEBHOOK_OPTIONS, loadWebhookConfig } from "../../../webhook/config.js";
+import { mutatePod } from "../../../webhook/mutate.js";
+import { createWebhookApp, createWebhookMetrics } from "../../../webhook/server.js";
+import {
+  CERT_MANAGER_OVERLAY_DIR,
+  MANIFESTS_DIR,
+  REPO_ROOT,
+  containerOf,
+  envValues,
+  expandVars,
+  findObject,
+  mountOf,
+  objectId,
+  podSpecOf,
+  render,
+  selectorMatches,
+  volumeOf,
+  type KubeObject,
+} from "../../support/manifests.js";
+import { applyJsonPatch } from "../../support/patch.js";
+
+const NS = "dynamic-volumes";
+const NODE = "node-a";
+/** Test values for the downward API fields the manifests use. */
+const FIELDS = { "metadata.namespace": NS, "spec.nodeName": NODE };
+const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string };
+
+type Spec = Record<string, unknown>;
+const specOf = (o: KubeObject): Spec => o.spec as Spec;
+
+/** The container port a probe, or a Service's targetPort, resolves to. */
+function resolvePort(c: V1Container, port: number | string | undefined): number {
+  if (typeof port === "number") return port;
+  const p = (c.ports ?? []).find((x) => x.name === port);
+  if (p === undefined) throw new Error(`container "${c.name}" has no port named ${String(port)}`);
+  return p.containerPort;
+}
+
+/** GETs each path from a plain HTTP server around `handler`; returns the status codes. */
+async function statuses(handler: RequestListener, requests: [string, string][]): Promise<number[]> {
+  const server: Server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const { port } = server.address() as AddressInfo;
+    const out: number[] = [];
+    for (const [method, path] of requests) {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method,
+        ...(method === "POST" ? { headers: { "content-type": "application/json" }, body: "{}" } : {}),
+      });
+      await res.arrayBuffer();
+      out.push(res.status);
+    }
+    return out;
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+/** The flag=value pairs of an argument list in `--flag=value` form. */
+function flags(args: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const a of args) {
+    const m = /^--([a-z][a-z0-9-]*)=(.*)$/.exec(a);
+    if (!m) throw new Error(`"${a}" is not in --flag=value form`);
+    out.set(m[1]!, m[2]!);
+  }
+  return out;
+}
+
+/**
+ * The container's environment for its config loader: fieldRefs resolved, and every *_FILE path,
+ * which must lie in one of the container's volume mounts, moved into `dir` (created there).
+ */
+async function loaderEnv(
+  c: V1Container,
+  dir: string,
+  files: Record<string, string>,
+): Promise<Record<string, string>> {
+  const env = envValues(c, FIELDS);
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.endsWith("_FILE")) continue;
+    const mount = (c.volumeMounts ?? []).find((m) => value.startsWith(`${m.mountPath}/`));
+    if (mount === undefined) throw new Error(`${name}=${value} is in none of the container's volume mounts`);
+    const local = join(dir, value);
+    await mkdir(dirname(local), { recursive: true });
+    await writeFile(local, files[name] ?? "placeholder\n");
+    env[name] = local;
+  }
+  return env;
+}
+
+const SIGNING_KEY_TEXT = `${Buffer.alloc(32, 7).toString("base64")}\n`;
+
+describe("manifests match the code", function () {
+  // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
+  this.timeout(30_000);
+  let objects: readonly KubeObject[];
+  let webhook: KubeObject;
+  let webhookPod: V1PodSpec;
+  let webhookContainer: V1Container;
+  let certsInit: V1Container;
+  let agent: KubeObject;
+  let agentPod: V1PodSpec;
+  let agentContainer: V1Container;
+  let mwc: KubeObject;
+  let webhookService: KubeObject;
+  let dir: string;
+
+  before(async function () {
+    this.timeout(60_000);
+    objects = render(MANIFESTS_DIR).objects;
+    webhook = findObject(objects, "Deployment", "dynamic-volumes-webhook");
+    webhookPod = podSpecOf(webhook);
+    webhookContainer = containerOf(webhookPod, "webhook");
+    certsInit = containerOf(webhookPod, "certs", true);
+    agent = findObject(objects, "DaemonSet", "dynamic-volumes-agent");
+    agentPod = podSpecOf(agent);
+    agentContainer = containerOf(agentPod, "agent");
+    mwc = findObject(objects, "MutatingWebhookConfiguration", "dynamic-volumes");
+    webhookService = findObject(objects, "Service", "dynamic-volumes-webhook");
+    dir = await mkdtemp(join(tmpdir(), "dv-manifests-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const mwcWebhook = (): Spec => {
+    const hooks = mwc.webhooks as Spec[];
+    expect(hooks).to.have.length(1);
+    return hooks[0]!;
+  };
+
+  describe("the webhook Deployment", () => {
+    it("runs two replicas, spread over nodes, that a PodDisruptionBudget keeps one of", () => {
+      const spec = specOf(webhook);
+      expect(spec.replicas).to.equal(2);
+      const podLabels = (spec.template as { metadata: { labels: Record<string, string> } }).metadata.labels;
+      expect(selectorMatches(spec.selector, podLabels)).to.equal(true);
+      const preferred =
+        webhookPod.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? [];
+      expect(preferred).to.have.length(1);
+      expect(preferred[0]!.podAffinityTerm.topologyKey).to.equal("kubernetes.io/hostname");
+      expect(selectorMatches(preferred[0]!.podAffinityTerm.labelSelector, podLabels)).to.equal(true);
+      const pdb = findObject(objects, "PodDisruptionBudget", "dynamic-volumes-webhook");
+      expect(specOf(pdb).minAvailable).to.equal(1);
+      expect(selectorMatches(specOf(pdb).selector, podLabels)).to.equal(true);
+    });
+
+    it("runs every container as the image's non-root user, read-only, without capabilities, under RuntimeDefault seccomp", () => {
+      const user = /^USER\s+(\d+):(\d+)\s*$/m.exec(
+        readFileSync(join(REPO_ROOT, "Dockerfile.webhook"), "utf8"),
+      );
+      expect(user, "Dockerfile.webhook sets USER uid:gid").to.not.equal(null);
+      const sc = webhookPod.securityContext ?? {};
+      expect(sc.runAsNonRoot).to.equal(true);
+      expect(sc.runAsUser).to.equal(Number(user![1]));
+      expect(sc.runAsGroup).to.equal(Number(user![2]));
+      expect(sc.seccompProfile?.type).to.equal("RuntimeDefault");
+      for (const c of [...(webhookPod.initContainers ?? []), ...webhookPod.containers]) {
+        expect(c.securityContext?.readOnlyRootFilesystem, c.name).to.equal(true);
+        expect(c.securityContext?.allowPrivilegeEscalation, c.name).to.equal(false);
+        expect(c.securityContext?.capabilities?.drop, c.name).to.deep.equal(["ALL"]);
+        expect(c.securityContext?.privileged ?? false, c.name).to.equal(false);
+        expect(c.securityContext?.runAsUser ?? sc.runAsUser, c.name).to.not.equal(0);
+      }
+    });
+
+    it("holds no API token in the webhook container", () => {
+      expect(webhookPod.automountServiceAccountToken).to.equal(false);
+      expect(
+        (webhookContainer.volumeMounts ?? []).filter((m) =>
+          m.mountPath.startsWith("/var/run/secrets/kubernetes.io"),
+        ),
+      ).to.deep.equal([]);
+    });
+
+    it("sets only environment variables that webhook/config.ts reads", () => {
+      const known = new Set(Object.values(WEBHOOK_OPTIONS).map((o) => o.env));
+      const names = (webhookContainer.env ?? []).map((e) => e.name);
+      expect(names.filter((n) => !known.has(n))).to.deep.equal([]);
+    });
+
+    it("is accepted by the webhook's own configuration loader, with its files inside mounted volumes", async () => {
+      expect(webhookContainer.command, "the image's entrypoint runs the webhook").to.equal(undefined);
+      const env = await loaderEnv(webhookContainer, join(dir, "webhook"), {
+        DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
+      });
+      const config = loadWebhookConfig(webhookContainer.args ?? [], env);
+      expect(config.root).to.equal(DEFAULT_ROOT);
+      expect(config.defaultMountPath).to.equal(DEFAULT_MOUNT_PATH);
+    });
+
+    it("listens on the port it declares, which the Service and the probes target", async () => {
+      const env = await loaderEnv(webhookContainer, join(dir, "webhook-port"), {
+        DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
+      });
+      const { port } = loadWebhookConfig([], env).listen;
+      const defaultPort = Number(/:(\d+)$/.exec(WEBHOOK_OPTIONS.listen.default!)![1]);
+      expect(port, "the manifest keeps the webhook's default port").to.equal(defaultPort);
+      expect((webhookContainer.ports ?? []).map((p) => p.containerPort)).to.deep.equal([port]);
+      const svcPorts =
+        (specOf(webhookService).ports as { port: number; targetPort: number | string }[]) ?? [];
+      expect(svcPorts).to.have.length(1);
+      expect(svcPorts[0]!.port).to.equal(443);
+      expect(resolvePort(webhookContainer, svcPorts[0]!.targetPort)).to.equal(port);
+      const podLabels = (specOf(webhook).template as { metadata: { labels: Record<string, string> } })
+        .metadata.labels;
+      expect(selectorMatches({ matchLabels: specOf(webhookService).selector }, podLabels)).to.equal(true);
+      for (const probe of [webhookContainer.readinessProbe, webhookContainer.livenessProbe])
+        expect(resolvePort(webhookContainer, probe?.httpGet?.port)).to.equal(port);
+    });
+
+    it("probes /readyz and /healthz over HTTPS, and the webhook's app answers both with 200", async () => {
+      const probes = [webhookContainer.readinessProbe, webhookContainer.livenessProbe] as (
+        V1Probe | undefined
+      )[];
+      expect(probes.map((p) => p?.httpGet?.path)).to.deep.equal(["/readyz", "/healthz"]);
+      expect(probes.map((p) => p?.httpGet?.scheme)).to.deep.equal(["HTTPS", "HTTPS"]);
+      const app = createWebhookApp({
+        mutate: { root: DEFAULT_ROOT, defaultMountPath: DEFAULT_MOUNT_PATH, signingKey: Buffer.alloc(32, 7) },
+        log: createLogger({ name: "test", level: "silent" }),
+        metrics: createWebhookMetrics(),
+        mintId: () => "0".repeat(32),
+        isReady: () => true,
+      });
+      expect(
+        await statuses(
+          app,
+          probes.map((p) => ["GET", p!.httpGet!.path!]),
+        ),
+      ).to.deep.equal([200, 200]);
+    });
+
+    it("gives every container resource requests and a memory limit", () => {
+      for (const c of [
+        ...(webhookPod.initContainers ?? []),
+        ...webhookPod.containers,
+        ...agentPod.containers,
+      ]) {
+        expect(c.resources?.requests?.cpu, c.name).to.be.a("string");
+        expect(c.resources?.requests?.memory, c.name).to.be.a("string");
+        expect(c.resources?.limits?.memory, c.name).to.be.a("string");
+      }
+    });
+
+    it("injects a hostPath that lies inside the directory the agent mounts Bidirectional", async () => {
+      const env = await loaderEnv(webhookContainer, join(dir, "webhook-inject"), {
+        DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
+      });
+      const config = loadWebhookConfig([], env);
+      const pod = {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: {
+          generateName: "app-",
+          namespace: "team-a",
+          annotations: { [ANNOTATIONS.buckets]: "data" },
+        },
+        spec: { containers: [{ name: "app", image: "busybox" }] },
+      };
+      const result = mutatePod(pod, "team-a", config, () => "ab".repeat(16));
+      if (result.kind !== "patched") throw new Error(`expected a patch, got ${JSON.stringify(result)}`);
+      const patched = applyJsonPatch(pod, result.patch) as unknown as { spec: V1PodSpec };
+      const injected = volumeOf(patched.spec, VOLUME_NAME);
+      const root = volumeOf(agentPod, "root").hostPath!.path;
+      expect(injected.hostPath!.path.startsWith(`${root}/pods/`), injected.hostPath!.path).to.equal(true);
+      expect(mountOf(agentContainer, "root").mountPath).to.equal(root);
+    });
+  });
+
+  describe("the certificate bootstrap init container", () => {
+    let args: Map<string, string>;
+    before(() => {
+      const env = envValues(certsInit, FIELDS);
+      const [command, ...rest] = certsInit.args ?? [];
+      expect(command).to.equal("bootstrap");
+      args = flags(rest.map((a) => expandVars(a, env)));
+    });
+
+    it("runs the certs command line of the webhook image", () => {
+      expect(certsInit.image).to.equal(webhookContainer.image);
+      expect(certsInit.command).to.deep.equal(["node", "dist/certs/main.js"]);
+      expect(
+        existsSync(join(REPO_ROOT, "certs/main.ts")),
+        "dist/certs/main.js is built from certs/main.ts",
+      ).to.equal(true);
+    });
+
+    it("passes only flags that `certs bootstrap` knows", async () => {
+      const out: string[] = [];
+      const code = await runCli(["bootstrap", "--help"], {
+        env: {},
+        stdout: (l) => out.push(l),
+        stderr: (l) => out.push(l),
+      });
+      expect(code).to.equal(0);
+      const known = new Set([...out.join("\n").matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1]!));
+      expect([...args.keys()].filter((f) => !known.has(f))).to.deep.equal([]);
+    });
+
+    it("names the webhook's Service and namespace, the MutatingWebhookConfiguration and the Secret the agents read", () => {
+      const svc = (mwcWebhook().clientConfig as { service: { name: string; namespace: string } }).service;
+      expect(args.get("service")).to.equal(webhookService.metadata.name).and.to.equal(svc.name);
+      expect(args.get("namespace")).to.equal(webhookService.metadata.namespace).and.to.equal(svc.namespace);
+      expect(args.get("webhook-config")).to.equal(mwc.metadata.name);
+      expect(args.get("secret-name")).to.equal(volumeOf(agentPod, "tls").secret?.secretName);
+    });
+
+    it("writes the certificate where the webhook reads it, through an in-memory emptyDir", () => {
+      const writeDir = args.get("write-dir")!;
+      const volume = mountOf(certsInit, mountOf(webhookContainer, "tls").name);
+      expect(volume.mountPath).to.equal(writeDir);
+      expect(mountOf(webhookContainer, "tls").mountPath).to.equal(writeDir);
+      expect(volumeOf(webhookPod, "tls").emptyDir?.medium).to.equal("Memory");
+      const env = envValues(webhookContainer, FIELDS);
+      expect(env.DV_TLS_CERT_FILE).to.equal(posix.join(writeDir, "tls.crt"));
+      expect(env.DV_TLS_KEY_FILE).to.equal(posix.join(writeDir, "tls.key"));
+    });
+
+    it("gets an API token from a projected volume, mounted where in-cluster clients look", () => {
+      const mount = mountOf(certsInit, "kube-api-access");
+      expect(mount.mountPath).to.equal("/var/run/secrets/kubernetes.io/serviceaccount");
+      const sources = volumeOf(webhookPod, "kube-api-access").projected?.sources ?? [];
+      expect(
+        sources.map(
+          (s) =>
+            s.serviceAccountToken?.path ?? s.configMap?.items?.[0]?.path ?? s.downwardAPI?.items?.[0]?.path,
+        ),
+      ).to.deep.equal(["token", "ca.crt", "namespace"]);
+    });
+  });
+
+  describe("the MutatingWebhookConfiguration", () => {
+    it("sends pods to POST /mutate on the webhook's Service, a route the webhook serves", async () => {
+      const service = (
+        mwcWebhook().clientConfig as {
+          service: { name: string; namespace: string; path: string; port: number };
+        }
+      ).service;
+      expect(service.name).to.equal(webhookService.metadata.name);
+      expect(service.namespace).to.equal(webhookService.metadata.namespace);
+      expect(service.port).to.equal((specOf(webhookService).ports as { port: number }[])[0]!.port);
+      expect(service.path).to.equal("/mutate");
+      const app = createWebhookApp({
+        mutate: { root: DEFAULT_ROOT, defaultMountPath: DEFAULT_MOUNT_PATH, signingKey: Buffer.alloc(32, 7) },
+        log: createLogger({ name: "test", level: "silent" }),
+        metrics: createWebhookMetrics(),
+        mintId: () => "0".repeat(32),
+      });
+      // A malformed review is a 400 from the route; a path the app does not serve would be a 404.
+      expect(await statuses(app, [["POST", service.path]])).to.deep.equal([400]);
+    });
+
+    it("selects namespaces by the label in shared/names.ts, never kube-system or its own", () => {
+      const selector = mwcWebhook().namespaceSelector as { matchLabels: Record<string, string> };
+      expect(selector.matchLabels).to.deep.equal({ [LABEL_INJECTION]: LABEL_INJECTION_ENABLED });
+      const labelled = (name: string) => ({
+        "kubernetes.io/metadata.name": name,
+        [LABEL_INJECTION]: LABEL_INJECTION_ENABLED,
+      });
+      expect(selectorMatches(selector, labelled("team-a"))).to.equal(true);
+      expect(selectorMatches(selector, labelled("kube-system"))).to.equal(false);
+      expect(selectorMatches(selector, labelled(NS))).to.equal(false);
+    });
+
+    it("admits pod CREATEs with v1 reviews, no side effects, reinvocation, a short timeout and failurePolicy Fail", () => {
+      const w = mwcWebhook();
+      expect(w.name).to.equal("pods.dynamic-volumes.io");
+      expect(w.rules).to.deep.equal([
+        {
+          operations: ["CREATE"],
+          apiGroups: [""],
+          apiVersions: ["v1"],
+          resources: ["pods"],
+          scope: "Namespaced",
+        },
+      ]);
+      expect(w.admissionReviewVersions).to.deep.equal(["v1"]);
+      expect(w.sideEffects).to.equal("None");
+      expect(w.reinvocationPolicy).to.equal("IfNeeded");
+      expect(w.matchPolicy).to.equal("Equivalent");
+      expect(w.failurePolicy).to.equal("Fail");
+      expect(w.timeoutSeconds).to.be.within(1, 10);
+      expect((w.clientConfig as Spec).caBundle, "left to the bootstrap or cert-manager").to.equal(undefined);
+    });
+  });
+
+  describe("the agent DaemonSet", () => {
+    it("runs privileged, without the host's PID namespace", () => {
+      expect(agentContainer.securityContext?.privileged).to.equal(true);
+      expect(agentPod.hostPID ?? false).to.equal(false);
+      expect(agentPod.hostNetwork ?? false).to.equal(false);
+    });
+
+    it("mounts the host root from shared/names.ts at the same path, Bidirectional", () => {
+      const root = volumeOf(agentPod, "root");
+      expect(root.hostPath).to.deep.equal({ path: DEFAULT_ROOT, type: "DirectoryOrCreate" });
+      const mount = mountOf(agentContainer, "root");
+      expect(mount.mountPath).to.equal(DEFAULT_ROOT);
+      expect(mount.mountPropagation).to.equal("Bidirectional");
+      expect(mount.readOnly ?? false).to.equal(false);
+    });
+
+    it("mounts /dev/fuse from the host as a character device", () => {
+      expect(volumeOf(agentPod, "fuse").hostPath).to.deep.equal({ path: "/dev/fuse", type: "CharDevice" });
+      expect(mountOf(agentContainer, "fuse").mountPath).to.equal("/dev/fuse");
+    });
+
+    it("sets only environment variables that agent/config.ts reads, NODE_NAME from spec.nodeName", () => {
+      const known = new Set([...Object.values(AGENT_OPTIONS).map((o) => o.env), "NODE_NAME"]);
+      const env = agentContainer.env ?? [];
+      expect(env.map((e) => e.name).filter((n) => !known.has(n))).to.deep.equal([]);
+      expect(env.find((e) => e.name === "NODE_NAME")?.valueFrom?.fieldRef?.fieldPath).to.equal(
+        "spec.nodeName",
+      );
+      expect(readFileSync(join(REPO_ROOT, "agent/config.ts"), "utf8")).to.include("env.NODE_NAME");
+    });
+
+    it("is accepted by the agent's own configuration loader: this node, the console on its declared port, the webhook's root", async () => {
+      expect(agentContainer.command, "the image's entrypoint runs the agent").to.equal(undefined);
+      const env = await loaderEnv(agentContainer, join(dir, "agent"), {
+        DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
+      });
+      const config = loadAgentConfig(agentContainer.args ?? [], env);
+      expect(config.local).to.equal(undefined);
+      expect(config.nodeName).to.equal(NODE);
+      expect(config.root).to.equal(DEFAULT_ROOT);
+      expect(config.console?.port).to.equal(resolvePort(agentContainer, "https"));
+      expect(config.console?.tokens, "TokenReview in a cluster").to.equal(undefined);
+      const webhookEnv = await loaderEnv(webhookContainer, join(dir, "webhook-root"), {
+        DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
+      });
+      expect(loadWebhookConfig([], webhookEnv).root).to.equal(config.root);
+    });
+
+    it("probes /healthz (startup, liveness) and /readyz over HTTPS, and the agent answers both with 200", async () => {
+      const probes = [
+        agentContainer.startupProbe,
+        agentContainer.livenessProbe,
+        agentContainer.readinessProbe,
+      ];
+      expect(probes.map((p) => p?.httpGet?.path)).to.deep.equal(["/healthz", "/healthz", "/readyz"]);
+      expect(probes.map((p) => p?.httpGet?.scheme)).to.deep.equal(["HTTPS", "HTTPS", "HTTPS"]);
+      const port = resolvePort(agentContainer, "https");
+      for (const p of probes) expect(resolvePort(agentContainer, p?.httpGet?.port)).to.equal(port);
+      const handler = createAgentHttpHandler({
+        registry: createAgentMetrics().registry,
+        isReady: () => true,
+      });
+      expect(
+        await statuses(handler, [
+          ["GET", "/healthz"],
+          ["GET", "/readyz"],
+        ]),
+      ).to.deep.equal([200, 200]);
+    });
+
+    it("runs on every node, last to be evicted, one node at a time", () => {
+      expect(agentPod.tolerations).to.deep.equal([{ operator: "Exists" }]);
+      expect(agentPod.priorityClassName).to.equal("system-node-critical");
+      expect(specOf(agent).updateStrategy).to.deep.equal({
+        type: "RollingUpdate",
+        rollingUpdate: { maxUnavailable: 1 },
+      });
+      expect(agentPod.terminationGracePeriodSeconds).to.be.a("number");
+      const quota = findObject(objects, "ResourceQuota", "dynamic-volumes-critical-pods");
+      const scope = (
+        specOf(quota).scopeSelector as { matchExpressions: { scopeName: string; values: string[] }[] }
+      ).matchExpressions[0]!;
+      expect(scope.scopeName).to.equal("PriorityClass");
+      expect(scope.values).to.include(agentPod.priorityClassName);
+    });
+
+    it("is reachable through a headless Service on its console port", () => {
+      const svc = findObject(objects, "Service", "dynamic-volumes-agent");
+      expect(specOf(svc).clusterIP).to.equal("None");
+      const podLabels = (specOf(agent).template as { metadata: { labels: Record<string, string> } }).metadata
+        .labels;
+      expect(selectorMatches({ matchLabels: specOf(svc).selector }, podLabels)).to.equal(true);
+      const ports = specOf(svc).ports as { targetPort: string | number }[];
+      expect(resolvePort(agentContainer, ports[0]!.targetPort)).to.equal(
+        resolvePort(agentContainer, "https"),
+      );
+    });
+  });
+
+  describe("the signing key", () => {
+    it(`is one Secret, mounted by the webhook and the agents under the key "${SIGNING_KEY_SECRET_KEY}"`, () => {
+      const names = new Set<string | undefined>();
+      for (const [pod, c] of [
+        [webhookPod, webhookContainer],
+        [agentPod, agentContainer],
+      ] as const) {
+        const secret = volumeOf(pod, "signing-key").secret!;
+        names.add(secret.secretName);
+        expect(secret.optional, "a missing key stops the pod instead of starting it unsigned").to.equal(
+          false,
+        );
+        expect(secret.items).to.deep.equal([{ key: SIGNING_KEY_SECRET_KEY, path: SIGNING_KEY_SECRET_KEY }]);
+        const mount = mountOf(c, "signing-key");
+        expect(mount.readOnly).to.equal(true);
+        expect(envValues(c, FIELDS).DV_SIGNING_KEY_FILE).to.equal(
+          posix.join(mount.mountPath, SIGNING_KEY_SECRET_KEY),
+        );
+      }
+      expect([...names]).to.deep.equal(["dynamic-volumes-signing-key"]);
+    });
+  });
+
+  describe("the agents' serving certificate", () => {
+    it("is the Secret the bootstrap writes, read-only, with the files DV_TLS_* name", () => {
+      const secret = volumeOf(agentPod, "tls").secret!;
+      expect(secret.optional).to.equal(false);
+      const mount = mountOf(agentContainer, "tls");
+      expect(mount.readOnly).to.equal(true);
+      const env = envValues(agentContainer, FIELDS);
+      const files = (secret.items ?? []).map((i) => posix.join(mount.mountPath, i.path));
+      expect(files).to.include.members([env.DV_TLS_CERT_FILE, env.DV_TLS_KEY_FILE]);
+    });
+  });
+
+  describe("the hostPath ValidatingAdmissionPolicy", () => {
+    let policy: KubeObject;
+    let bindings: KubeObject[];
+    before(() => {
+      policy = findObject(objects, "ValidatingAdmissionPolicy", "dynamic-volumes-hostpath");
+      bindings = objects.filter((o) => o.kind === "ValidatingAdmissionPolicyBinding");
+    });
+
+    it("compares against the root from shared/names.ts, the agents' hostPath", () => {
+      const variables = specOf(policy).variables as { name: string; expression: string }[];
+      const rootDir = variables.find((v) => v.name === "rootDir")!.expression;
+      expect(rootDir).to.equal(`'${DEFAULT_ROOT}/'`);
+      expect(volumeOf(agentPod, "root").hostPath!.path).to.equal(DEFAULT_ROOT);
+    });
+
+    it("guards pods without volumes and volumes without hostPath, and denies with a message", () => {
+      const expressions = (specOf(policy).variables as { expression: string }[])
+        .map((v) => v.expression)
+        .join("\n");
+      expect(expressions).to.include("has(object.spec.volumes)");
+      expect(expressions).to.include("has(v.hostPath)");
+      const validations = specOf(policy).validations as {
+        expression: string;
+        messageExpression?: string;
+        reason?: string;
+      }[];
+      expect(validations).to.have.length(1);
+      expect(validations[0]!.expression).to.equal("size(variables.offending) == 0");
+      expect(validations[0]!.messageExpression).to.include(DEFAULT_ROOT);
+      expect(validations[0]!.reason).to.equal("Forbidden");
+      expect(specOf(policy).failurePolicy).to.equal("Fail");
+    });
+
+    it("is bound with Deny, to the policy by name", () => {
+      expect(bindings.length).to.be.greaterThan(0);
+      for (const b of bindings) {
+        expect(specOf(b).policyName, objectId(b)).to.equal(policy.metadata.name);
+        expect(specOf(b).validationActions, objectId(b)).to.deep.equal(["Deny"]);
+      }
+    });
+
+    it("checks every namespace the webhook does not see, except its own", () => {
+      const selector = mwcWebhook().namespaceSelector;
+      const rows: string[] = [];
+      for (const name of ["team-a", "default", "kube-system", "kube-public", NS])
+        for (const labelled of [true, false]) {
+          const labels = {
+            "kubernetes.io/metadata.name": name,
+            ...(labelled ? { [LABEL_INJECTION]: LABEL_INJECTION_ENABLED } : {}),
+          };
+          const webhookSees = selectorMatches(selector, labels);
+          const policySees = bindings.some((b) =>
+            selectorMatches((specOf(b).matchResources as Spec | undefined)?.namespaceSelector ?? {}, labels),
+          );
+          rows.push(
+            `${name}${labelled ? " (labelled)" : ""}: ${webhookSees ? "webhook" : policySees ? "policy" : "neither"}${webhookSees && policySees ? "+policy" : ""}`,
+          );
+        }
+      expect(rows).to.deep.equal([
+        "team-a (labelled): webhook",
+        "team-a: policy",
+        "default (labelled): webhook",
+        "default: policy",
+        "kube-system (labelled): policy",
+        "kube-system: policy",
+        "kube-public (labelled): webhook",
+        "kube-public: policy",
+        `${NS} (labelled): neither`,
+        `${NS}: neither`,
+      ]);
+    });
+  });
+
+  describe("images", () => {
+    it(`are ghcr.io/dynamic-volumes/{webhook,agent} at the package version (${pkg.version})`, () => {
+      const images = objects.flatMap((o) => {
+        if (o.kind !== "Deployment" && o.kind !== "DaemonSet") return [];
+        const spec = podSpecOf(o);
+        return [...(spec.initContainers ?? []), ...spec.containers].map(
+          (c) => `${o.kind}/${c.name}=${c.image}`,
+        );
+      });
+      expect(images.sort()).to.deep.equal([
+        `DaemonSet/agent=ghcr.io/dynamic-volumes/agent:${pkg.version}`,
+        `Deployment/certs=ghcr.io/dynamic-volumes/webhook:${pkg.version}`,
+        `Deployment/webhook=ghcr.io/dynamic-volumes/webhook:${pkg.version}`,
+      ]);
+    });
+  });
+
+  describe("the cert-manager overlay", () => {
+    let overlay: readonly KubeObject[];
+    let certificate: KubeObject;
+    before(function () {
+      this.timeout(60_000);
+      overlay = render(CERT_MANAGER_OVERLAY_DIR).objects;
+      certificate = findObject(overlay, "Certificate", "dynamic-volumes-webhook");
+    });
+
+    it("takes the bootstrap out of the webhook, and the API token with it", () => {
+      const pod = podSpecOf(findObject(overlay, "Deployment", "dynamic-volumes-webhook"));
+      expect(pod.initContainers).to.equal(undefined);
+      expect(pod.automountServiceAccountToken).to.equal(false);
+      expect((pod.volumes ?? []).map((v) => v.name).sort()).to.deep.equal(["signing-key", "tls"]);
+    });
+
+    it("mounts the Certificate's Secret where the webhook reads its files", () => {
+      const pod = podSpecOf(findObject(overlay, "Deployment", "dynamic-volumes-webhook"));
+      const tls = volumeOf(pod, "tls").secret!;
+      expect(tls.secretName).to.equal((certificate.spec as Spec).secretName);
+      const c = containerOf(pod, "webhook");
+      const env = envValues(c, FIELDS);
+      const files = (tls.items ?? []).map((i) => posix.join(mountOf(c, "tls").mountPath, i.path));
+      expect(files).to.deep.equal([env.DV_TLS_CERT_FILE, env.DV_TLS_KEY_FILE]);
+    });
+
+    it("writes the Secret the agents read, issued by the self-signed Issuer next to it", () => {
+      expect((certificate.spec as Spec).secretName).to.equal(volumeOf(agentPod, "tls").secret?.secretName);
+      const ref = (certificate.spec as Spec).issuerRef as { name: string; kind: string };
+      const issuer = findObject(overlay, ref.kind, ref.name);
+      expect(issuer.metadata.namespace).to.equal(certificate.metadata.namespace);
+      expect(issuer.spec).to.deep.equal({ selfSigned: {} });
+    });
+
+    it("lets the CA injector fill the caBundle from that Certificate", () => {
+      const m = findObject(overlay, "MutatingWebhookConfiguration", "dynamic-volumes");
+      expect(m.metadata.annotations?.["cert-manager.io/inject-ca-from"]).to.equal(
+        `${certificate.metadata.namespace}/${certificate.metadata.name}`,
+      );
+    });
+
+    it("names exactly what the bootstrap's certificate names", () => {
+      const env = envValues(certsInit, FIELDS);
+      const args = flags((certsInit.args ?? []).slice(1).map((a) => expandVars(a, env)));
+      const service = args.get("service")!;
+      const ns = args.get("namespace")!;
+      const dns = [
+        service,
+        `${service}.${ns}`,
+        `${service}.${ns}.svc`,
+        `${service}.${ns}.svc.cluster.local`,
+        ...args.get("extra-dns")!.split(","),
+      ];
+      expect((certificate.spec as Spec).dnsNames).to.deep.equal(dns);
+      expect((certificate.spec as Spec).ipAddresses).to.deep.equal(args.get("extra-ip")!.split(","));
+    });
+
+    it("drops the bootstrap's RBAC and changes nothing else but the webhook, its configuration and the certificate", () => {
+      const base = new Map(objects.map((o) => [objectId(o), o]));
+      const over = new Map(overlay.map((o) => [objectId(o), o]));
+      const removed = [...base.keys()].filter((id) => !over.has(id));
+      expect(removed.sort()).to.deep.equal([
+        "ClusterRole//dynamic-volumes-webhook-certs",
+        "ClusterRoleBinding//dynamic-volumes-webhook-certs",
+        "Role/dynamic-volumes/dynamic-volumes-webhook-certs",
+        "RoleBinding/dynamic-volumes/dynamic-volumes-webhook-certs",
+      ]);
+      expect([...over.keys()].filter((id) => !base.has(id)).sort()).to.deep.equal([
+        "Certificate/dynamic-volumes/dynamic-volumes-webhook",
+        "Issuer/dynamic-volumes/dynamic-volumes-selfsigned",
+      ]);
+      const changed = [...over.keys()].filter(
+        (id) => base.has(id) && JSON.stringify(base.get(id)) !== JSON.stringify(over.get(id)),
+      );
+      expect(changed.sort()).to.deep.equal([
+        "Deployment/dynamic-volumes/dynamic-volumes-webhook",
+        "MutatingWebhookConfiguration//dynamic-volumes",
+      ]);
+    });
+  });
+
+  describe("docs and manifests", () => {
+    it("spell every dynamic-volumes/<key> as shared/names.ts does, or as an object's namespace/name", () => {
+      // The mount-options annotation is spelt in agent/pod.ts rather than in shared/names.ts.
+      const known = new Set<string>([
+        LABEL_INJECTION,
+        ...Object.values(ANNOTATIONS),
+        MOUNT_OPTIONS_ANNOTATION,
+      ]);
+      for (const o of [...objects, ...render(CERT_MANAGER_OVERLAY_DIR).objects])
+        if (o.metadata.namespace === NS) {
+          known.add(`${NS}/${o.metadata.name}`);
+          // The Secrets the pods mount, which the manifests do not create.
+          if (o.kind === "Deployment" || o.kind === "DaemonSet")
+            for (const v of podSpecOf(o).volumes ?? [])
+              if (v.secret?.secretName) known.add(`${NS}/${v.secret.secretName}`);
+        }
+      const files = [
+        "docs/install.md",
+        "docs/architecture.md",
+        ...readdirSync(MANIFESTS_DIR, { recursive: true, encoding: "utf8" })
+          .filter((f) => f.endsWith(".yaml"))
+          .map((f) => join("manifests", f)),
+      ];
+      const unknown: string[] = [];
+      for (const file of files)
+        for (const m of readFileSync(join(REPO_ROOT, file), "utf8").matchAll(
+          /(?<![\w./-])dynamic-volumes\/[a-z0-9-]+/g,
+        ))
+          // `key-` is kubectl's syntax for removing a label or an annotation.
+          if (!known.has(m[0]) && !known.has(m[0].replace(/-$/, ""))) unknown.push(`${file}: ${m[0]}`);
+      expect(unknown).to.deep.equal([]);
+    });
+  });
+});

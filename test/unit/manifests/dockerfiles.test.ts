@@ -1,0 +1,183 @@
+import { expect } from "chai";
+import { existsSync, readFileSync } from "node:fs";
+import { join, posix } from "node:path";
+import { WEBHOOK_OPTIONS } from "../../../webhook/config.js";
+import { MANIFESTS_DIR, REPO_ROOT, containerOf, podSpecOf, render } from "../../support/manifests.js";
+
+interface Instruction {
+  readonly line: number;
+  readonly keyword: string;
+  readonly args: string;
+  /** Index of the build stage (FROM) it belongs to. */
+  readonly stage: number;
+}
+
+interface Stage {
+  readonly base: string;
+  readonly name: string | undefined;
+}
+
+/** Splits a Dockerfile into instructions: comments dropped, `\` continuations joined. */
+function parseDockerfile(text: string): { instructions: Instruction[]; stages: Stage[] } {
+  const instructions: Instruction[] = [];
+  const stages: Stage[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const start = i;
+    let line = lines[i]!;
+    if (/^\s*(#|$)/.test(line)) continue;
+    while (/\\\s*$/.test(line) && i + 1 < lines.length) {
+      i++;
+      const next = lines[i]!;
+      if (/^\s*#/.test(next)) continue;
+      line = line.replace(/\\\s*$/, " ") + next;
+    }
+    const m = /^\s*([A-Za-z]+)\s+(.*)$/.exec(line);
+    if (!m) throw new Error(`line ${start + 1}: cannot parse "${line}"`);
+    const keyword = m[1]!.toUpperCase();
+    if (keyword === "FROM") {
+      const from = /^(\S+)(?:\s+AS\s+(\S+))?\s*$/i.exec(m[2]!.replace(/--platform=\S+\s+/, ""));
+      if (!from) throw new Error(`line ${start + 1}: cannot parse FROM`);
+      stages.push({ base: from[1]!, name: from[2] });
+    }
+    instructions.push({ line: start + 1, keyword, args: m[2]!.trim(), stage: stages.length - 1 });
+  }
+  return { instructions, stages };
+}
+
+/** COPY/ADD: flags, sources and destination (JSON or shell form). */
+function copyParts(args: string): { flags: Map<string, string>; sources: string[]; dest: string } {
+  const words = args.startsWith("[") ? (JSON.parse(args) as string[]) : args.split(/\s+/);
+  const flags = new Map<string, string>();
+  while (words[0]?.startsWith("--")) {
+    const [k, v] = words.shift()!.slice(2).split("=", 2);
+    flags.set(k!, v ?? "");
+  }
+  const dest = words.pop();
+  if (dest === undefined || words.length === 0)
+    throw new Error(`COPY ${args}: needs sources and a destination`);
+  return { flags, sources: words, dest };
+}
+
+/** Every repository file reachable from `entries` through relative imports (static or dynamic). */
+function importedFiles(entries: readonly string[]): Set<string> {
+  const seen = new Set<string>();
+  const queue = [...entries];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const text = readFileSync(join(REPO_ROOT, file), "utf8");
+    for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)"(\.{1,2}\/[^"]+)\.js"/g))
+      queue.push(posix.normalize(posix.join(posix.dirname(file), `${m[1]!}.ts`)));
+  }
+  return seen;
+}
+
+const tsconfigBuild = JSON.parse(readFileSync(join(REPO_ROOT, "tsconfig.build.json"), "utf8")) as {
+  include: string[];
+};
+
+for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
+  describe(name, function () {
+    // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
+    this.timeout(30_000);
+    const { instructions, stages } = parseDockerfile(readFileSync(join(REPO_ROOT, name), "utf8"));
+    const last = stages.length - 1;
+    const entrypoint = instructions.filter((i) => i.keyword === "ENTRYPOINT" && i.stage === last);
+
+    it("copies from the build context only files that exist in the repository", () => {
+      const missing: string[] = [];
+      for (const i of instructions.filter((x) => x.keyword === "COPY" || x.keyword === "ADD")) {
+        const { flags, sources } = copyParts(i.args);
+        if (flags.has("from")) {
+          const from = flags.get("from")!;
+          expect(
+            stages.slice(0, i.stage).some((s) => s.name === from),
+            `line ${i.line}: --from=${from} names an earlier stage`,
+          ).to.equal(true);
+          continue;
+        }
+        for (const s of sources) {
+          if (/[*?[]/.test(s))
+            throw new Error(`line ${i.line}: "${s}" is a pattern; teach this test about it`);
+          if (/^[a-z]+:\/\//.test(s)) throw new Error(`line ${i.line}: ADD from a URL is not reproducible`);
+          if (!existsSync(join(REPO_ROOT, s))) missing.push(`line ${i.line}: ${s}`);
+        }
+      }
+      expect(missing).to.deep.equal([]);
+    });
+
+    it("copies into the build stage the sources its entry points import, and compiles them", () => {
+      const build = stages.findIndex((s) => s.name === "build");
+      expect(build, "a stage named build").to.be.at.least(0);
+      const copied = instructions
+        .filter((i) => i.keyword === "COPY" && i.stage === build && !copyParts(i.args).flags.has("from"))
+        .flatMap((i) => copyParts(i.args).sources);
+      expect(copied).to.include.members([
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+        "tsconfig.build.json",
+      ]);
+      expect(
+        instructions.some((i) => i.stage === build && /tsc -p tsconfig\.build\.json/.test(i.args)),
+      ).to.equal(true);
+      const mains = [JSON.parse(entrypoint[0]!.args) as string[]]
+        .concat(name === "Dockerfile.webhook" ? [["node", "dist/certs/main.js"]] : [])
+        .map((argv) => argv[1]!.replace(/^dist\//, "").replace(/\.js$/, ".ts"));
+      const needed = [...new Set([...importedFiles(mains)].map((f) => f.split("/")[0]!))].sort();
+      expect(copied, "COPY'd into the build stage").to.include.members(needed);
+      expect(tsconfigBuild.include, "compiled by tsconfig.build.json").to.include.members(needed);
+    });
+
+    it("starts node on a dist/<dir>/main.js that is compiled from an existing <dir>/main.ts", () => {
+      expect(entrypoint, "one ENTRYPOINT in the final stage").to.have.length(1);
+      const argv = JSON.parse(entrypoint[0]!.args) as string[];
+      expect(argv[0]).to.equal("node");
+      const m = /^dist\/([a-z-]+)\/main\.js$/.exec(argv[1] ?? "");
+      expect(m, `${argv[1]} is dist/<dir>/main.js`).to.not.equal(null);
+      expect(existsSync(join(REPO_ROOT, m![1]!, "main.ts"))).to.equal(true);
+      expect(tsconfigBuild.include).to.include(m![1]);
+      const workdir = instructions.filter((i) => i.keyword === "WORKDIR" && i.stage === last).at(-1)?.args;
+      const dist = instructions.find(
+        (i) =>
+          i.keyword === "COPY" &&
+          i.stage === last &&
+          copyParts(i.args).sources.some((s) => s.endsWith("/dist")),
+      );
+      expect(dist, "the final stage copies dist").to.not.equal(undefined);
+      expect(posix.resolve(workdir ?? "/", copyParts(dist!.args).dest)).to.equal(
+        posix.resolve(workdir ?? "/", "dist"),
+      );
+    });
+  });
+}
+
+describe("Dockerfile.webhook and the webhook Deployment", function () {
+  // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
+  this.timeout(30_000);
+  it("expose the webhook's default port", () => {
+    const text = readFileSync(join(REPO_ROOT, "Dockerfile.webhook"), "utf8");
+    const exposed = [...text.matchAll(/^EXPOSE\s+(\d+)/gm)].map((m) => Number(m[1]));
+    const port = Number(/:(\d+)$/.exec(WEBHOOK_OPTIONS.listen.default!)![1]);
+    expect(exposed).to.deep.equal([port]);
+  });
+
+  it("run every node script of the manifests from a main.ts the image compiles", () => {
+    const objects = render(MANIFESTS_DIR).objects;
+    const scripts: string[] = [];
+    for (const o of objects.filter((x) => x.kind === "Deployment" || x.kind === "DaemonSet")) {
+      const spec = podSpecOf(o);
+      for (const c of [...(spec.initContainers ?? []), ...spec.containers])
+        if (c.command?.[0] === "node") scripts.push(c.command[1]!);
+    }
+    expect(scripts).to.deep.equal(["dist/certs/main.js"]);
+    containerOf(podSpecOf(objects.find((o) => o.kind === "Deployment")!), "certs", true);
+    for (const s of scripts) {
+      const dir = /^dist\/([a-z-]+)\/main\.js$/.exec(s)![1]!;
+      expect(existsSync(join(REPO_ROOT, dir, "main.ts")), s).to.equal(true);
+      expect(tsconfigBuild.include, s).to.include(dir);
+    }
+  });
+});
