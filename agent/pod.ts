@@ -76,7 +76,7 @@ function toMillis(t: string | Date | undefined): number {
 }
 
 /** Annotation `dynamic-volumes/mount-options`: comma list of `key[=value]`, checked later by the mounter. */
-export const MOUNT_OPTIONS_ANNOTATION = "dynamic-volumes/mount-options";
+export const MOUNT_OPTIONS_ANNOTATION = ANNOTATIONS.mountOptions;
 
 export function parseMountOptions(
   value: string | undefined,

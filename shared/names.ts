@@ -20,6 +20,8 @@ export const ANNOTATIONS = Object.freeze({
   secret: `${PREFIX}/secret`,
   /** FUSE client: geesefs | s3fs | rclone. */
   mounter: `${PREFIX}/mounter`,
+  /** User options for the FUSE client, `key[=value]` comma list, checked against its allowlist. */
+  mountOptions: `${PREFIX}/mount-options`,
   /** Where buckets appear in the containers; read at admission, written back resolved. */
   mountPath: `${PREFIX}/mount-path`,
   /** Comma list of container names that get the mount; read at admission. */
