@@ -13,6 +13,9 @@
  *   {@link authorizer}; nothing is stored for them.
  * - A bearer token is required; {@link inject} fails or delays chosen requests, and {@link requests}
  *   logs every request for assertions.
+ * - `pods/<name>/portforward` over a websocket, as the kubelet serves it, when a
+ *   {@link FakeKubeApiServerOptions.portForward} resolver says where the pod's ports are
+ *   (kube-api-portforward.ts); injections with `status` or `destroy` apply to it too.
  *
  *     const api = await FakeKubeApiServer.start();
  *     const core = api.kubeConfig().makeApiClient(CoreV1Api);
@@ -23,13 +26,16 @@
 import { KubeConfig } from "@kubernetes/client-node";
 import { randomBytes } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { generateCa, generateServingCert, type CertificatePair } from "../../certs/generate.js";
 import { answerReview, isReview, type Authorizer, type TokenReviewUser } from "./kube-api-reviews.js";
+import { answerUpgrade, type PortForwardResolver } from "./kube-api-portforward.js";
 import { serveWatch, type WatchStream } from "./kube-api-watch.js";
 import { KubeObjectStore } from "./kube-object-store.js";
 import {
+  CORE_V1,
   StoreError,
   apiVersionOf,
   kindOf,
@@ -91,6 +97,8 @@ export interface FakeKubeApiServerOptions {
   readonly historyLimit?: number;
   /** Write each watch event in two chunks, so that clients must reassemble lines. */
   readonly splitWatchEvents?: boolean;
+  /** Serves `pods/<name>/portforward` to where this says; without it, port-forwards get 404. */
+  readonly portForward?: PortForwardResolver;
 }
 
 export class FakeKubeApiServer {
@@ -103,6 +111,7 @@ export class FakeKubeApiServer {
   splitWatchEvents: boolean;
 
   private readonly injections: Injection[] = [];
+  private readonly portForward: PortForwardResolver | undefined;
   private readonly watches = new Set<WatchStream>();
   private watchWaiters: (() => void)[] = [];
 
@@ -117,6 +126,7 @@ export class FakeKubeApiServer {
     this.authorizer =
       opts.authorizer ?? (() => ({ allowed: false, reason: "no authorizer configured in the fake" }));
     this.splitWatchEvents = opts.splitWatchEvents ?? false;
+    this.portForward = opts.portForward;
   }
 
   /** Starts a server on 127.0.0.1 with a fresh port and a certificate for `127.0.0.1` and `localhost`. */
@@ -130,6 +140,9 @@ export class FakeKubeApiServer {
         else res.destroy();
       });
     });
+    server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      fake.upgrade(req, socket, head),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(0, "127.0.0.1", () => resolve());
@@ -229,15 +242,8 @@ export class FakeKubeApiServer {
     if (req.headers.authorization !== `Bearer ${this.token}`)
       return sendStatus(res, 401, "Unauthorized", "Unauthorized");
 
-    const rule = this.injections.find(
-      (r) =>
-        (r.times ?? 0) > 0 &&
-        (r.method === undefined || r.method === rec.method) &&
-        (r.path === undefined || matchPath(r.path, rec.path)) &&
-        (r.when === undefined || r.when(rec)),
-    );
+    const rule = this.takeInjection(rec);
     if (rule !== undefined) {
-      rule.times = (rule.times ?? 1) - 1;
       if (rule.delayMs !== undefined) await new Promise((r) => setTimeout(r, rule.delayMs));
       if (rule.before !== undefined) await rule.before(rec);
       if (rule.destroy) return void req.socket.destroy();
@@ -259,6 +265,42 @@ export class FakeKubeApiServer {
       if (!(e instanceof StoreError)) throw e;
       sendStatus(res, e.code, e.reason, e.message, e.details);
     }
+  }
+
+  /** The first rule that matches `rec` and has uses left; counts the use. */
+  private takeInjection(rec: RecordedRequest): Injection | undefined {
+    const rule = this.injections.find(
+      (r) =>
+        (r.times ?? 0) > 0 &&
+        (r.method === undefined || r.method === rec.method) &&
+        (r.path === undefined || matchPath(r.path, rec.path)) &&
+        (r.when === undefined || r.when(rec)),
+    );
+    if (rule !== undefined) rule.times = (rule.times ?? 1) - 1;
+    return rule;
+  }
+
+  /** Websocket upgrades: only `pods/<name>/portforward` (kube-api-portforward.ts). */
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    answerUpgrade(
+      {
+        token: this.token,
+        resolver: this.portForward,
+        record: (rec) => this.requests.push(rec),
+        takeInjection: (rec) => this.takeInjection(rec),
+        podExists: (namespace, name) => {
+          try {
+            this.store.read({ apiPath: CORE_V1, resource: "pods", namespace }, name);
+            return true;
+          } catch {
+            return false;
+          }
+        },
+      },
+      req,
+      socket,
+      head,
+    );
   }
 
   private route(rec: RecordedRequest, route: Route, q: URLSearchParams, res: ServerResponse): void {

@@ -31,7 +31,26 @@ export function makeServing(ca: CertificatePair): CertificatePair {
 /** Generates a CA and serving pair and writes them (keys 0600) to a fresh temp directory. */
 export function makeTestPki(dir = mkdtempSync(join(tmpdir(), "dv-pki-"))): TestPki {
   const ca = generateCa({ commonName: "dynamic-volumes test CA" });
-  const serving = makeServing(ca);
+  return writePki(dir, ca, makeServing(ca));
+}
+
+/** The name dvctl checks an agent's certificate against after a port-forward. */
+export const TEST_AGENT_SERVER_NAME = `dynamic-volumes-agent.${TEST_NAMESPACE}.svc`;
+
+/** Like {@link makeTestPki}, for an agent: the certificate names the agents' headless Service. */
+export function makeAgentTestPki(dir = mkdtempSync(join(tmpdir(), "dv-pki-"))): TestPki {
+  const ca = generateCa({ commonName: "dynamic-volumes test CA" });
+  const serving = generateServingCert({
+    ca,
+    service: "dynamic-volumes-agent",
+    namespace: TEST_NAMESPACE,
+    extraDnsNames: ["localhost"],
+    extraIps: ["127.0.0.1"],
+  });
+  return writePki(dir, ca, serving);
+}
+
+function writePki(dir: string, ca: CertificatePair, serving: CertificatePair): TestPki {
   const pki = {
     ca,
     serving,

@@ -1,0 +1,173 @@
+/**
+ * `dvctl console` in terminal mode, in process: keystrokes go into readline as a terminal would
+ * send them, so that Tab completion, history and Ctrl-C run for real against an agent console.
+ */
+import { expect } from "chai";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import {
+  AuthenticatedUserAuthorizer,
+  StaticTokenAuthenticator,
+  parseTokenAuthFile,
+} from "../../../agent/auth.js";
+import { DvctlClient } from "../../../dvctl/client.js";
+import type { Endpoint } from "../../../dvctl/connect.js";
+import { runRepl } from "../../../dvctl/repl.js";
+import { ConsoleStack } from "../../support/console-stack.js";
+import { makeTestPki, type TestPki } from "../../support/tls.js";
+
+async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// Cursor movement and line redraws, so that assertions read what a user would see.
+// eslint-disable-next-line no-control-regex
+const plain = (s: string): string => s.replace(/\u001b\[[0-9;]*[A-Za-z]/g, "");
+
+describe("dvctl console in a terminal", function () {
+  this.timeout(30_000);
+  let pki: TestPki;
+  let stack: ConsoleStack;
+  let dir: string;
+  let connections = 0;
+
+  before(async () => {
+    pki = makeTestPki();
+    dir = mkdtempSync(join(tmpdir(), "dvctl-tty-"));
+    stack = new ConsoleStack({
+      pki,
+      authenticator: new StaticTokenAuthenticator(parseTokenAuthFile("alice-token,alice,1\n").tokens),
+      authorizer: new AuthenticatedUserAuthorizer(),
+    });
+    stack.writePod("trainer.json", stack.mk("team-a", "trainer", "data=bucket-a,models=bucket-m:ro"));
+    stack.writePod("other.json", stack.mk("team-b", "other"));
+    await stack.start();
+    await until("mounted", () => stack.engine.mounted.size === 2);
+  });
+  after(async () => {
+    await stack?.close();
+    rmSync(pki.dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function start(
+    historyFile: string,
+    completionMaxAgeMs?: number,
+  ): {
+    type: (keys: string) => void;
+    screen: () => string;
+    errors: () => string;
+    done: Promise<number>;
+  } {
+    const input = new PassThrough();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = "";
+    let err = "";
+    stdout.on("data", (c: Buffer) => (out += c.toString()));
+    stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const endpoint: Endpoint = {
+      connect: () => {
+        connections++;
+        return DvctlClient.connect({
+          url: `wss://127.0.0.1:${stack.port}/console`,
+          token: "alice-token",
+          ca: stack.ca,
+        });
+      },
+      close: async () => undefined,
+    };
+    const done = runRepl({
+      input,
+      stdout,
+      stderr,
+      terminal: true,
+      historyFile,
+      historySize: 3,
+      endpoint,
+      output: "table",
+      now: () => new Date(),
+      ...(completionMaxAgeMs !== undefined ? { completionMaxAgeMs } : {}),
+    });
+    return { type: (k) => input.write(k), screen: () => plain(out), errors: () => err, done };
+  }
+
+  it("completes commands, ns/pod names and mount names with Tab, and keeps a bounded history", async () => {
+    const history = join(dir, "h1");
+    const c = start(history);
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    c.type("sta\t");
+    c.type(" team-a/tr\t");
+    c.type("\r");
+    await until("the status", () => c.screen().includes("Pod:         team-a/trainer"));
+    c.type("umount team-a/trainer mo\t");
+    await until("the completed mount name", () => c.screen().includes("umount team-a/trainer models"));
+    // Ctrl-U clears the line: nothing is unmounted. A Tab inside a chunk would count as pasted
+    // text, so each Tab ends a write, as it does when a user types.
+    c.type("\u0015ls -n team-\t");
+    c.type("\t");
+    await until("both namespaces listed", () => /team-a\s+team-b/.test(c.screen()));
+    c.type("b\r");
+    await until("ls team-b", () => /team-b\s+other/.test(c.screen()));
+    c.type("ls\rls\rquit\r");
+    expect(await c.done).to.equal(0);
+    // Bounded to 3, oldest first, duplicates kept once.
+    expect(readFileSync(history, "utf8")).to.equal("ls -n team-b\nls\nquit\n");
+    expect(c.errors()).to.equal("");
+  });
+
+  it("recalls the history of an earlier session with the up arrow", async () => {
+    const history = join(dir, "h2");
+    writeFileSync(history, "status team-b/other\n");
+    const c = start(history);
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    c.type("\u001b[A\r");
+    await until("the recalled status", () => c.screen().includes("Pod:         team-b/other"));
+    c.type("exit\r");
+    expect(await c.done).to.equal(0);
+  });
+
+  it("refreshes stale completion data from the agent before completing", async () => {
+    const c = start(join(dir, "h4"), 0);
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    const other = await DvctlClient.connect({
+      url: `wss://127.0.0.1:${stack.port}/console`,
+      token: "alice-token",
+      ca: stack.ca,
+    });
+    await other.request({
+      op: "mount",
+      namespace: "team-b",
+      pod: "other",
+      bucket: "bucket-f",
+      name: "fresh",
+    });
+    await other.close();
+    c.type("umount team-b/other f\t");
+    await until("the new mount name", () => c.screen().includes("umount team-b/other fresh"));
+    c.type("\r");
+    await until("unmounted", () => c.screen().includes("team-b/other: fresh removed"));
+    c.type("quit\r");
+    expect(await c.done).to.equal(0);
+  });
+
+  it("Ctrl-C ends a watch and returns to the prompt; Ctrl-C at the prompt leaves", async () => {
+    const c = start(join(dir, "h3"));
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    const before = connections;
+    c.type("watch -n team-a\r");
+    await until("the snapshot", () => /team-a\s+trainer\s+models\s+mounted/.test(c.screen()));
+    // A watch has its own connection, closed when it ends.
+    expect(connections).to.equal(before + 1);
+    c.type("\u0003");
+    await until("a new prompt", () => c.screen().lastIndexOf("dvctl> ") > c.screen().lastIndexOf("models"));
+    c.type("\u0003");
+    expect(await c.done).to.equal(0);
+  });
+});
