@@ -289,6 +289,7 @@ export class Reconciler {
       const prev = st.status[spec.name];
       if (prev !== undefined) status[spec.name] = prev;
     }
+    const previous = st.status;
     st.status = status;
 
     await mkdir(dir, { recursive: true, mode: 0o755 });
@@ -299,13 +300,24 @@ export class Reconciler {
     for (const action of actions) {
       if (this.stopped || action.kind !== "unmount") continue;
       const recorded = actual.find((a) => a.name === action.name)?.recorded;
-      if (desired.some((d) => d.name === action.name) && recorded !== undefined) {
-        this.setState(view, st, action.name, { ...summary(recorded), state: "unmounting" });
+      // A mount on its way out reads "unmounting" until it is really gone, so that nobody (the
+      // console's unmount, a watcher) takes it for removed too early.
+      const shown = recorded ?? previous[action.name];
+      if (shown !== undefined) {
+        this.setState(view, st, action.name, { ...summary(shown), state: "unmounting" });
+        await this.flushStatus(ref, st);
       }
-      await this.unmountOne(view, ref, id, dir, action.name, action.reason, recorded);
-      if (!desired.some((d) => d.name === action.name)) {
-        st.status = removeMountStatus(st.status, action.name);
-      }
+      const leaving = !desired.some((d) => d.name === action.name);
+      await this.unmountOne(
+        view,
+        ref,
+        id,
+        dir,
+        action.name,
+        action.reason,
+        recorded,
+        leaving ? st : undefined,
+      );
       await this.flushStatus(ref, st);
     }
     const mounts = actions.filter((a) => a.kind === "mount");
@@ -459,6 +471,8 @@ export class Reconciler {
     name: string,
     reason: string,
     recorded: MountSpec | undefined,
+    /** The pod's state when the mount leaves for good: its status entry goes before "removed" is announced. */
+    leaving?: PodState,
   ): Promise<void> {
     const mountPoint = join(dir, name);
     const started = Date.now();
@@ -473,7 +487,8 @@ export class Reconciler {
     if (!name.includes("/")) await this.records.remove(id, name);
     await rmdir(mountPoint).catch(() => undefined);
     this.log.info({ pod: view.key, name, reason }, "unmounted");
-    if (reason !== "stale" && reason !== "changed") this.emitState(view.key, name, { state: "removed" });
+    if (leaving !== undefined) leaving.status = removeMountStatus(leaving.status, name);
+    if (leaving !== undefined || reason === "removed") this.emitState(view.key, name, { state: "removed" });
     if (ref !== undefined && reason !== "unknown")
       await this.event(
         ref,

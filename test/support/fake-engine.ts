@@ -12,6 +12,7 @@ export class FakeEngine implements MountEngine {
   /** Mount points (or bucket names) whose next N mounts fail. */
   readonly failures = new Map<string, number>();
   mountDelayMs = 0;
+  unmountDelayMs = 0;
 
   async mount(req: MountRequest, mounter: MounterName): Promise<void> {
     this.calls.push(
@@ -32,6 +33,7 @@ export class FakeEngine implements MountEngine {
 
   async unmount(mountPoint: string): Promise<void> {
     this.calls.push(`unmount ${mountPoint}`);
+    if (this.unmountDelayMs > 0) await new Promise((r) => setTimeout(r, this.unmountDelayMs));
     this.mounted.delete(mountPoint);
     this.stale.delete(mountPoint);
   }

@@ -234,6 +234,8 @@ describe("agent console (local mode, fake mount engine)", function () {
     });
 
     it("unmount removes the entry and resolves once the reconciler unmounted it", async () => {
+      // A slow unmount: the reply must still wait for it, not for the status entry to change.
+      stack.engine.unmountDelayMs = 300;
       const c = await connect();
       const r = await c.ok<UnmountResult>({ op: "unmount", namespace: "team-a", pod: "trainer", name: "a" });
       expect(r).to.deep.equal({ namespace: "team-a", pod: "trainer", name: "a", state: "removed" });
