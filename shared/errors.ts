@@ -43,3 +43,14 @@ export function isAppError(e: unknown): e is AppError {
 export function publicMessage(e: unknown): string {
   return isAppError(e) ? e.message : "internal error";
 }
+
+/**
+ * A short, safe rendering of an untrusted value for an error message: strings quoted and clipped,
+ * anything else named by its type. Never serializes a structure (which can be deep or huge).
+ */
+export function describeValue(v: unknown, max = 60): string {
+  if (v === undefined) return "nothing";
+  if (typeof v === "string") return JSON.stringify(v.length > max ? `${v.slice(0, max)}…` : v);
+  if (v === null || typeof v === "number" || typeof v === "boolean") return String(v);
+  return Array.isArray(v) ? "a list" : `a ${typeof v}`;
+}

@@ -9,6 +9,7 @@
  */
 import { posix } from "node:path";
 import { describeBucketError, parseBuckets } from "../shared/buckets.js";
+import { describeValue } from "../shared/errors.js";
 import { ANNOTATIONS, MOUNTERS, POD_ID_PATTERN, VOLUME_NAME, podDir } from "../shared/names.js";
 import { signPodId, verifyPodId } from "../shared/signing.js";
 import type { AdmissionRequest, JsonPatchOp } from "./review.js";
@@ -74,7 +75,8 @@ export function normalizeMountPath(value: string): { path: string } | { error: s
 }
 
 function normalizeHostPath(p: string): string {
-  const n = posix.normalize(p);
+  // A relative hostPath is resolved by the kubelet against its working directory, normally "/".
+  const n = posix.resolve("/", p);
   return n.length > 1 ? n.replace(/\/+$/, "") : n;
 }
 
@@ -106,7 +108,7 @@ function annotationWarnings(annotations: Record<string, unknown>): string[] {
   const mounter = annotations[ANNOTATIONS.mounter];
   if (mounter !== undefined && !(MOUNTERS as readonly unknown[]).includes(mounter))
     warnings.push(
-      `dynamic-volumes: ${ANNOTATIONS.mounter} ${JSON.stringify(mounter)} is not one of ${MOUNTERS.join(", ")}; nothing will be mounted until it is`,
+      `dynamic-volumes: ${ANNOTATIONS.mounter} ${describeValue(mounter)} is not one of ${MOUNTERS.join(", ")}; nothing will be mounted until it is`,
     );
   const secret = annotations[ANNOTATIONS.secret];
   if (
@@ -114,7 +116,7 @@ function annotationWarnings(annotations: Record<string, unknown>): string[] {
     (typeof secret !== "string" || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(secret))
   )
     warnings.push(
-      `dynamic-volumes: ${ANNOTATIONS.secret} ${JSON.stringify(secret)} is not a valid Secret name`,
+      `dynamic-volumes: ${ANNOTATIONS.secret} ${describeValue(secret)} is not a valid Secret name`,
     );
   return warnings;
 }
@@ -260,7 +262,7 @@ export function mutatePod(
       const existing = normalizeMountPath(m.mountPath);
       if ("path" in existing && existing.path === mp.path)
         return deny(
-          `container "${String(t.c.name)}" already mounts volume "${String(m.name)}" at ${mp.path}. ` +
+          `container "${String(t.c.name)}" already mounts volume ${describeValue(m.name)} at ${mp.path}. ` +
             `Choose another path with the ${ANNOTATIONS.mountPath} annotation, or leave the container out with ${ANNOTATIONS.containers}`,
           400,
         );

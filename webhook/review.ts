@@ -3,7 +3,7 @@
  * kind of response (allowed, patched, denied, errored), each echoing the request uid.
  * See https://kubernetes.io/docs/reference/access-authn-authz/extensible-admission-controllers/
  */
-import { AppError } from "../shared/errors.js";
+import { AppError, describeValue } from "../shared/errors.js";
 
 export const ADMISSION_API_VERSION = "admission.k8s.io/v1";
 
@@ -90,10 +90,10 @@ export function decodeAdmissionReview(body: unknown): AdmissionRequest {
   if (!isObject(body)) throw bad("body must be a JSON object holding an AdmissionReview");
   if (body.apiVersion !== ADMISSION_API_VERSION)
     throw bad(
-      `apiVersion must be "${ADMISSION_API_VERSION}", got ${JSON.stringify(body.apiVersion) ?? "nothing"}; register the webhook with admissionReviewVersions: ["v1"]`,
+      `apiVersion must be "${ADMISSION_API_VERSION}", got ${describeValue(body.apiVersion)}; register the webhook with admissionReviewVersions: ["v1"]`,
     );
   if (body.kind !== "AdmissionReview")
-    throw bad(`kind must be "AdmissionReview", got ${JSON.stringify(body.kind) ?? "nothing"}`);
+    throw bad(`kind must be "AdmissionReview", got ${describeValue(body.kind)}`);
   const r = body.request;
   if (!isObject(r)) throw bad("request is missing: an AdmissionReview sent to a webhook carries a request");
   if (typeof r.uid !== "string" || r.uid === "") throw bad("request.uid must be a non-empty string");

@@ -181,6 +181,21 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       );
       return;
     }
+    if (e.type === "charset.unsupported" || e.type === "encoding.unsupported") {
+      count("bad_request", started);
+      reply(
+        res,
+        415,
+        errored(undefined, 415, "send the AdmissionReview as uncompressed UTF-8 JSON (application/json)"),
+      );
+      return;
+    }
+    // Any other client error body-parser raises stays a client error, with its own status.
+    if (typeof e.status === "number" && e.status >= 400 && e.status < 500) {
+      count("bad_request", started);
+      reply(res, e.status, errored(undefined, e.status, "the request body could not be read"));
+      return;
+    }
     count("error", started);
     log.error({ err, path: req.path }, "unexpected error while handling a request");
     if (!res.headersSent)

@@ -35,7 +35,8 @@ const MAX_PATH = 4096;
 const MAX_CREDENTIAL = 1024;
 // Paths end up inside FUSE option lists (`-o passwd_file=...`), so commas, '=' and whitespace are out.
 const SAFE_PATH = /^\/[A-Za-z0-9._@+/-]*$/;
-const REGION = /^[A-Za-z0-9_-]{1,64}$/;
+// No leading "-": the region lands in an argv position where it must never read as a flag.
+const REGION = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$/;
 
 function invalid(message: string): AppError {
   return new AppError("InvalidArgument", message);

@@ -229,6 +229,7 @@ describe("mutatePod", () => {
       ["the agent's private state", "/var/lib/dynamic-volumes/agent", /inside/],
       ["an ancestor of the root", "/var/lib", /contains/],
       ["the host's /", "/", /contains/],
+      ["a relative path the kubelet resolves against /", "var/lib/dynamic-volumes/pods/abc", /inside/],
     ];
     for (const [label, path, message] of hostPaths)
       it(`denies a hostPath volume on ${label}`, () => {
