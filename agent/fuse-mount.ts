@@ -41,6 +41,8 @@ export interface FuseMounterOptions {
   readonly pollMs?: number;
   /** Consecutive failed `readdir`s through the new mount before giving up. Default 3. */
   readonly readdirAttempts?: number;
+  /** How long a cleanly unmounted client may take to finish its uploads and exit. Default 60000 ms. */
+  readonly uploadGraceMs?: number;
   /** Between SIGTERM and SIGKILL when stopping a client. Default 2000 ms. */
   readonly stopGraceMs?: number;
   /** Per unmount command. Default 10000 ms. */
@@ -169,6 +171,7 @@ export class FuseMounter {
   private readonly pollMs: number;
   private readonly readdirAttempts: number;
   private readonly stopGraceMs: number;
+  private readonly uploadGraceMs: number;
   private readonly unmountTimeoutMs: number;
   private readonly probeTimeoutMs: number;
   private readonly baseEnv: BaseEnv;
@@ -184,6 +187,7 @@ export class FuseMounter {
     this.pollMs = opts.pollMs ?? 20;
     this.readdirAttempts = opts.readdirAttempts ?? 3;
     this.stopGraceMs = opts.stopGraceMs ?? 2000;
+    this.uploadGraceMs = opts.uploadGraceMs ?? 60_000;
     this.unmountTimeoutMs = opts.unmountTimeoutMs ?? 10_000;
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
     this.baseEnv = opts.baseEnv ?? defaultBaseEnv();
@@ -392,8 +396,9 @@ export class FuseMounter {
     const { unmounted, lazy } = await this.unmountAll(mountPoint);
     let processStopped = false;
     if (tracked !== undefined) {
-      // After a clean unmount the client exits by itself; give it the grace time, then stop it.
-      await Promise.race([tracked.client.exited, sleep(this.stopGraceMs)]);
+      // After a clean unmount the client exits by itself once its uploads are done (rclone finishes
+      // running uploads first); killing it sooner would lose them.
+      await Promise.race([tracked.client.exited, sleep(lazy ? this.stopGraceMs : this.uploadGraceMs)]);
       await tracked.client.stop(this.stopGraceMs);
       processStopped = true;
       this.mounts.delete(mountPoint);

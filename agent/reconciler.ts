@@ -559,16 +559,24 @@ export class Reconciler {
     const stillMounted = new Set(
       (await this.engine.mountinfo()).map((m) => m.mountPoint.slice(base.length + 1).split("/")[0]),
     );
+    const withState = new Set(await this.records.ids());
     for (const id of dirs) {
       if (claimed.has(id) || stillMounted.has(id)) continue;
       // The kubelet creates a pod's directory (DirectoryOrCreate) when it starts the pod, which can
       // be before this agent hears of the pod; removing it then would leave the container bound to
-      // a deleted directory that no mount ever reaches.
-      const age = await stat(join(base, id)).then(
-        (s) => Date.now() - s.mtimeMs,
-        () => 0,
-      );
-      if (age < this.cfg.gcGraceMs) continue;
+      // a deleted directory that no mount ever reaches. Such a directory is empty and has no state
+      // of ours; one we mounted into (a pod deleted while the agent was down) goes at once.
+      const fresh =
+        !withState.has(id) &&
+        (await readdir(join(base, id)).then(
+          (e) => e.length === 0,
+          () => true,
+        )) &&
+        (await stat(join(base, id)).then(
+          (s) => Date.now() - s.mtimeMs < this.cfg.gcGraceMs,
+          () => true,
+        ));
+      if (fresh) continue;
       await this.removeStrayDirs(join(base, id), new Set());
       await rmdir(join(base, id)).catch(() => undefined);
     }

@@ -4,11 +4,11 @@
  * /dev/null`, so that no config file holds the keys and nothing is in argv:
  *
  *     rclone --config /dev/null mount dv:BUCKET[/PREFIX] MOUNTPOINT --allow-other
- *            --vfs-cache-mode writes --cache-dir STATE/cache [--read-only] [--uid N --gid N] [user flags]
+ *            --vfs-cache-mode writes --vfs-write-back 0s --cache-dir STATE/cache [--read-only] [--uid N --gid N] [user flags]
  *
  * rclone stays in the foreground and logs to stderr. Caveats seen with rclone 1.60: it dies with
  * `LoadCustomCABundleError` when `AWS_CA_BUNDLE` is set, so that variable is removed; a missing
- * bucket mounts as an empty directory; uploads wait for `--vfs-write-back` (5 s by default).
+ * bucket mounts as an empty directory; uploads start when a file is closed (`--vfs-write-back 0s`).
  */
 import type { BuildOptions, MountCommand, MounterBuilder, MountRequest } from "./types.js";
 import {
@@ -58,6 +58,10 @@ function build(req: MountRequest, opts: BuildOptions = {}): MountCommand {
   const remote = `${RCLONE_REMOTE}:${req.bucket}${req.prefix === "" ? "" : `/${req.prefix}`}`;
   const argv = ["--config", "/dev/null", "mount", remote, req.mountPoint, "--allow-other"];
   if (!userNames.has("vfs-cache-mode")) argv.push("--vfs-cache-mode", "writes");
+  // rclone exits on unmount without uploading files still waiting out --vfs-write-back (5 s by
+  // default), so a write acknowledged just before an unmount was lost; upload on close instead.
+  // Uploads already running are finished before rclone exits.
+  if (!userNames.has("vfs-write-back")) argv.push("--vfs-write-back", "0s");
   argv.push("--cache-dir", cacheDir);
   if (req.readOnly) argv.push("--read-only");
   if (req.uid !== undefined && !userNames.has("uid")) argv.push("--uid", String(req.uid));

@@ -273,11 +273,16 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     // A directory the kubelet just created for a pod this agent has not heard of yet stays.
     const fresh = join(root, "pods", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
     mkdirSync(fresh, { recursive: true });
+    // A recent directory this agent mounted into, whose pod went while the agent was down, goes.
+    const used = join(root, "pods", "dddddddddddddddddddddddddddddddd");
+    mkdirSync(join(used, "data"), { recursive: true });
+    mkdirSync(join(root, "agent", "mounts", "dddddddddddddddddddddddddddddddd", "data"), { recursive: true });
     await rec.start();
     expect(engine.mounted.size).to.equal(0);
     expect(existsSync(orphan)).to.equal(false);
     expect(existsSync(join(root, "agent", "mounts", "ffffffffffffffffffffffffffffffff"))).to.equal(false);
     expect(existsSync(fresh)).to.equal(true);
+    expect(existsSync(used)).to.equal(false);
   });
 
   it("adopts a healthy mount it recorded before a restart instead of mounting it again", async () => {

@@ -113,6 +113,7 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       settleMs: 30,
       pollMs: 5,
       stopGraceMs: 10,
+      uploadGraceMs: 20,
       baseEnv: { PATH: "/usr/bin" },
       ...over,
     });
