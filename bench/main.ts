@@ -19,11 +19,13 @@ import {
   type RunInfo,
   type Section,
 } from "./report.js";
+import { agentSection } from "./agent.js";
+import { consoleSection } from "./console.js";
 import { REPO_ROOT } from "./server-child.js";
 import { webhookSection } from "./webhook.js";
 
 /** Every section, in the order they run and appear in BENCHMARKS.md. */
-const SECTIONS: readonly Section[] = [webhookSection];
+const SECTIONS: readonly Section[] = [webhookSection, agentSection, consoleSection];
 
 const BENCHMARKS_FILE = join(REPO_ROOT, "BENCHMARKS.md");
 

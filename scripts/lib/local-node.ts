@@ -159,7 +159,42 @@ export class LocalNode {
     return local;
   }
 
-  private async writePodFile(p: LocalPod): Promise<void> {
+  /**
+   * Like {@link addPod}, in a real cluster's order: the pod exists first (its file is written, as
+   * the API server stores it, so the agent may see it and mount before the container runs), then
+   * the kubelet creates the hostPath and starts the container. {@link addPod} starts the container
+   * first, which leaves a window where the hostPath exists for a pod the agent does not know.
+   */
+  async addPodApiFirst(o: {
+    namespace: string;
+    name: string;
+    buckets?: string;
+    mounter?: string;
+  }): Promise<LocalPod> {
+    const pod = injectedPod(o, { root: this.root, signingKey: this.signingKey });
+    const id = podIdOf(pod);
+    const hostPath = podDir(this.root, id);
+    const file = `${o.name}.json`;
+    const draft = { name: o.name, namespace: pod.metadata.namespace, file, id, hostDir: hostPath, pod };
+    await this.writePodFile(draft);
+    try {
+      await mkdir(hostPath, { recursive: true });
+      const container = await this.runc.startPod({
+        id: o.name,
+        hostDir: hostPath,
+        mountPath: "/datasets",
+        readOnly: true,
+      });
+      const local: LocalPod = { ...draft, container };
+      this.pods.set(o.name, local);
+      return local;
+    } catch (e) {
+      await unlink(join(this.podsDir, file)).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async writePodFile(p: Pick<LocalPod, "file" | "pod">): Promise<void> {
     const tmp = join(this.podsDir, `.${p.file}.tmp`);
     await writeFile(tmp, `${JSON.stringify(p.pod, null, 2)}\n`);
     await rename(tmp, join(this.podsDir, p.file));
