@@ -124,9 +124,14 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       const w = await node.exec("pod-a", ["sh", "-c", "echo result-1 > /datasets/out/r1.txt"]);
       expect(w.code, w.stderr).to.equal(0);
       // rclone uploads after --vfs-write-back; a close() is enough for s3fs.
-      expect(await waitFor("r1.txt in S3", async () => node.s3.get("outbox", "r1.txt"), 30_000)).to.equal(
-        "result-1\n",
-      );
+      // rclone may first create the object empty and upload the content on close.
+      expect(
+        await waitFor(
+          "r1.txt with its content in S3",
+          async () => (await node.s3.get("outbox", "r1.txt")) === "result-1\n" && "result-1\n",
+          30_000,
+        ),
+      ).to.equal("result-1\n");
       const ro = await node.exec("pod-a", ["sh", "-c", "echo no > /datasets/ro/nope.txt"]);
       expect(ro.code).to.not.equal(0);
       expect(ro.stderr).to.match(/Read-only file system/);
