@@ -20,7 +20,14 @@ import { createReadStream } from "node:fs";
 import { open, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { LocalNode } from "../scripts/lib/local-node.js";
-import { now, openCpuWindow, processesMentioning, unreadable, waitUntil } from "./agent-support.js";
+import {
+  now,
+  openCpuWindow,
+  processesMentioning,
+  summarize,
+  unreadable,
+  waitUntil,
+} from "./agent-support.js";
 import { DISTURBED_CORES } from "./agent-latency.js";
 import type { BenchContext } from "./report.js";
 
@@ -52,6 +59,11 @@ export interface ThroughputResult {
   readonly warmupMibPerS: number;
   /** A host read right after the warm-up without dropping anything: shows whether a cache served it. */
   readonly rereadMibPerS: number;
+  /**
+   * Median time of one `stat()` of the object through each path, in µs, alternating, with FUSE's
+   * attributes cached: the path walk alone, which is all that differs between the two paths.
+   */
+  readonly statUs: Readonly<Record<ReadPath, number>>;
   readonly droppedCaches: boolean;
   /** The S3 server's file of the object, re-read after each drop; undefined when not found. */
   readonly sourceFile: string | undefined;
@@ -112,6 +124,21 @@ async function findSourceFile(dir: string, size: number): Promise<string | undef
   return undefined;
 }
 
+/** `n` alternating `stat()` pairs; the median of each path, in µs. */
+async function statWalk(
+  paths: Readonly<Record<ReadPath, string>>,
+  n: number,
+): Promise<Record<ReadPath, number>> {
+  const times: Record<ReadPath, number[]> = { container: [], host: [] };
+  for (let i = 0; i < n; i++)
+    for (const p of i % 2 === 0 ? (["container", "host"] as const) : (["host", "container"] as const)) {
+      const t0 = now();
+      await stat(paths[p]);
+      times[p].push((now() - t0) * 1000);
+    }
+  return { container: summarize(times.container).p50, host: summarize(times.host).p50 };
+}
+
 async function readToEnd(path: string): Promise<void> {
   for await (const _chunk of createReadStream(path, { highWaterMark: CHUNK })) {
     /* only to bring it into the page cache */
@@ -154,8 +181,10 @@ export async function measureThroughput(
     );
     const warmupMibPerS = mib((await timedRead(paths.host, expected)).ms);
     const rereadMibPerS = mib((await timedRead(paths.host, expected)).ms);
+    const statUs = await statWalk(paths, 500);
     ctx.progress(
-      `  warm-up read ${warmupMibPerS.toFixed(0)} MiB/s; re-read without dropping caches ${rereadMibPerS.toFixed(0)} MiB/s`,
+      `  warm-up read ${warmupMibPerS.toFixed(0)} MiB/s; re-read without dropping caches ${rereadMibPerS.toFixed(0)} MiB/s; ` +
+        `stat() ${statUs.container.toFixed(1)} µs through the container, ${statUs.host.toFixed(1)} µs on the host`,
     );
     let droppedCaches = true;
     const samples: ReadSample[] = [];
@@ -182,7 +211,15 @@ export async function measureThroughput(
         );
       }
     }
-    return { bytes: expected.length, samples, warmupMibPerS, rereadMibPerS, droppedCaches, sourceFile };
+    return {
+      bytes: expected.length,
+      samples,
+      warmupMibPerS,
+      rereadMibPerS,
+      statUs,
+      droppedCaches,
+      sourceFile,
+    };
   } finally {
     await node.setBuckets(podName, "");
     const mountPoint = join(pod.hostDir, BIG_BUCKET);

@@ -1,15 +1,16 @@
 /**
  * The load and the faults, each an independent loop with its own seeded stream: pod churn, the
- * annotation flipper, writers inside containers, the isolation prober, FUSE client kills, agent
- * kills and the S3 outage. Every loop stops by itself at the end of its phase or on abort.
+ * annotation flipper, the isolation prober, FUSE client kills, agent kills, the S3 outage, and the
+ * --sabotage negative control (the writers are in ./writers.ts, the console in ./console-load.ts).
+ * Every loop stops by itself at the end of its phase or on abort.
  */
+import { join } from "node:path";
 import { DeleteObjectCommand } from "@aws-sdk/client-s3";
 import { markerText, randomBuckets } from "./catalog.js";
 import { catFile, fuseProcesses, listDir, readMountinfo } from "./observe.js";
-import type { Tracker } from "./tracker.js";
-import { join } from "node:path";
-import type { Mounter, World } from "./world.js";
 import type { Prng } from "./prng.js";
+import type { Tracker } from "./tracker.js";
+import type { Mounter, World } from "./world.js";
 import { locationOf, type WriteRecord } from "./writers.js";
 
 const ms = (seconds: number): number => seconds * 1000;

@@ -152,13 +152,13 @@ async function soak(opts: SoakOptions): Promise<number> {
   log(`seed ${opts.seed}, profile ${opts.profile.name}, load ${opts.loadSeconds} s`);
   log(`reproduce with: ${opts.command}`);
   const ledger = new Ledger(log);
-  const node = await LocalNode.start({ prefix: PREFIX, buckets: seedObjects(), agentArgs: AGENT_ARGS });
   let w: World | undefined;
   let fatal: string | undefined;
   let final: FinalSummary | undefined;
   let tracker: Tracker | undefined;
   let signals = 0;
   let firstSignal = 0;
+  // Handlers before anything starts: a signal during set-up must still lead to the cleanup.
   const onSignal = (sig: NodeJS.Signals): void => {
     // tsx relays the terminal's signal too: only a second one well after the first forces an exit.
     if (signals++ > 0 && Date.now() - firstSignal > 2000) {
@@ -172,12 +172,14 @@ async function soak(opts: SoakOptions): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  const node = await LocalNode.start({ prefix: PREFIX, buckets: seedObjects(), agentArgs: AGENT_ARGS });
   let cleanupNotes: string[] = [];
   try {
     const s3 = restartableS3(node.s3, join(node.work, "s3"));
     for (const ns of NAMESPACES) await node.writeSecret(ns);
     w = new World(node, s3, ledger, opts, await consoleSetup(node.work), log);
     const world = w;
+    if (fatal !== undefined) world.abort.abort();
     tracker = new Tracker(world);
     await world.startAgent();
     log(`agent ${world.agentPid()} started; console on wss://127.0.0.1:${world.console.port}`);
@@ -245,8 +247,8 @@ async function soak(opts: SoakOptions): Promise<number> {
       clearTimeout(finalWatchdog);
     }
   } catch (e) {
-    fatal = (e as Error).stack ?? String(e);
-    log(`harness error: ${fatal}`);
+    fatal ??= (e as Error).stack ?? String(e);
+    log(`harness error: ${(e as Error).stack ?? String(e)}`);
   } finally {
     log("cleanup");
     if (opts.keepLogs || ledger.violationCount() > 0) {
