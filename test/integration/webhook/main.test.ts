@@ -97,6 +97,10 @@ describe("webhook main", function () {
     });
     expect(r.status).to.equal(200);
     expect(JSON.parse(r.text)).to.have.nested.property("response.patchType", "JSONPatch");
+    // The log line travels through a pipe and can arrive after the HTTP reply.
+    const logDeadline = Date.now() + 5000;
+    while (!/"msg":"injected"/.test(out) && Date.now() < logDeadline)
+      await new Promise((r) => setTimeout(r, 20));
     expect(out).to.match(/"msg":"injected"/);
     const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
     proc.kill("SIGTERM");
