@@ -8,6 +8,7 @@ import fc from "fast-check";
 import { gzipSync } from "node:zlib";
 import { mutatePod, type MutateConfig } from "../../webhook/mutate.js";
 import { applyJsonPatch } from "../support/patch.js";
+import { admissionReview } from "../fixtures/pods.js";
 import {
   DELETE,
   ROOT,
@@ -53,27 +54,7 @@ const JSON_TYPES = [
 ];
 
 export function review(pod: unknown, request: Json): Json {
-  return {
-    apiVersion: "admission.k8s.io/v1",
-    kind: "AdmissionReview",
-    request: {
-      uid: "00000000-0000-0000-0000-000000000000",
-      kind: { group: "", version: "v1", kind: "Pod" },
-      resource: { group: "", version: "v1", resource: "pods" },
-      requestKind: { group: "", version: "v1", kind: "Pod" },
-      namespace: "team-a",
-      operation: "CREATE",
-      userInfo: {
-        username: "system:serviceaccount:kube-system:replicaset-controller",
-        groups: ["system:serviceaccounts"],
-      },
-      object: pod,
-      oldObject: null,
-      dryRun: false,
-      options: { apiVersion: "meta.k8s.io/v1", kind: "CreateOptions" },
-      ...request,
-    },
-  };
+  return admissionReview(pod, { uid: "00000000-0000-0000-0000-000000000000", ...request });
 }
 
 /** A pod as it looks after our own injection for `namespace` (a replay or a copy into another). */
