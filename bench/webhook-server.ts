@@ -7,7 +7,8 @@
  * - `webhook`: the real `createWebhookApp`, wired as `webhook/main.ts` wires it, except that the
  *   logger is at level "warn" and writes to a sink that discards, so that logging does not dominate;
  * - `baseline`: an express app with the same settings and the same `express.json` parser that
- *   answers every `POST /mutate` with a constant "allowed" AdmissionReview echoing the uid.
+ *   answers every `POST /mutate` with a constant AdmissionReview echoing the uid: allowed, with the
+ *   JSONPatch the webhook gives the benchmark's pod, computed once at start-up.
  */
 import { randomBytes } from "node:crypto";
 import express, { type Request, type Response } from "express";
@@ -15,7 +16,9 @@ import { startHttpsServer } from "../shared/https-server.js";
 import { createLogger } from "../shared/logger.js";
 import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
 import { mintPodId } from "../shared/signing.js";
-import { ADMISSION_API_VERSION, findUid } from "../webhook/review.js";
+import { admissionReview, deploymentPod } from "../test/fixtures/pods.js";
+import { admitPod } from "../webhook/mutate.js";
+import { ADMISSION_API_VERSION, decodeAdmissionReview, findUid, patched } from "../webhook/review.js";
 import { createWebhookApp, createWebhookMetrics } from "../webhook/server.js";
 import type { FromChild, ToChild } from "./server-child.js";
 
@@ -23,7 +26,23 @@ import type { FromChild, ToChild } from "./server-child.js";
 const JSON_TYPES = ["application/json", "application/*+json"];
 const MAX_BODY_BYTES = 3 * 1024 * 1024;
 
+/**
+ * The base64 JSONPatch the webhook gives the benchmark's pod, computed once: the baseline sends it
+ * with every reply, so that both servers write the same bytes and the client does the same work to
+ * read them; what remains different is the mutation logic.
+ */
+function constantPatch(): string {
+  const mutate = { root: DEFAULT_ROOT, defaultMountPath: DEFAULT_MOUNT_PATH, signingKey: randomBytes(32) };
+  const request = decodeAdmissionReview(admissionReview(deploymentPod()));
+  const result = admitPod(request, mutate, mintPodId);
+  if (result.kind !== "patched") throw new Error(`the benchmark's pod was ${result.kind}, not patched`);
+  const patch = patched(request.uid, result.patch).response.patch;
+  if (patch === undefined) throw new Error("the benchmark's pod got an empty patch");
+  return patch;
+}
+
 function createBaselineApp(): express.Express {
+  const patch = constantPatch();
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
@@ -31,11 +50,16 @@ function createBaselineApp(): express.Express {
     "/mutate",
     express.json({ limit: MAX_BODY_BYTES, strict: true, type: JSON_TYPES }),
     (req: Request, res: Response) => {
-      res.status(200).json({
+      // Written as the webhook writes its replies (one string to `end`), not through `res.json`.
+      const text = JSON.stringify({
         apiVersion: ADMISSION_API_VERSION,
         kind: "AdmissionReview",
-        response: { uid: findUid(req.body) ?? "", allowed: true },
+        response: { uid: findUid(req.body) ?? "", allowed: true, patchType: "JSONPatch", patch },
       });
+      res.statusCode = 200;
+      res.setHeader("Content-Type", "application/json; charset=utf-8");
+      res.setHeader("Content-Length", Buffer.byteLength(text, "utf8"));
+      res.end(text);
     },
   );
   return app;

@@ -5,14 +5,21 @@
 
 type Labels = Record<string, string>;
 
+// Called on every observation (once per admission in the webhook), so it avoids sorting and regex
+// replacement in the common cases: no labels, one label, values with nothing to escape.
 function labelKey(labels: Labels): string {
-  return Object.keys(labels)
-    .sort()
-    .map((k) => `${k}="${escapeLabel(labels[k]!)}"`)
-    .join(",");
+  const keys = Object.keys(labels);
+  if (keys.length === 0) return "";
+  if (keys.length > 1) keys.sort();
+  let key = "";
+  for (const k of keys) key += `${key === "" ? "" : ","}${k}="${escapeLabel(labels[k]!)}"`;
+  return key;
 }
 
+const NEEDS_ESCAPE = /[\\\n"]/;
+
 function escapeLabel(v: string): string {
+  if (!NEEDS_ESCAPE.test(v)) return v;
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 
@@ -99,9 +106,8 @@ export class Histogram implements Metric {
       s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 };
       this.series.set(k, s);
     }
-    this.buckets.forEach((b, i) => {
-      if (value <= b) s.counts[i]!++;
-    });
+    const { buckets } = this;
+    for (let i = 0; i < buckets.length; i++) if (value <= buckets[i]!) s.counts[i]!++;
     s.sum += value;
     s.count++;
   }

@@ -140,6 +140,15 @@ describe("webhook over HTTPS", function () {
         "",
       ],
       ["wrong content type", () => "a=b", 415, /Content-Type/, "", "application/x-www-form-urlencoded"],
+      ["empty body", () => "", 400, /malformed AdmissionReview: apiVersion/, ""],
+      [
+        "JSON parameters in the content type",
+        () => "{",
+        400,
+        /not valid JSON/,
+        "",
+        "application/json; charset=utf-8",
+      ],
     ];
     for (const [label, body, status, message, uid, type] of cases)
       it(`[error] ${label}: HTTP ${status} with a clear message and no stack trace`, async () => {
