@@ -53,6 +53,10 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+function isNamedContainer(c: unknown): boolean {
+  return isObject(c) && typeof c.name === "string";
+}
+
 /** Escapes one JSON Pointer reference token (RFC 6901): `~` → `~0`, `/` → `~1`. */
 export function escapePointer(token: string): string {
   return token.replace(/~/g, "~0").replace(/\//g, "~1");
@@ -226,24 +230,28 @@ export function mutatePod(
   const mp = normalizeMountPath(rawMountPath ?? cfg.defaultMountPath);
   if ("error" in mp) return deny(`${ANNOTATIONS.mountPath} ${mp.error}`, 400);
 
-  const lists = { containers: spec.containers, initContainers: spec.initContainers } as const;
-  for (const [field, list] of Object.entries(lists))
+  for (const field of ["containers", "initContainers"] as const) {
+    const list = spec[field];
     if (list !== undefined && list !== null && !Array.isArray(list))
       return deny(`spec.${field} must be a list`, 400);
+  }
   const containers = (Array.isArray(spec.containers) ? spec.containers : []) as Container[];
   const initContainers = (Array.isArray(spec.initContainers) ? spec.initContainers : []) as Container[];
   if (containers.length === 0) return deny("the pod has no containers", 400);
-  if (![...containers, ...initContainers].every((c) => isObject(c) && typeof c.name === "string"))
+  if (!containers.every(isNamedContainer) || !initContainers.every(isNamedContainer))
     return deny("every container must be an object with a name", 400);
 
   const targets: Array<{ field: "containers" | "initContainers"; index: number; c: Container }> = [];
   const rawSelection = annotations[ANNOTATIONS.containers];
   if (rawSelection !== undefined && typeof rawSelection !== "string")
     return deny(`${ANNOTATIONS.containers} must be a comma-separated list of container names`, 400);
-  const selected = (rawSelection ?? "")
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s !== "");
+  const selected =
+    rawSelection === undefined
+      ? []
+      : rawSelection
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s !== "");
   if (selected.length === 0) {
     containers.forEach((c, index) => targets.push({ field: "containers", index, c }));
   } else {

@@ -146,17 +146,14 @@ export function patched(
   warnings: readonly string[] = [],
 ): AdmissionReview {
   if (patch.length === 0) return allowed(uid, warnings);
-  return review(
-    withWarnings(
-      {
-        uid,
-        allowed: true,
-        patchType: "JSONPatch",
-        patch: Buffer.from(JSON.stringify(patch), "utf8").toString("base64"),
-      },
-      warnings,
-    ),
-  );
+  const response: AdmissionResponse = {
+    uid,
+    allowed: true,
+    patchType: "JSONPatch",
+    patch: Buffer.from(JSON.stringify(patch), "utf8").toString("base64"),
+  };
+  if (warnings.length > 0) response.warnings = warnings.slice();
+  return review(response);
 }
 
 /** Refuse admission with a message the user can act on (HTTP-like `code`, 403 by default). */
