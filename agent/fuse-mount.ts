@@ -18,7 +18,17 @@ import type { Logger } from "../shared/logger.js";
 import type { MounterName } from "../shared/names.js";
 import * as exec from "./exec.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
-import { findMount, isFuse, parseMountinfo, type MountInfo } from "./mountinfo.js";
+import { findMount, isFuse, parseMountinfo, parseMountinfoUnder, type MountInfo } from "./mountinfo.js";
+
+interface TableCopy {
+  readonly text: string;
+  readonly at: number;
+  readonly generation: number;
+  /** The read it came from. */
+  readonly read: object;
+  /** The whole table parsed, once someone asked for it. */
+  all?: readonly MountInfo[];
+}
 import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
 import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
 import { checkAbsolutePath } from "./mounters/validate.js";
@@ -49,6 +59,11 @@ export interface FuseMounterOptions {
   readonly unmountTimeoutMs?: number;
   /** A `stat` through the mount slower than this makes `probe` report "stale". Default 2000 ms. */
   readonly probeTimeoutMs?: number;
+  /**
+   * Probes accept a copy of the mount table this old, when this mounter has changed nothing since.
+   * Default 1000 ms.
+   */
+  readonly tableMaxAgeMs?: number;
   /** Environment handed to clients, before each mounter drops what it must. Default: see {@link defaultBaseEnv}. */
   readonly baseEnv?: BaseEnv;
   /** Executable per mounter, when not the name on PATH. */
@@ -174,10 +189,19 @@ export class FuseMounter {
   private readonly uploadGraceMs: number;
   private readonly unmountTimeoutMs: number;
   private readonly probeTimeoutMs: number;
+  private readonly tableMaxAgeMs: number;
   private readonly baseEnv: BaseEnv;
   private readonly commands: Partial<Record<MounterName, string>>;
   private readonly log: Logger | undefined;
   private readonly mounts = new Map<string, Tracked>();
+  /**
+   * The last copy of the mount table (its text, parsed in full only on demand), and the read in
+   * progress. Bumping `generation` (whenever this mounter may have changed the table) makes both
+   * unusable for later callers.
+   */
+  private generation = 0;
+  private table: TableCopy | undefined;
+  private reading: { text: Promise<string>; at: number; generation: number } | undefined;
 
   constructor(opts: FuseMounterOptions = {}) {
     this.exec = opts.exec ?? { start: exec.start, unmount: exec.unmount };
@@ -190,15 +214,57 @@ export class FuseMounter {
     this.uploadGraceMs = opts.uploadGraceMs ?? 60_000;
     this.unmountTimeoutMs = opts.unmountTimeoutMs ?? 10_000;
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
+    this.tableMaxAgeMs = opts.tableMaxAgeMs ?? 1000;
     this.baseEnv = opts.baseEnv ?? defaultBaseEnv();
     this.commands = opts.commands ?? {};
     this.log = opts.log;
     this.onClientExit = opts.onClientExit;
   }
 
-  /** The current mount table. */
-  async mountinfo(): Promise<MountInfo[]> {
-    return parseMountinfo(await this.readMountinfoText());
+  /**
+   * The mount table (only the mounts at or below `under`, when given), read at most `maxAgeMs` ago
+   * and after this mounter's last change to it. With hundreds of mounts, reading and parsing the
+   * table costs about a millisecond; probing every mount against a fresh copy made a resync cost
+   * O(mounts²), so callers that look at many mounts in a row (probes, a reconcile pass, garbage
+   * collection, mounts waiting to become ready) share one copy. 0 always reads anew.
+   */
+  async mountinfo(maxAgeMs = 0, under?: string): Promise<readonly MountInfo[]> {
+    const copy = await this.tableCopy(maxAgeMs);
+    if (under !== undefined) return parseMountinfoUnder(copy.text, under);
+    return (copy.all ??= parseMountinfo(copy.text));
+  }
+
+  /** The topmost mount on `mp` itself, if any. */
+  private async mountAt(mp: string, maxAgeMs: number): Promise<MountInfo | undefined> {
+    return findMount(parseMountinfoUnder((await this.tableCopy(maxAgeMs)).text, mp), mp);
+  }
+
+  private async tableCopy(maxAgeMs: number): Promise<TableCopy> {
+    const now = Date.now();
+    const usable = (c: { at: number; generation: number } | undefined): boolean =>
+      maxAgeMs > 0 && c !== undefined && c.generation === this.generation && now - c.at <= maxAgeMs;
+    if (usable(this.table)) return this.table!;
+    const pending = usable(this.reading) ? this.reading! : undefined;
+    const read = pending ?? { text: this.readMountinfoText(), at: now, generation: this.generation };
+    if (pending === undefined) this.reading = read;
+    try {
+      const text = await read.text;
+      // Callers that shared a read share its copy, and so its full parse.
+      if (this.table?.read === read) return this.table;
+      const copy: TableCopy = { text, at: read.at, generation: read.generation, read };
+      if (copy.generation === this.generation && (this.table === undefined || this.table.at <= copy.at))
+        this.table = copy;
+      return copy;
+    } finally {
+      if (this.reading === read) this.reading = undefined;
+    }
+  }
+
+  /** Marks every copy of the mount table taken so far as out of date. */
+  private tableChanged(): void {
+    this.generation++;
+    this.table = undefined;
+    this.reading = undefined;
   }
 
   /** PID of the client this mounter runs for `mountPoint`, while it runs. */
@@ -220,7 +286,7 @@ export class FuseMounter {
   async mount(req: MountRequest, mounter: MounterName): Promise<MountResult> {
     const cmd = buildMount(mounter, req, { baseEnv: this.baseEnv });
     const mp = req.mountPoint;
-    const existing = findMount(await this.mountinfo(), mp);
+    const existing = await this.mountAt(mp, 0);
     if (existing !== undefined || this.pidOf(mp) !== undefined) {
       throw new AppError(
         "Conflict",
@@ -254,6 +320,7 @@ export class FuseMounter {
     } catch (e) {
       failure = e instanceof Error ? e.message : String(e);
     }
+    this.tableChanged();
     if (ready === undefined) {
       const output = await this.abort(req, cmd, client);
       const shown = lastLines(scrubSecrets(output, secrets)) || "(no output)";
@@ -319,7 +386,8 @@ export class FuseMounter {
     for (;;) {
       const early = exitedEarly();
       if (early !== undefined) throw new Error(`${early} before the mount was ready`);
-      const m = findMount(await this.mountinfo(), mp);
+      // Mounts made at once share their polls' reads of the table.
+      const m = await this.mountAt(mp, this.pollMs);
       if (m !== undefined && isFuse(m)) {
         try {
           await withTimeout(readdir(mp), Math.max(deadline - Date.now(), 1), `readdir ${mp}`);
@@ -327,7 +395,7 @@ export class FuseMounter {
           await this.settle(client);
           const late = exitedEarly();
           if (late !== undefined) throw new Error(`${late} right after mounting`);
-          if (findMount(await this.mountinfo(), mp) === undefined)
+          if ((await this.mountAt(mp, 0)) === undefined)
             throw new Error("the mount disappeared right after mounting");
           return { readyMs, fsType: m.fsType };
         } catch (e) {
@@ -377,8 +445,9 @@ export class FuseMounter {
   private async unmountAll(mp: string): Promise<{ unmounted: boolean; lazy: boolean }> {
     let unmounted = false;
     let lazy = false;
-    for (let i = 0; i < 8 && findMount(await this.mountinfo(), mp) !== undefined; i++) {
+    for (let i = 0; i < 8 && (await this.mountAt(mp, 0)) !== undefined; i++) {
       const r = await this.exec.unmount(mp, { lazy: true, timeoutMs: this.unmountTimeoutMs });
+      this.tableChanged();
       unmounted ||= r.unmounted;
       lazy ||= r.lazy;
       if (!r.unmounted) break;
@@ -417,7 +486,8 @@ export class FuseMounter {
    * it fails (`ENOTCONN` after the client died, `EIO`) or hangs past the probe timeout, else "ok".
    */
   async probe(mountPoint: string): Promise<ProbeResult> {
-    if (findMount(await this.mountinfo(), mountPoint) === undefined) return "absent";
+    // A resync probes every mount in a row: one copy of the table serves them all.
+    if ((await this.mountAt(mountPoint, this.tableMaxAgeMs)) === undefined) return "absent";
     // The kernel may answer stat from cached attributes for a while after the client died, so a
     // client known to have exited settles it.
     const tracked = this.mounts.get(mountPoint);

@@ -116,6 +116,29 @@ export function parseMountinfo(text: string): MountInfo[] {
   return out;
 }
 
+/** The kernel's escaping of a path in mountinfo: space, tab, newline and backslash as `\ooo`. */
+export function escapeMountinfo(path: string): string {
+  return path.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+
+/**
+ * The mounts whose mount point is `dir` or lies below it, in the kernel's order. Only lines that
+ * contain `dir` are parsed: on a node with hundreds of mounts, the agent asks this many times a
+ * second, and parsing every line each time was most of its work and garbage.
+ */
+export function parseMountinfoUnder(text: string, dir: string): MountInfo[] {
+  const base = normalizeDir(dir);
+  const prefix = base === "/" ? "/" : `${base}/`;
+  const needle = ` ${escapeMountinfo(base)}`;
+  const out: MountInfo[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (!line.includes(needle)) return;
+    const m = parseMountinfoLine(line, i + 1);
+    if (m.mountPoint === base || m.mountPoint.startsWith(prefix)) out.push(m);
+  });
+  return out;
+}
+
 /** `dir` without trailing slashes (`/` stays `/`). */
 function normalizeDir(dir: string): string {
   return dir.length > 1 ? dir.replace(/\/+$/, "") || "/" : dir;

@@ -31,7 +31,11 @@ export interface MountEngine {
   /** Unmounts (lazily when busy or stale) and stops the client. */
   unmount(mountPoint: string): Promise<unknown>;
   probe(mountPoint: string): Promise<"ok" | "stale" | "absent">;
-  mountinfo(): Promise<MountInfo[]>;
+  /**
+   * The mount table (at least the mounts at or below `under`), read at most `maxAgeMs` ago and
+   * after the engine's own last change; 0: now.
+   */
+  mountinfo(maxAgeMs?: number, under?: string): Promise<readonly MountInfo[]>;
 }
 
 export interface ReconcilerConfig extends PodReadConfig {
@@ -43,6 +47,13 @@ export interface ReconcilerConfig extends PodReadConfig {
   /** An unclaimed pod directory is removed only once it is this old. */
   readonly gcGraceMs: number;
 }
+
+/**
+ * A reconcile pass and garbage collection accept a copy of the mount table this old (the engine
+ * rereads it after its own mounts and unmounts): a resync looks at every pod in a row, and one
+ * copy per second serves them all.
+ */
+const TABLE_MAX_AGE_MS = 1000;
 
 export const DEFAULT_RECONCILER_CONFIG = {
   concurrency: 4,
@@ -370,7 +381,9 @@ export class Reconciler {
   }
 
   private async actualMounts(id: string, dir: string): Promise<ActualMount[]> {
-    const infos = (await this.engine.mountinfo()).filter((m) => m.mountPoint.startsWith(`${dir}/`));
+    const infos = (await this.engine.mountinfo(TABLE_MAX_AGE_MS, dir)).filter((m) =>
+      m.mountPoint.startsWith(`${dir}/`),
+    );
     // Deepest first, so nested mounts go before their parents.
     infos.sort((a, b) => b.mountPoint.length - a.mountPoint.length);
     const out: ActualMount[] = [];
@@ -399,7 +412,9 @@ export class Reconciler {
       return;
     }
     this.setState(view, st, spec.name, { ...summary(spec), state: "mounting" });
-    await this.flushStatus(ref, st);
+    // Written while the client starts rather than before: a status patch is an API round trip, and
+    // the bucket should not wait for it. Writes for a pod stay in order (see flushStatus).
+    const announced = this.flushStatus(ref, st);
     const mountPoint = join(dir, spec.name);
     const started = Date.now();
     try {
@@ -461,6 +476,7 @@ export class Reconciler {
       if (failure?.spec !== skey || failure.message !== message)
         await this.event(ref, "Warning", "MountFailed", `${spec.name}: ${message}`);
     }
+    await announced;
   }
 
   private async unmountOne(
@@ -537,7 +553,7 @@ export class Reconciler {
     const claimed = new Set<string>();
     for (const p of [...this.pods.values(), ...this.gone.values()]) if (p.id !== undefined) claimed.add(p.id);
     const base = podsDir(this.cfg.root);
-    const infos = await this.engine.mountinfo();
+    const infos = await this.engine.mountinfo(TABLE_MAX_AGE_MS, base);
     const orphanMounts = infos
       .filter((m) => m.mountPoint.startsWith(`${base}/`))
       .filter((m) => !claimed.has(m.mountPoint.slice(base.length + 1).split("/")[0]!))
@@ -557,7 +573,9 @@ export class Reconciler {
       /* no pods directory yet */
     }
     const stillMounted = new Set(
-      (await this.engine.mountinfo()).map((m) => m.mountPoint.slice(base.length + 1).split("/")[0]),
+      (await this.engine.mountinfo(TABLE_MAX_AGE_MS, base)).map(
+        (m) => m.mountPoint.slice(base.length + 1).split("/")[0],
+      ),
     );
     const withState = new Set(await this.records.ids());
     for (const id of dirs) {

@@ -26,6 +26,8 @@ export interface LocalPodSourceOptions {
 
 interface FileState {
   readonly hash: string;
+  /** Inode, size, mtime and ctime when last read. */
+  readonly version: string;
   readonly pod: PodObject;
 }
 
@@ -70,7 +72,11 @@ export class LocalPodSource implements PodSource {
     this.onEvent = onEvent;
     await this.scan();
     try {
-      this.watcher = watch(this.opts.podsDir, () => this.requestScan());
+      // Status files, events.jsonl and the temporary files of atomic writes change all the time,
+      // mostly by this agent's own hand; only pod files are worth a scan.
+      this.watcher = watch(this.opts.podsDir, (_event, file) => {
+        if (file === null || isPodFile(file)) this.requestScan();
+      });
       this.watcher.on("error", (err) =>
         this.log.warn({ err: err.message }, "watch failed; relying on rescans"),
       );
@@ -116,14 +122,26 @@ export class LocalPodSource implements PodSource {
     for (const name of names) {
       const path = join(this.opts.podsDir, name);
       let text: string;
+      let version: string;
       try {
+        // A file whose inode, size and times are unchanged is not read again: a scan runs every
+        // second, and reading and hashing hundreds of pod files each time is most of an idle
+        // agent's work.
+        const st = await stat(path);
+        version = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+        const known = this.files.get(name);
+        if (known?.version === version) continue;
         text = await readFile(path, "utf8");
       } catch {
         present.delete(name);
         continue;
       }
       const hash = createHash("sha256").update(text).digest("hex");
-      if (this.files.get(name)?.hash === hash) continue;
+      const known = this.files.get(name);
+      if (known?.hash === hash) {
+        this.files.set(name, { ...known, version });
+        continue;
+      }
       let pod: PodObject;
       try {
         pod = this.normalize(name, parsePodText(name, text));
@@ -135,7 +153,7 @@ export class LocalPodSource implements PodSource {
         );
         continue;
       }
-      this.files.set(name, { hash, pod });
+      this.files.set(name, { hash, version, pod });
       this.onEvent?.({ type: "upsert", pod });
     }
     for (const [name, state] of this.files) {
@@ -227,7 +245,8 @@ export class LocalPodSource implements PodSource {
       const text = file.endsWith(".json") ? `${JSON.stringify(raw, null, 2)}\n` : dumpYaml(raw);
       await writeAtomic(path, text);
       const pod = this.normalize(file, raw);
-      this.files.set(file, { hash: createHash("sha256").update(text).digest("hex"), pod });
+      // No version: the next scan reads the file once, finds the same hash and records it.
+      this.files.set(file, { hash: createHash("sha256").update(text).digest("hex"), version: "", pod });
       this.onEvent?.({ type: "upsert", pod });
       return pod;
     });

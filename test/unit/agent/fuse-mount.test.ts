@@ -65,8 +65,9 @@ class FakeSystem implements ProcessRunner {
       attempts: [],
     });
   }
+  mountinfoReads = 0;
   readMountinfo = (): Promise<string> =>
-    Promise.resolve(
+    Promise.resolve(++this.mountinfoReads).then(() =>
       [ROOT_LINE, ...(this.mounted ? [`61 27 0:39 / ${this.mountPoint()} rw - fuse.s3fs s3fs rw`] : [])].join(
         "\n",
       ),
@@ -222,11 +223,35 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
 
   describe("probe", () => {
     it("is absent when nothing is mounted and ok when a stat succeeds", async () => {
-      const m = mounter();
+      const m = mounter({ tableMaxAgeMs: 0 });
       expect(await m.probe(req.mountPoint)).to.equal("absent");
       sys.mounted = true;
       await mkdir(req.mountPoint, { recursive: true });
       expect(await m.probe(req.mountPoint)).to.equal("ok");
+    });
+
+    it("shares one read of the mount table between probes, and rereads it after its own mount and unmount", async () => {
+      const m = mounter({ tableMaxAgeMs: 60_000 });
+      await mkdir(req.mountPoint, { recursive: true });
+      for (let i = 0; i < 20; i++) expect(await m.probe(req.mountPoint)).to.equal("absent");
+      expect(sys.mountinfoReads).to.equal(1);
+      // A change made behind the mounter's back shows only once the copy is too old...
+      sys.mounted = true;
+      expect(await m.probe(req.mountPoint)).to.equal("absent");
+      sys.mounted = false;
+      // ...but its own mount and unmount are seen at once.
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      await m.mount(req, "s3fs");
+      const reads = sys.mountinfoReads;
+      expect(await m.probe(req.mountPoint)).to.equal("ok");
+      expect(await m.probe(req.mountPoint)).to.equal("ok");
+      expect(sys.mountinfoReads).to.equal(reads + 1);
+      await m.unmount(req.mountPoint);
+      expect(await m.probe(req.mountPoint)).to.equal("absent");
+      const c = m.mountinfo(60_000);
+      const d = m.mountinfo(60_000);
+      expect(await c).to.equal(await d);
+      expect(await m.mountinfo(0)).to.not.equal(await c);
     });
 
     it("is stale, and reported at once, when its client dies, even while stat still answers from cache", async () => {

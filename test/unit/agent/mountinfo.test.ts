@@ -7,6 +7,8 @@ import {
   mountsUnder,
   parseMountinfo,
   parseMountinfoLine,
+  parseMountinfoUnder,
+  escapeMountinfo,
   propagationOf,
   unescapeMountinfo,
   type MountInfo,
@@ -213,6 +215,42 @@ describe("mountinfo", () => {
     it("reads ro from the per-mount options", () => {
       expect(isReadOnly(records.find((r) => r.mountId === 62)!)).to.equal(true);
       expect(isReadOnly(records.find((r) => r.mountId === 61)!)).to.equal(false);
+    });
+  });
+
+  describe("parseMountinfoUnder", () => {
+    it("gives the same mounts as a full parse filtered to the directory, in the kernel's order", () => {
+      const all = parseMountinfo(NODE);
+      for (const dir of [
+        "/var/lib/dynamic-volumes",
+        "/var/lib/dynamic-volumes/pods",
+        "/var/lib/dynamic-volumes/pods/0123456789abcdef0123456789abcdef/data",
+        "/var/lib/dynamic-volumes/pods/0123456789abcdef0123456789abcdef/dat",
+        "/run/pod/view/",
+        "/mnt/with space\ttab",
+        "/",
+        "/nowhere",
+      ]) {
+        const base = dir.length > 1 ? dir.replace(/\/+$/, "") : dir;
+        const want = all.filter(
+          (m) => m.mountPoint === base || m.mountPoint.startsWith(base === "/" ? "/" : `${base}/`),
+        );
+        expect(parseMountinfoUnder(NODE, dir), dir).to.deep.equal(want);
+      }
+      expect(parseMountinfoUnder(NODE, "/var/lib/dynamic-volumes/pods").map((m) => m.mountId)).to.deep.equal([
+        61, 62,
+      ]);
+    });
+
+    it("escapes a path as the kernel does", () => {
+      expect(escapeMountinfo("/mnt/with space\ttab\\x\ny")).to.equal(
+        "/mnt/with\\040space\\011tab\\134x\\012y",
+      );
+      expect(unescapeMountinfo(escapeMountinfo("/a b\\c"))).to.equal("/a b\\c");
+    });
+
+    it("still refuses a malformed line it has to read", () => {
+      expect(() => parseMountinfoUnder("61 50 garbage /pods/x\n", "/pods")).to.throw(AppError);
     });
   });
 });
