@@ -3,6 +3,7 @@
  * whose spec went through the webhook's patch, and the real agent in local mode, running as its own
  * process in a mount namespace that behaves like Kubernetes' `Bidirectional` mount of the root.
  */
+import { AGENT_NODE_FLAGS } from "../../agent/config.js";
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -247,6 +248,7 @@ export class LocalNode {
     this.agent = await startInMountNamespace({
       argv: [
         process.execPath,
+        ...AGENT_NODE_FLAGS,
         "--import",
         "tsx",
         AGENT_MAIN,

@@ -1,3 +1,4 @@
+import { AGENT_NODE_FLAGS } from "../../../agent/config.js";
 import { expect } from "chai";
 import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
@@ -78,6 +79,11 @@ const tsconfigBuild = JSON.parse(readFileSync(join(REPO_ROOT, "tsconfig.build.js
   include: string[];
 };
 
+/** The script node is asked to run: its first argument that is not a flag. */
+function mainOf(argv: readonly string[]): string {
+  return argv.slice(1).find((a) => !a.startsWith("-")) ?? "";
+}
+
 for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
   describe(name, function () {
     // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
@@ -125,7 +131,11 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
       ).to.equal(true);
       const mains = [JSON.parse(entrypoint[0]!.args) as string[]]
         .concat(name === "Dockerfile.webhook" ? [["node", "dist/certs/main.js"]] : [])
-        .map((argv) => argv[1]!.replace(/^dist\//, "").replace(/\.js$/, ".ts"));
+        .map((argv) =>
+          mainOf(argv)
+            .replace(/^dist\//, "")
+            .replace(/\.js$/, ".ts"),
+        );
       const needed = [...new Set([...importedFiles(mains)].map((f) => f.split("/")[0]!))].sort();
       expect(copied, "COPY'd into the build stage").to.include.members(needed);
       expect(tsconfigBuild.include, "compiled by tsconfig.build.json").to.include.members(needed);
@@ -135,8 +145,13 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
       expect(entrypoint, "one ENTRYPOINT in the final stage").to.have.length(1);
       const argv = JSON.parse(entrypoint[0]!.args) as string[];
       expect(argv[0]).to.equal("node");
-      const m = /^dist\/([a-z-]+)\/main\.js$/.exec(argv[1] ?? "");
-      expect(m, `${argv[1]} is dist/<dir>/main.js`).to.not.equal(null);
+      const main = mainOf(argv);
+      // Node flags come before the script: the agent's are the ones the local node runs it with.
+      expect(argv.slice(1, argv.indexOf(main))).to.deep.equal(
+        name === "Dockerfile.agent" ? [...AGENT_NODE_FLAGS] : [],
+      );
+      const m = /^dist\/([a-z-]+)\/main\.js$/.exec(main);
+      expect(m, `${main} is dist/<dir>/main.js`).to.not.equal(null);
       expect(existsSync(join(REPO_ROOT, m![1]!, "main.ts"))).to.equal(true);
       expect(tsconfigBuild.include).to.include(m![1]);
       const workdir = instructions.filter((i) => i.keyword === "WORKDIR" && i.stage === last).at(-1)?.args;
