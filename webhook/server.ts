@@ -78,6 +78,12 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
     metrics.duration.observe({}, (performance.now() - started) / 1000);
   };
 
+  // A refused request: counted, and answered with a review whose status says why.
+  const badRequest = (res: Response, started: number, status: number, message: string): void => {
+    count("bad_request", started);
+    reply(res, status, errored(undefined, status, message));
+  };
+
   app.post(
     "/mutate",
     express.json({ limit: opts.maxBodyBytes ?? 3 * 1024 * 1024, strict: true, type: JSON_TYPES }),
@@ -88,25 +94,12 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       // only then is the media type looked at again, to say which of the two it was.
       const mediaType = body === undefined ? req.is(JSON_TYPES) : "json";
       if (mediaType === null) {
-        count("bad_request", started);
-        reply(
-          res,
-          400,
-          errored(undefined, 400, "the request has no body; send an AdmissionReview v1 object"),
-        );
+        badRequest(res, started, 400, "the request has no body; send an AdmissionReview v1 object");
         return;
       }
       if (mediaType === false) {
-        count("bad_request", started);
-        reply(
-          res,
-          415,
-          errored(
-            undefined,
-            415,
-            `Content-Type must be application/json, got "${req.get("content-type") ?? "none"}"`,
-          ),
-        );
+        const got = req.get("content-type") ?? "none";
+        badRequest(res, started, 415, `Content-Type must be application/json, got "${got}"`);
         return;
       }
       let request;
@@ -182,36 +175,25 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
     const e = err as { type?: string; status?: number; message?: string };
     const started = performance.now();
     if (e.type === "entity.too.large") {
-      count("bad_request", started);
-      reply(
+      badRequest(
         res,
+        started,
         413,
-        errored(undefined, 413, `body is larger than the ${opts.maxBodyBytes ?? 3 * 1024 * 1024} byte limit`),
+        `body is larger than the ${opts.maxBodyBytes ?? 3 * 1024 * 1024} byte limit`,
       );
       return;
     }
     if (e.type === "entity.parse.failed" || e.status === 400) {
-      count("bad_request", started);
-      reply(
-        res,
-        400,
-        errored(undefined, 400, "body is not valid JSON; expected an AdmissionReview v1 object"),
-      );
+      badRequest(res, started, 400, "body is not valid JSON; expected an AdmissionReview v1 object");
       return;
     }
     if (e.type === "charset.unsupported" || e.type === "encoding.unsupported") {
-      count("bad_request", started);
-      reply(
-        res,
-        415,
-        errored(undefined, 415, "send the AdmissionReview as uncompressed UTF-8 JSON (application/json)"),
-      );
+      badRequest(res, started, 415, "send the AdmissionReview as uncompressed UTF-8 JSON (application/json)");
       return;
     }
     // Any other client error body-parser raises stays a client error, with its own status.
     if (typeof e.status === "number" && e.status >= 400 && e.status < 500) {
-      count("bad_request", started);
-      reply(res, e.status, errored(undefined, e.status, "the request body could not be read"));
+      badRequest(res, started, e.status, "the request body could not be read");
       return;
     }
     count("error", started);
