@@ -343,27 +343,33 @@ export class FuseMounter {
 
   /** Creates the state directory (0700), the mounter's files (0600), its cache dir and the mount point. */
   private async prepare(req: MountRequest, cmd: MountCommand): Promise<void> {
+    const inside = `${req.stateDir.replace(/\/+$/, "")}/`;
+    for (const f of cmd.files)
+      if (!f.path.startsWith(inside) || f.path.split("/").includes(".."))
+        throw new AppError("Internal", `mounter file ${f.path} is outside the state directory`);
     await mkdir(req.stateDir, { recursive: true, mode: 0o700 });
     await chmod(req.stateDir, 0o700);
-    const inside = `${req.stateDir.replace(/\/+$/, "")}/`;
-    for (const f of cmd.files) {
-      if (!f.path.startsWith(inside) || f.path.split("/").includes("..")) {
-        throw new AppError("Internal", `mounter file ${f.path} is outside the state directory`);
-      }
-      await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
-      // Remove first: an existing file would keep its old mode.
-      await rm(f.path, { force: true });
-      const fh = await open(f.path, "wx", f.mode);
-      try {
-        await fh.writeFile(f.content);
-        await fh.chmod(f.mode);
-      } finally {
-        await fh.close();
-      }
-    }
-    if (cmd.cacheDir !== undefined) await mkdir(cmd.cacheDir, { recursive: true, mode: 0o700 });
-    await rm(`${req.stateDir}/${CLIENT_LOG}`, { force: true });
-    await mkdir(req.mountPoint, { recursive: true, mode: 0o755 });
+    // The steps below touch different paths: run them together, since every one is a round trip
+    // through the thread pool and the client waits for all of them. All of them end before a
+    // failure is reported, so that the caller's clean-up cannot race a file still being written.
+    const steps = await Promise.allSettled([
+      ...cmd.files.map(async (f) => {
+        await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+        // Remove first: an existing file would keep its old mode.
+        await rm(f.path, { force: true });
+        const fh = await open(f.path, "wx", f.mode);
+        try {
+          await fh.writeFile(f.content);
+          await fh.chmod(f.mode);
+        } finally {
+          await fh.close();
+        }
+      }),
+      cmd.cacheDir !== undefined ? mkdir(cmd.cacheDir, { recursive: true, mode: 0o700 }) : undefined,
+      rm(`${req.stateDir}/${CLIENT_LOG}`, { force: true }),
+      mkdir(req.mountPoint, { recursive: true, mode: 0o755 }),
+    ]);
+    for (const step of steps) if (step.status === "rejected") throw step.reason;
   }
 
   /** Resolves with the readiness time, or throws an Error whose message says what was missing. */

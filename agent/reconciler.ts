@@ -419,12 +419,16 @@ export class Reconciler {
     const started = Date.now();
     try {
       const secretRef = `${view.namespace}/${spec.secretName}`;
-      const creds = credentialsFromSecret(
-        await this.source.getSecret(view.namespace, spec.secretName),
-        secretRef,
-      );
-      await mkdir(mountPoint, { recursive: true, mode: 0o755 });
-      await this.records.write(id, spec.name, spec);
+      // Independent steps, run together; all settle before a failure is handled, so that the
+      // clean-up below (which removes the record and the directory) runs after them.
+      const [secret, ...made] = await Promise.allSettled([
+        this.source.getSecret(view.namespace, spec.secretName),
+        mkdir(mountPoint, { recursive: true, mode: 0o755 }),
+        this.records.write(id, spec.name, spec),
+      ]);
+      if (secret.status === "rejected") throw secret.reason;
+      for (const step of made) if (step.status === "rejected") throw step.reason;
+      const creds = credentialsFromSecret(secret.value, secretRef);
       await this.engine.mount(
         {
           bucket: spec.bucket,

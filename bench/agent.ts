@@ -44,14 +44,15 @@ const FULL: Plan = {
   latency: { rounds: 10, retries: 2, budgetMs: 120_000, pollMs: 2 },
   bigMiB: 256,
   throughputRounds: 8,
-  // 11 s: one 10 s resync of the agent falls inside every window.
-  scale: { pods: 200, concurrency: 16, idleMs: 11_000, steadyMs: 11_000, timeoutMs: 180_000 },
+  // 11 s: one 10 s resync of the agent falls inside every window. Concurrency 4 is the agent's
+  // default: the goals hold for the agent as shipped, not as tuned for the benchmark.
+  scale: { pods: 200, concurrency: 4, idleMs: 11_000, steadyMs: 11_000, timeoutMs: 180_000 },
 };
 const QUICK: Plan = {
   latency: { rounds: 2, retries: 0, budgetMs: 0, pollMs: 2 },
   bigMiB: 32,
   throughputRounds: 1,
-  scale: { pods: 20, concurrency: 16, idleMs: 2000, steadyMs: 2000, timeoutMs: 60_000 },
+  scale: { pods: 20, concurrency: 4, idleMs: 2000, steadyMs: 2000, timeoutMs: 60_000 },
 };
 
 const NAMESPACE = "bench";
