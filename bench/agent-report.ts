@@ -131,21 +131,26 @@ function throughputRows(
   return {
     medians: { host: h, container: c },
     rows: [
+      // The goal is judged on the rounds' own ratios: both reads of a round are back to back, so
+      // the S3 server's drift (±10–15% per read) cancels within a round but not across medians.
       row(
-        `read ${t.bytes / 1024 / 1024} MiB object, median (MiB/s)`,
+        `read ${t.bytes / 1024 / 1024} MiB object, median (MiB/s); ratio: median of the rounds' ratios`,
         h.toFixed(0),
         c.toFixed(0),
-        ratio(c, h),
+        pairs.ratios.length === 0 ? "n/a" : pr.p50.toFixed(3),
         `ratio ≥ ${GOALS.throughputRatio}`,
-        verdict(c / h >= GOALS.throughputRatio, host.disturbed || container.disturbed),
+        verdict(
+          pairs.ratios.length > 0 && pr.p50 >= GOALS.throughputRatio,
+          !pairs.clean || host.disturbed || container.disturbed,
+        ),
       ),
       row(
-        `same, ratio within each ${pairs.clean ? "clean " : ""}round: median (min–max)`,
+        `same, ratio of the two medians; rounds' ratios min–max (${pairs.clean ? "clean rounds" : "all rounds"})`,
         "",
         "",
         pairs.ratios.length === 0
-          ? "n/a"
-          : `${pr.p50.toFixed(3)} (${Math.min(...pairs.ratios).toFixed(2)}–${pr.max.toFixed(2)})`,
+          ? ratio(c, h)
+          : `${ratio(c, h)} (${Math.min(...pairs.ratios).toFixed(2)}–${pr.max.toFixed(2)})`,
       ),
       row("same, the open() alone, median (ms)", ho.toFixed(2), co.toFixed(2), ratio(co, ho)),
       row(
