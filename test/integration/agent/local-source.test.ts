@@ -71,6 +71,25 @@ describe("LocalPodSource", () => {
     expect(events[2]!.type).to.equal("delete");
   });
 
+  it("sees a same-size edit in place and ignores rewrites with the same content and its own status files", async () => {
+    const file = join(dir, "pods", "web.yaml");
+    writeFileSync(file, podYaml("aa"));
+    await src.start((e) => events.push(e));
+    expect(events).to.have.length(1);
+    // Same content again, status and event files churning: several scans, nothing emitted.
+    writeFileSync(file, podYaml("aa"));
+    for (let i = 0; i < 5; i++) {
+      writeFileSync(join(dir, "pods", "web.status.json"), `{"n":${i}}`);
+      writeFileSync(join(dir, "pods", "events.jsonl"), `{"n":${i}}\n`, { flag: "a" });
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    expect(events).to.have.length(1);
+    // Same size, different content, same inode: still seen.
+    writeFileSync(file, podYaml("bb"));
+    await until(() => events.length === 2);
+    expect(events[1]!.pod.metadata?.annotations?.["dynamic-volumes/buckets"]).to.equal("bb");
+  });
+
   it("keeps the last good state of a file that becomes unreadable, instead of deleting the pod", async () => {
     writeFileSync(join(dir, "pods", "web.yaml"), podYaml("a"));
     await src.start((e) => events.push(e));
