@@ -6,7 +6,7 @@
  * `<secrets-dir>/<namespace>/<name>.json`.
  */
 import { createHash } from "node:crypto";
-import { appendFile, readFile, readdir, rename, stat, writeFile } from "node:fs/promises";
+import { appendFile, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { watch, type FSWatcher } from "node:fs";
 import { basename, extname, join } from "node:path";
 import { dump as dumpYaml, load as loadYaml } from "js-yaml";
@@ -243,7 +243,11 @@ export class LocalPodSource implements PodSource {
       if (value === "") delete annotations[ANNOTATIONS.buckets];
       else annotations[ANNOTATIONS.buckets] = value;
       const text = file.endsWith(".json") ? `${JSON.stringify(raw, null, 2)}\n` : dumpYaml(raw);
-      await writeAtomic(path, text);
+      if (!(await writeAtomic(path, text, true)))
+        throw new AppError(
+          "NotFound",
+          `pod ${namespace}/${name} was deleted while its buckets were being edited`,
+        );
       const pod = this.normalize(file, raw);
       // No version: the next scan reads the file once, finds the same hash and records it.
       this.files.set(file, { hash: createHash("sha256").update(text).digest("hex"), version: "", pod });
@@ -289,8 +293,23 @@ export function decodeSecret(text: string, what: string): Record<string, string>
   return out;
 }
 
-async function writeAtomic(path: string, text: string): Promise<void> {
+/**
+ * Replaces `path` by rename. With `replaceOnly`, a file deleted meanwhile is not brought back: the
+ * check right before the rename leaves a window of one system call instead of the whole edit.
+ */
+async function writeAtomic(path: string, text: string, replaceOnly = false): Promise<boolean> {
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   await writeFile(tmp, text);
+  if (
+    replaceOnly &&
+    !(await stat(path).then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    await rm(tmp, { force: true });
+    return false;
+  }
   await rename(tmp, path);
+  return true;
 }

@@ -1,5 +1,14 @@
 import { expect } from "chai";
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PodEvent } from "../../../agent/pod-source.js";
@@ -131,6 +140,23 @@ describe("LocalPodSource", () => {
     expect(text).to.match(/image: busybox/);
     await src.updateBuckets("team-a", "web", () => "");
     expect(readFileSync(join(dir, "pods", "web.yaml"), "utf8")).to.not.include("dynamic-volumes/buckets");
+  });
+
+  it("does not bring back a pod file deleted while its buckets are being edited", async () => {
+    const file = join(dir, "pods", "web.yaml");
+    writeFileSync(file, podYaml("a"));
+    await src.start((e) => events.push(e));
+    let error: unknown;
+    try {
+      await src.updateBuckets("team-a", "web", (cur) => {
+        unlinkSync(file);
+        return `${cur},b`;
+      });
+    } catch (e) {
+      error = e;
+    }
+    expect((error as { code?: string } | undefined)?.code).to.equal("NotFound");
+    expect(readdirSync(join(dir, "pods"))).to.deep.equal([]);
   });
 
   it("reads Secrets from <namespace>/<name>.json and refuses path tricks", async () => {
