@@ -1,6 +1,7 @@
 /**
  * The `agent` section's report, built from the three parts' measurements. Pure: no I/O.
  */
+import { AGENT_NODE_FLAGS } from "../agent/config.js";
 import { summarize, type Summary } from "./agent-support.js";
 import {
   DISTURBED_CORES,
@@ -292,11 +293,10 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "open (a HEAD request, the release of the previous handle) and varies by tens of ms either way; the `stat()` row isolates " +
       "the walk (500 alternating pairs, attributes cached by FUSE). Whole reads vary by ±10–15% from one to the next on this " +
       "machine, more than the 2% the goal asks about, so the read ratio is within noise of 1 whatever its value in one run.",
-    `The agent's pid runs \`${s.agentExe}\` (\`unshare\` execs it, so the pid is node itself, running the TypeScript through tsx's loader); ` +
+    `The agent's pid runs \`${s.agentExe}\` (\`unshare\` execs it, so the pid is node itself, running the compiled \`dist/agent/main.js\`); ` +
       `${helpers}. Memory is that pid's VmRSS from /proc/<pid>/status: the highest of samples taken every 250 ms for ${s.plan.steadyMs / 1000} s ` +
       `after the reconcile, and for the idle baseline over ${s.plan.idleMs / 1000} s after a start with 0 pods (a separate start of the same agent). ` +
-      "File-backed RSS is mostly the node binary; anonymous RSS holds the V8 heaps (main thread and tsx's loader thread) and malloc. " +
-      "The idle baseline includes the loader, which a compiled build would not have; the difference between the columns does not.",
+      "File-backed RSS is mostly the node binary; anonymous RSS holds the V8 heap and malloc.",
     `Scale runs: CPU taken by others during the cold start ${others(s.cold)} cores, during the adoption ${others(s.adoption)} cores; ` +
       `highest number of entries reading failed at one time: cold ${s.cold.failedSeen}, adoption ${s.adoption.failedSeen}. ` +
       `After the adoption, ${s.spotChecked} pods were read through all three mounts on the host, all correct.` +
@@ -315,7 +315,8 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "agent: annotation → data in a running container, read throughput through propagation, 200 pods × 3 mounts",
     setup: [
       "Node: `scripts/lib/local-node.ts`: s3rver on 127.0.0.1 in a child process, pods admitted through the webhook's patch " +
-        "and run as runc containers (busybox, volume bound `rslave`), the real agent in local mode (`node --import tsx agent/main.ts`) " +
+        "and run as runc containers (busybox, volume bound `rslave`), the real agent in local mode, compiled and run as the image runs it " +
+        `(\`node ${AGENT_NODE_FLAGS.join(" ")} dist/agent/main.js\`) ` +
         "in its own `unshare -m --propagation unchanged` namespace (Kubernetes' Bidirectional).",
       `Latency: ${input.latencyPlan.rounds} rounds after one warm-up pair per client; each round one pair per client, order alternating. ` +
         "Baseline: the raw client started by the bench on a fresh directory with the argv, environment and credential file " +

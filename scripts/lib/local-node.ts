@@ -28,6 +28,11 @@ export interface LocalNodeOptions {
   readonly buckets: Readonly<Record<string, Readonly<Record<string, string | Uint8Array>>>>;
   /** Extra agent flags. */
   readonly agentArgs?: readonly string[];
+  /**
+   * The agent's entry: a `.ts` file runs under tsx, a `.js` file (the compiled `dist/agent/main.js`
+   * that the image runs) as it is. Default {@link AGENT_MAIN}.
+   */
+  readonly agentEntry?: string;
 }
 
 export interface LocalPod {
@@ -58,6 +63,7 @@ export class LocalNode {
     readonly shared: SharedMount,
     readonly runc: RuncPods,
     private readonly agentArgs: readonly string[],
+    private readonly agentEntry: string,
   ) {}
 
   static async start(o: LocalNodeOptions): Promise<LocalNode> {
@@ -97,6 +103,7 @@ export class LocalNode {
       shared,
       runc,
       o.agentArgs ?? [],
+      o.agentEntry ?? AGENT_MAIN,
     );
   }
 
@@ -249,9 +256,8 @@ export class LocalNode {
       argv: [
         process.execPath,
         ...AGENT_NODE_FLAGS,
-        "--import",
-        "tsx",
-        AGENT_MAIN,
+        ...(this.agentEntry.endsWith(".ts") ? ["--import", "tsx"] : []),
+        this.agentEntry,
         "--root",
         this.root,
         "--pods-dir",
