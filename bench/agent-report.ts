@@ -283,7 +283,9 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       `a host re-read right after it, nothing dropped: ${input.throughput.rereadMibPerS.toFixed(0)} MiB/s, ` +
       (input.throughput.rereadMibPerS > 1.5 * t.medians.host
         ? "much faster than the measured reads: a cache served it, which the drops described next rule out for the measured reads."
-        : "no faster than the measured reads: no cache serves a second read (s3fs runs without `kernel_cache`, so FUSE drops the file's pages at every open)."),
+        : "no faster than the measured reads: no cache serves a second read (s3fs runs without `kernel_cache`, so FUSE drops the file's pages at every open).") +
+      ` Then one read through the container path, not counted either (${input.throughput.containerWarmupMibPerS.toFixed(0)} MiB/s): ` +
+      "without it the first container reads of the rounds ran 20–25% slower than the rest, while the host path had had its warm-up.",
     `Fairness of the read comparison: both paths reach the same mount, the same s3fs process and the same page cache, so each read has to start ` +
       `from the same state. ${input.throughput.droppedCaches ? "Before every read `echo 1 > /proc/sys/vm/drop_caches` emptied the page cache (dentries kept, so that `open()` compares path walks, not disk reads of directories)" : "Dropping caches was not possible here; only FUSE's invalidation at open applied"}` +
       `${input.throughput.sourceFile !== undefined ? ", then the S3 server's file of the object was read once (untimed) so that the source is in memory and what is timed is S3 server → s3fs → FUSE → reader, never the disk" : ""}. ` +
