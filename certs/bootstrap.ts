@@ -6,6 +6,7 @@
  * The Kubernetes API is reached through the small {@link CertsApi} interface, implemented for a real
  * cluster by `kube-client.ts` and faked in tests. Key material is never logged.
  */
+import { X509Certificate } from "node:crypto";
 import type { V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
 import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -222,6 +223,8 @@ export interface PatchCaBundleOptions {
   readonly webhookConfigName: string;
   /** The CA (PEM) that the API server must trust when it calls the webhooks. */
   readonly caPem: string;
+  /** For deciding which previously trusted CAs have expired. Default: now. */
+  readonly now?: Date;
   readonly log?: Logger;
 }
 
@@ -247,7 +250,7 @@ export async function patchCaBundle(api: CertsApi, opts: PatchCaBundleOptions): 
         "NotFound",
         `MutatingWebhookConfiguration "${name}" not found; apply the webhook manifests first or check the name`,
       );
-    const plan = caBundlePatch(config, opts.caPem);
+    const plan = caBundlePatch(config, opts.caPem, opts.now ?? new Date());
     if (plan.patch.length === 0) {
       opts.log?.info(
         { webhookConfiguration: name, unchanged: plan.unchanged },
@@ -266,21 +269,32 @@ export async function patchCaBundle(api: CertsApi, opts: PatchCaBundleOptions): 
   }
 }
 
-/** Pure: the JSON patch that sets `caBundle` on every webhook that lacks this CA. */
+/**
+ * Pure: the JSON patch that makes every webhook trust `caPem`. A webhook keeps the other CAs its
+ * bundle already holds until they expire: after a renewal, the webhook pods that have not yet
+ * restarted still serve a certificate from the previous CA, and the API server must go on
+ * trusting them until they have (`rollout restart` replaces them one by one).
+ */
 export function caBundlePatch(
   config: V1MutatingWebhookConfiguration,
   caPem: string,
+  now: Date = new Date(),
 ): { patch: JsonPatchOperation[]; patched: string[]; unchanged: string[] } {
-  const want = Buffer.from(caPem, "utf8").toString("base64");
   const patch: JsonPatchOperation[] = [];
   const patched: string[] = [];
   const unchanged: string[] = [];
+  const ca = normalizePem(caPem);
   (config.webhooks ?? []).forEach((webhook, i) => {
     const have = webhook.clientConfig?.caBundle;
-    if (have !== undefined && samePem(have, want)) {
+    const kept = pemCertificates(decode(have)).filter((c) => c !== ca && !expired(c, now));
+    const bundle = [ca, ...kept].join("\n");
+    if (have !== undefined && pemCertificates(decode(have)).join("\n") === bundle) {
       unchanged.push(webhook.name);
       return;
     }
+    // The CA as given (its line endings too); the CAs kept after it.
+    const text = kept.length === 0 ? caPem : `${caPem.trimEnd()}\n${kept.join("\n")}\n`;
+    const want = Buffer.from(text, "utf8").toString("base64");
     patch.push({ op: "test", path: `/webhooks/${i}/name`, value: webhook.name });
     if (webhook.clientConfig === undefined)
       patch.push({ op: "add", path: `/webhooks/${i}/clientConfig`, value: { caBundle: want } });
@@ -293,6 +307,26 @@ export function caBundlePatch(
     patched.push(webhook.name);
   });
   return { patch, patched, unchanged };
+}
+
+function normalizePem(pem: string): string {
+  return pem.replace(/\r\n/g, "\n").trim();
+}
+
+/** The certificates of a PEM bundle, each normalized; anything else in it is dropped. */
+function pemCertificates(bundle: string): string[] {
+  return (
+    normalizePem(bundle).match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+  ).map(normalizePem);
+}
+
+/** True when the certificate has expired at `now`, or cannot be read (and so cannot be trusted usefully). */
+function expired(pem: string, now: Date): boolean {
+  try {
+    return new X509Certificate(pem).validToDate.getTime() <= now.getTime();
+  } catch {
+    return true;
+  }
 }
 
 function generateBundle(opts: EnsureServingSecretOptions): ServingBundle {
@@ -343,12 +377,6 @@ function result(
 
 function decode(b64: string | undefined): string {
   return Buffer.from(b64 ?? "", "base64").toString("utf8");
-}
-
-function samePem(haveB64: string, wantB64: string): boolean {
-  if (haveB64 === wantB64) return true;
-  const norm = (b64: string) => decode(b64).replace(/\r\n/g, "\n").trim();
-  return norm(haveB64) === norm(wantB64);
 }
 
 function isCode(e: unknown, code: AppError["code"]): boolean {

@@ -182,7 +182,12 @@ async function bootstrap(argv: readonly string[], deps: CliDeps): Promise<number
     caValidityDays,
     log,
   });
-  const patched = await patchCaBundle(api, { webhookConfigName, caPem: bundle.caPem, log });
+  const patched = await patchCaBundle(api, {
+    webhookConfigName,
+    caPem: bundle.caPem,
+    now: deps.now?.() ?? new Date(),
+    log,
+  });
   if (writeDir !== undefined) {
     // The key last: a server that reloads when tls.key changes then finds a matching tls.crt.
     await writePemFiles(writeDir, [

@@ -344,6 +344,39 @@ describe("certificate bootstrap against the fake API server with the real client
       expect(after.webhooks?.map((w) => unb64(w.clientConfig.caBundle))).to.deep.equal([ca, ca]);
     });
 
+    it("keeps trusting the previous CA until it expires, so webhook pods not yet restarted keep working", async () => {
+      const oldCa = caPem();
+      api.store.create(MWCS, {
+        metadata: { name: "dynamic-volumes" },
+        webhooks: [webhook("pods.dynamic-volumes.io", b64(oldCa))],
+      });
+      const newCa = caPem();
+      const result = await patchCaBundle(certsApi, { webhookConfigName: "dynamic-volumes", caPem: newCa });
+      expect(result.patched).to.deep.equal(["pods.dynamic-volumes.io"]);
+      const bundle = unb64(
+        (api.store.get(MWCS, "dynamic-volumes") as V1MutatingWebhookConfiguration).webhooks![0]!.clientConfig
+          .caBundle,
+      );
+      const certs = bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+      const norm = (p: string) => p.replace(/\r\n/g, "\n").trim();
+      expect(certs.map(norm)).to.deep.equal([norm(newCa), norm(oldCa)]);
+
+      // Run again (the next webhook pod's bootstrap): nothing to do.
+      const again = await patchCaBundle(certsApi, { webhookConfigName: "dynamic-volumes", caPem: newCa });
+      expect(again.unchanged).to.deep.equal(["pods.dynamic-volumes.io"]);
+      expect(api.requestsTo("PATCH", MWC_PATH)).to.have.length(1);
+
+      // Once the old CA has expired, the next run drops it.
+      const later = new Date(Date.now() + 20 * 365 * 24 * 60 * 60 * 1000);
+      const newer = generateCa({ commonName: "newest CA", now: later }).certPem;
+      await patchCaBundle(certsApi, { webhookConfigName: "dynamic-volumes", caPem: newer, now: later });
+      const final = unb64(
+        (api.store.get(MWCS, "dynamic-volumes") as V1MutatingWebhookConfiguration).webhooks![0]!.clientConfig
+          .caBundle,
+      );
+      expect(final).to.equal(newer);
+    });
+
     it("[error] NotFound, naming the configuration, when it does not exist", async () => {
       const e = await failure(patchCaBundle(certsApi, { webhookConfigName: "missing", caPem: caPem() }));
       expect(e.code).to.equal("NotFound");
