@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { describeBucketError } from "../shared/buckets.js";
 import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import type { MountChange } from "../shared/protocol-messages.js";
 import { podsDir, type MounterName, type MountState } from "../shared/names.js";
 import { credentialsFromSecret } from "./credentials.js";
 import type { MountInfo } from "./mountinfo.js";
@@ -64,14 +65,9 @@ export const DEFAULT_RECONCILER_CONFIG = {
 } as const;
 
 /** Emitted on every change of a mount's state, for the console's `watch`. */
-export interface MountStateEvent {
+export interface MountStateEvent extends MountChange {
+  /** `<namespace>/<name>`. */
   readonly pod: string;
-  readonly name: string;
-  readonly state: MountState | "removed";
-  readonly bucket?: string;
-  readonly prefix?: string;
-  readonly readOnly?: boolean;
-  readonly error?: string;
 }
 
 /** Mounts of one pod made at the same time. */

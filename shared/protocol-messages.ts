@@ -166,31 +166,28 @@ export type Reply<R = unknown> =
   | { readonly id: RequestId; readonly ok: true; readonly result: R }
   | { readonly id: RequestId | null; readonly ok: false; readonly error: ErrorBody };
 
-/** Progress of an in-flight `mount` or `unmount`, keyed by the request's id. */
-export interface ProgressFrame {
-  readonly id: RequestId;
-  readonly progress: {
-    readonly name: string;
-    readonly state: MountState | "removed";
-    readonly bucket?: string;
-    readonly prefix?: string;
-    readonly readOnly?: boolean;
-    readonly error?: string;
-  };
-}
-
-/** A state change pushed to a `watch`; `watch` is the id of the `watch` request it answers. */
-export interface StateEvent {
-  readonly event: "state";
-  readonly watch: RequestId;
-  readonly namespace: string;
-  readonly pod: string;
+/** A mount's new state: what progress frames and watch events carry, and what the agent emits. */
+export interface MountChange {
   readonly name: string;
   readonly state: MountState | "removed";
   readonly bucket?: string;
   readonly prefix?: string;
   readonly readOnly?: boolean;
   readonly error?: string;
+}
+
+/** Progress of an in-flight `mount` or `unmount`, keyed by the request's id. */
+export interface ProgressFrame {
+  readonly id: RequestId;
+  readonly progress: MountChange;
+}
+
+/** A state change pushed to a `watch`; `watch` is the id of the `watch` request it answers. */
+export interface StateEvent extends MountChange {
+  readonly event: "state";
+  readonly watch: RequestId;
+  readonly namespace: string;
+  readonly pod: string;
 }
 
 export type ServerFrame = Reply | ProgressFrame | StateEvent;
