@@ -38,7 +38,7 @@ import {
   BROADCAST_PREFIX,
   constantReply,
 } from "./console-fixture.js";
-import type { FromChild, ToChild } from "./server-child.js";
+import { runChild, serveParent } from "./server-child.js";
 
 const SIGNING_KEY = Buffer.from("console-bench-signing-key-012345");
 const NODE_NAME = "bench-node";
@@ -179,10 +179,6 @@ async function startBaseline(
   };
 }
 
-function send(m: FromChild): void {
-  process.send?.(m);
-}
-
 async function main(argv: readonly string[]): Promise<void> {
   const [mode, certFile, keyFile, a, b] = argv;
   if (process.send === undefined) throw new Error("console-server.ts runs as a child with an IPC channel");
@@ -199,29 +195,9 @@ async function main(argv: readonly string[]): Promise<void> {
       "usage: console-server.ts console <cert> <key> <workDir> <maxConnections> | baseline <cert> <key> <replyBytes>",
     );
 
-  // The parent gone means nobody will stop us: leave at once (it removes the work directory).
-  process.on("disconnect", () => process.exit(0));
   // Ctrl-C reaches the whole process group; the parent does the cleaning up.
   process.on("SIGINT", () => process.exit(130));
-  process.on("message", (m: ToChild) => {
-    if (m.type === "sample") {
-      const cpu = process.cpuUsage();
-      const elu = performance.eventLoopUtilization();
-      send({
-        type: "sample",
-        sample: { cpuUser: cpu.user, cpuSystem: cpu.system, eluActive: elu.active, eluIdle: elu.idle },
-      });
-    } else if (m.type === "stop") {
-      // Exit (not just close) so that a --cpu-prof profile is written.
-      void running.close().finally(() => process.exit(0));
-    }
-  });
-  send({ type: "ready", port: running.port });
+  serveParent(running.port, () => running.close());
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  const message = e instanceof Error ? e.message : String(e);
-  send({ type: "error", message });
-  process.stderr.write(`bench console server: ${message}\n`);
-  process.exit(1);
-});
+runChild("bench console server", () => main(process.argv.slice(2)));

@@ -133,3 +133,40 @@ export async function spawnServer(
     },
   };
 }
+
+/** Child side: a message to the parent. */
+export function tellParent(m: FromChild): void {
+  process.send?.(m);
+}
+
+/**
+ * Child side, once listening on `port`: answers samples; on "stop" closes and exits (exits, not
+ * just closes, so that a --cpu-prof profile is written); exits at once when the parent is gone,
+ * since nobody would stop it then; and reports the port.
+ */
+export function serveParent(port: number, close: () => Promise<unknown>): void {
+  process.on("disconnect", () => process.exit(0));
+  process.on("message", (m: ToChild) => {
+    if (m.type === "sample") {
+      const cpu = process.cpuUsage();
+      const elu = performance.eventLoopUtilization();
+      tellParent({
+        type: "sample",
+        sample: { cpuUser: cpu.user, cpuSystem: cpu.system, eluActive: elu.active, eluIdle: elu.idle },
+      });
+    } else if (m.type === "stop") {
+      void close().finally(() => process.exit(0));
+    }
+  });
+  tellParent({ type: "ready", port });
+}
+
+/** Child side: runs `main`; a failure is reported to the parent and on stderr, and exits 1. */
+export function runChild(name: string, main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    const message = e instanceof Error ? e.message : String(e);
+    tellParent({ type: "error", message });
+    process.stderr.write(`${name}: ${message}\n`);
+    process.exit(1);
+  });
+}

@@ -20,7 +20,7 @@ import { admissionReview, deploymentPod } from "../test/fixtures/pods.js";
 import { admitPod } from "../webhook/mutate.js";
 import { ADMISSION_API_VERSION, decodeAdmissionReview, findUid, patched } from "../webhook/review.js";
 import { createWebhookApp, createWebhookMetrics } from "../webhook/server.js";
-import type { FromChild, ToChild } from "./server-child.js";
+import { runChild, serveParent } from "./server-child.js";
 
 /** The parser settings of `createWebhookApp` (3 MiB limit, strict, JSON content types). */
 const JSON_TYPES = ["application/json", "application/*+json"];
@@ -79,10 +79,6 @@ function createBenchWebhookApp(): express.Express {
   });
 }
 
-function send(m: FromChild): void {
-  process.send?.(m);
-}
-
 async function main(argv: readonly string[]): Promise<void> {
   const [mode, certFile, keyFile] = argv;
   if ((mode !== "webhook" && mode !== "baseline") || certFile === undefined || keyFile === undefined)
@@ -100,27 +96,7 @@ async function main(argv: readonly string[]): Promise<void> {
     log,
   });
 
-  // The parent gone means nobody will stop us: leave at once.
-  process.on("disconnect", () => process.exit(0));
-  process.on("message", (m: ToChild) => {
-    if (m.type === "sample") {
-      const cpu = process.cpuUsage();
-      const elu = performance.eventLoopUtilization();
-      send({
-        type: "sample",
-        sample: { cpuUser: cpu.user, cpuSystem: cpu.system, eluActive: elu.active, eluIdle: elu.idle },
-      });
-    } else if (m.type === "stop") {
-      // Exit (not just close) so that a --cpu-prof profile is written.
-      void server.close(1_000).then(() => process.exit(0));
-    }
-  });
-  send({ type: "ready", port: server.port });
+  serveParent(server.port, () => server.close(1_000));
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  const message = e instanceof Error ? e.message : String(e);
-  send({ type: "error", message });
-  process.stderr.write(`bench server: ${message}\n`);
-  process.exit(1);
-});
+runChild("bench server", () => main(process.argv.slice(2)));
