@@ -20,14 +20,12 @@ import * as exec from "./exec.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
 import { findMount, isFuse, parseMountinfo, parseMountinfoUnder, type MountInfo } from "./mountinfo.js";
 
-interface TableCopy {
-  readonly text: string;
+/** One read of the mount table: its text, and its full parse once someone asked for it. */
+interface TableRead {
+  readonly text: Promise<string>;
+  /** When the read started. */
   readonly at: number;
-  readonly generation: number;
-  /** The read it came from. */
-  readonly read: object;
-  /** The whole table parsed, once someone asked for it. */
-  all?: readonly MountInfo[];
+  all?: Promise<readonly MountInfo[]>;
 }
 import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
 import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
@@ -194,14 +192,8 @@ export class FuseMounter {
   private readonly commands: Partial<Record<MounterName, string>>;
   private readonly log: Logger | undefined;
   private readonly mounts = new Map<string, Tracked>();
-  /**
-   * The last copy of the mount table (its text, parsed in full only on demand), and the read in
-   * progress. Bumping `generation` (whenever this mounter may have changed the table) makes both
-   * unusable for later callers.
-   */
-  private generation = 0;
-  private table: TableCopy | undefined;
-  private reading: { text: Promise<string>; at: number; generation: number } | undefined;
+  /** The latest read of the mount table, finished or not; cleared by this mounter's own changes. */
+  private latest: TableRead | undefined;
 
   constructor(opts: FuseMounterOptions = {}) {
     this.exec = opts.exec ?? { start: exec.start, unmount: exec.unmount };
@@ -229,42 +221,32 @@ export class FuseMounter {
    * collection, mounts waiting to become ready) share one copy. 0 always reads anew.
    */
   async mountinfo(maxAgeMs = 0, under?: string): Promise<readonly MountInfo[]> {
-    const copy = await this.tableCopy(maxAgeMs);
-    if (under !== undefined) return parseMountinfoUnder(copy.text, under);
-    return (copy.all ??= parseMountinfo(copy.text));
+    const read = this.tableRead(maxAgeMs);
+    if (under !== undefined) return parseMountinfoUnder(await read.text, under);
+    return (read.all ??= read.text.then(parseMountinfo));
   }
 
   /** The topmost mount on `mp` itself, if any. */
   private async mountAt(mp: string, maxAgeMs: number): Promise<MountInfo | undefined> {
-    return findMount(parseMountinfoUnder((await this.tableCopy(maxAgeMs)).text, mp), mp);
+    return findMount(parseMountinfoUnder(await this.tableRead(maxAgeMs).text, mp), mp);
   }
 
-  private async tableCopy(maxAgeMs: number): Promise<TableCopy> {
+  private tableRead(maxAgeMs: number): TableRead {
     const now = Date.now();
-    const usable = (c: { at: number; generation: number } | undefined): boolean =>
-      maxAgeMs > 0 && c !== undefined && c.generation === this.generation && now - c.at <= maxAgeMs;
-    if (usable(this.table)) return this.table!;
-    const pending = usable(this.reading) ? this.reading! : undefined;
-    const read = pending ?? { text: this.readMountinfoText(), at: now, generation: this.generation };
-    if (pending === undefined) this.reading = read;
-    try {
-      const text = await read.text;
-      // Callers that shared a read share its copy, and so its full parse.
-      if (this.table?.read === read) return this.table;
-      const copy: TableCopy = { text, at: read.at, generation: read.generation, read };
-      if (copy.generation === this.generation && (this.table === undefined || this.table.at <= copy.at))
-        this.table = copy;
-      return copy;
-    } finally {
-      if (this.reading === read) this.reading = undefined;
-    }
+    const latest = this.latest;
+    if (maxAgeMs > 0 && latest !== undefined && now - latest.at <= maxAgeMs) return latest;
+    const read: TableRead = { text: this.readMountinfoText(), at: now };
+    this.latest = read;
+    // A failed read is not shared: the next caller tries again.
+    read.text.catch(() => {
+      if (this.latest === read) this.latest = undefined;
+    });
+    return read;
   }
 
-  /** Marks every copy of the mount table taken so far as out of date. */
+  /** Marks every read of the mount table made so far as out of date. */
   private tableChanged(): void {
-    this.generation++;
-    this.table = undefined;
-    this.reading = undefined;
+    this.latest = undefined;
   }
 
   /** PID of the client this mounter runs for `mountPoint`, while it runs. */
