@@ -6,7 +6,6 @@
  * The Kubernetes API is reached through the small {@link CertsApi} interface, implemented for a real
  * cluster by `kube-client.ts` and faked in tests. Key material is never logged.
  */
-import { X509Certificate } from "node:crypto";
 import type { V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
 import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -20,6 +19,7 @@ import {
   keyMatchesCert,
   needsRenewal,
   serviceDnsNames,
+  splitPemCertificates,
 } from "./generate.js";
 
 /** Secret type and keys, as the kubelet and cert-manager use them. */
@@ -315,15 +315,13 @@ function normalizePem(pem: string): string {
 
 /** The certificates of a PEM bundle, each normalized; anything else in it is dropped. */
 function pemCertificates(bundle: string): string[] {
-  return (
-    normalizePem(bundle).match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
-  ).map(normalizePem);
+  return splitPemCertificates(normalizePem(bundle)).map(normalizePem);
 }
 
 /** True when the certificate has expired at `now`, or cannot be read (and so cannot be trusted usefully). */
 function expired(pem: string, now: Date): boolean {
   try {
-    return new X509Certificate(pem).validToDate.getTime() <= now.getTime();
+    return certExpiry(pem).getTime() <= now.getTime();
   } catch {
     return true;
   }
