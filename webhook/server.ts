@@ -72,21 +72,22 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   app.disable("x-powered-by");
   app.set("etag", false);
 
-  // /mutate is registered first: the router tries routes in order, once per request.
+  const maxBodyBytes = opts.maxBodyBytes ?? 3 * 1024 * 1024;
   const count = (result: AdmissionResult, started: number): void => {
     metrics.requests.inc({ result });
     metrics.duration.observe({}, (performance.now() - started) / 1000);
   };
 
   // A refused request: counted, and answered with a review whose status says why.
-  const badRequest = (res: Response, started: number, status: number, message: string): void => {
+  const badRequest = (res: Response, status: number, message: string, started = performance.now()): void => {
     count("bad_request", started);
     reply(res, status, errored(undefined, status, message));
   };
 
+  // /mutate is registered first: the router tries routes in order, once per request.
   app.post(
     "/mutate",
-    express.json({ limit: opts.maxBodyBytes ?? 3 * 1024 * 1024, strict: true, type: JSON_TYPES }),
+    express.json({ limit: maxBodyBytes, strict: true, type: JSON_TYPES }),
     (req: Request, res: Response) => {
       const started = performance.now();
       const body: unknown = req.body;
@@ -94,12 +95,12 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       // only then is the media type looked at again, to say which of the two it was.
       const mediaType = body === undefined ? req.is(JSON_TYPES) : "json";
       if (mediaType === null) {
-        badRequest(res, started, 400, "the request has no body; send an AdmissionReview v1 object");
+        badRequest(res, 400, "the request has no body; send an AdmissionReview v1 object", started);
         return;
       }
       if (mediaType === false) {
         const got = req.get("content-type") ?? "none";
-        badRequest(res, started, 415, `Content-Type must be application/json, got "${got}"`);
+        badRequest(res, 415, `Content-Type must be application/json, got "${got}"`, started);
         return;
       }
       let request;
@@ -173,30 +174,24 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   // Body-parser failures and anything unexpected: a clear 4xx/5xx, never a stack trace.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = err as { type?: string; status?: number; message?: string };
-    const started = performance.now();
     if (e.type === "entity.too.large") {
-      badRequest(
-        res,
-        started,
-        413,
-        `body is larger than the ${opts.maxBodyBytes ?? 3 * 1024 * 1024} byte limit`,
-      );
+      badRequest(res, 413, `body is larger than the ${maxBodyBytes} byte limit`);
       return;
     }
     if (e.type === "entity.parse.failed" || e.status === 400) {
-      badRequest(res, started, 400, "body is not valid JSON; expected an AdmissionReview v1 object");
+      badRequest(res, 400, "body is not valid JSON; expected an AdmissionReview v1 object");
       return;
     }
     if (e.type === "charset.unsupported" || e.type === "encoding.unsupported") {
-      badRequest(res, started, 415, "send the AdmissionReview as uncompressed UTF-8 JSON (application/json)");
+      badRequest(res, 415, "send the AdmissionReview as uncompressed UTF-8 JSON (application/json)");
       return;
     }
     // Any other client error body-parser raises stays a client error, with its own status.
     if (typeof e.status === "number" && e.status >= 400 && e.status < 500) {
-      badRequest(res, started, e.status, "the request body could not be read");
+      badRequest(res, e.status, "the request body could not be read");
       return;
     }
-    count("error", started);
+    count("error", performance.now());
     log.error({ err, path: req.path }, "unexpected error while handling a request");
     if (!res.headersSent)
       reply(res, 500, errored(findUid(req.body), 500, "internal error; see the webhook's log"));
