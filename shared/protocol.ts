@@ -54,7 +54,8 @@ export function checkPodName(pod: string): string | undefined {
   return undefined;
 }
 
-const FIELDS: Readonly<Record<Op, readonly string[]>> = {
+/** The fields each request may carry besides `id` and `op`; any other field is refused. */
+export const REQUEST_FIELDS: Readonly<Record<Op, readonly string[]>> = {
   list: ["namespace"],
   status: ["namespace", "pod"],
   mount: ["namespace", "pod", "bucket", "prefix", "name", "readOnly", "timeoutSeconds"],
@@ -107,7 +108,7 @@ export function parseRequest(text: string): ConsoleRequest {
   const op = o.op as Op;
   if (!(OPS as readonly string[]).includes(op))
     throw bad(`unknown op "${clip(o.op)}"; expected one of ${OPS.join(", ")}`);
-  const known = FIELDS[op];
+  const known = REQUEST_FIELDS[op];
   for (const k of Object.keys(o))
     if (k !== "id" && k !== "op" && !known.includes(k))
       throw bad(`unknown field "${clip(k)}" for op ${op}; known fields: ${known.join(", ") || "none"}`);

@@ -17,7 +17,7 @@ import {
   type NamespacedProcess,
   type SharedMount,
 } from "./namespaces.js";
-import { injectedPod, podIdOf, withBuckets, type Pod } from "./pods.js";
+import { injectedPod, podIdOf, withBuckets, type LocalPodOptions, type Pod } from "./pods.js";
 import { RuncPods, type RuncPod } from "./runc.js";
 import { S3RVER_CREDENTIALS, S3RVER_REGION, startS3Server, type S3Server } from "./s3-server.js";
 import { cleanupStaleWorkDirs, createWorkDir, removeWorkDir } from "./workdir.js";
@@ -129,12 +129,7 @@ export class LocalNode {
   }
 
   /** Admits a pod through the webhook's patch, writes its file, and starts it as a runc container. */
-  async addPod(o: {
-    namespace: string;
-    name: string;
-    buckets?: string;
-    mounter?: string;
-  }): Promise<LocalPod> {
+  async addPod(o: LocalPodOptions): Promise<LocalPod> {
     const pod = injectedPod(o, { root: this.root, signingKey: this.signingKey });
     return this.runPod(o.name, pod);
   }
@@ -173,12 +168,7 @@ export class LocalNode {
    * the kubelet creates the hostPath and starts the container. {@link addPod} starts the container
    * first, which leaves a window where the hostPath exists for a pod the agent does not know.
    */
-  async addPodApiFirst(o: {
-    namespace: string;
-    name: string;
-    buckets?: string;
-    mounter?: string;
-  }): Promise<LocalPod> {
+  async addPodApiFirst(o: LocalPodOptions): Promise<LocalPod> {
     const pod = injectedPod(o, { root: this.root, signingKey: this.signingKey });
     const id = podIdOf(pod);
     const hostPath = podDir(this.root, id);

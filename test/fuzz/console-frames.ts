@@ -4,7 +4,7 @@
  * and the "killers" after which the server closes the connection.
  */
 import fc from "fast-check";
-import { OPS } from "../../shared/protocol.js";
+import { OPS, REQUEST_FIELDS } from "../../shared/protocol.js";
 import { anyText, bodyText, hostile, hostileJsonValue, rarely } from "./arbitraries.js";
 
 export const TOKEN = "fuzz-token-3b1f0c9e";
@@ -43,14 +43,7 @@ export interface Frame {
   readonly object?: Record<string, unknown>;
 }
 
-const FIELDS: Readonly<Record<string, readonly string[]>> = {
-  list: ["namespace"],
-  status: ["namespace", "pod"],
-  mount: ["namespace", "pod", "bucket", "prefix", "name", "readOnly", "timeoutSeconds"],
-  unmount: ["namespace", "pod", "name", "timeoutSeconds"],
-  watch: ["namespace", "pod"],
-  auth: ["token"],
-};
+const FIELDS: Readonly<Record<string, readonly string[]>> = REQUEST_FIELDS;
 
 /** A field value: mostly plausible, sometimes hostile text, sometimes the wrong JSON type. */
 const field = (good: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> =>
