@@ -33,6 +33,16 @@ describe("pod id signing", () => {
       "x".repeat(55),
       "y".repeat(64),
       "z".repeat(1000),
+      // Either side of the length that still fits the buffer kept with the pads (256 bytes).
+      "x".repeat(85),
+      "x".repeat(86),
+      "€".repeat(85),
+      "€".repeat(86),
+      "€".repeat(200),
+      "😀".repeat(42),
+      "😀".repeat(43),
+      // A short message right after a long one: nothing of the longer one may be hashed.
+      "b",
     ];
     let checked = 0;
     for (const n of keyLengths)
