@@ -29,7 +29,7 @@ export function mintPodId(): string {
  * per key. `createHmac` allocates a stream object backed by a native handle on every call, which the
  * garbage collector then has to finalize; the webhook signs once per admission, so this is its
  * hottest cryptographic step. The message is written into a buffer kept with the pads, and the inner
- * digest comes back as a latin1 string rather than a Buffer: a Buffer made in native code costs more
+ * digest comes back as a "binary" (latin1) string rather than a Buffer: a Buffer made in native code costs more
  * than the hash itself. The test suite checks the result against `createHmac` over many keys.
  */
 const BLOCK = 64;
@@ -69,7 +69,7 @@ export function hmacSha256Hex(key: Uint8Array, message: string): string {
     message.length * 3 <= SCRATCH
       ? inner.subarray(0, BLOCK + inner.write(message, BLOCK, "utf8"))
       : Buffer.concat([inner.subarray(0, BLOCK), Buffer.from(message, "utf8")]);
-  outer.write(hash("sha256", innerInput, "latin1"), BLOCK, "latin1");
+  outer.write(hash("sha256", innerInput, "binary"), BLOCK, "latin1");
   return hash("sha256", outer, "hex");
 }
 
