@@ -11,7 +11,8 @@
  * Every file system call here is asynchronous on purpose: a synchronous call into a FUSE mount
  * blocks the event loop until the client answers, and the client may be waiting on this process.
  */
-import { chmod, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { chmod, mkdir, open, readdir, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { AppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -169,6 +170,20 @@ async function readTail(path: string, limit: number): Promise<string> {
   }
 }
 
+/**
+ * Opens a file that this call creates (O_EXCL), so that it never keeps an older file's mode or
+ * owner: a file left from an earlier mount is removed and the creation tried once more.
+ */
+async function createFresh(path: string, mode: number): Promise<FileHandle> {
+  try {
+    return await open(path, "wx", mode);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    await rm(path, { force: true });
+    return await open(path, "wx", mode);
+  }
+}
+
 /** The last lines of a client's output, short enough for a status or an Event. */
 function lastLines(text: string, maxChars = 2000): string {
   const lines = text.trim().split("\n").slice(-20).join("\n");
@@ -197,7 +212,10 @@ export class FuseMounter {
 
   constructor(opts: FuseMounterOptions = {}) {
     this.exec = opts.exec ?? { start: exec.start, unmount: exec.unmount };
-    this.readMountinfoText = opts.readMountinfo ?? (() => readFile("/proc/self/mountinfo", "utf8"));
+    // Read synchronously: procfs makes the text in memory and never waits on a disk, while an
+    // asynchronous read of a file whose size reads 0 is five round trips through the thread pool
+    // (open, fstat, two reads, close), and a mount waits on two such reads before its client starts.
+    this.readMountinfoText = opts.readMountinfo ?? (async () => readFileSync("/proc/self/mountinfo", "utf8"));
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
     this.settleMs = opts.settleMs ?? 300;
     this.pollMs = opts.pollMs ?? 20;
@@ -336,13 +354,12 @@ export class FuseMounter {
     // failure is reported, so that the caller's clean-up cannot race a file still being written.
     const steps = await Promise.allSettled([
       ...cmd.files.map(async (f) => {
-        await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
-        // Remove first: an existing file would keep its old mode.
-        await rm(f.path, { force: true });
-        const fh = await open(f.path, "wx", f.mode);
+        if (dirname(f.path) !== inside.slice(0, -1))
+          await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+        const fh = await createFresh(f.path, f.mode);
         try {
-          await fh.writeFile(f.content);
-          await fh.chmod(f.mode);
+          // The mode again, whatever the umask took away; both on the new file at once.
+          await Promise.all([fh.writeFile(f.content), fh.chmod(f.mode)]);
         } finally {
           await fh.close();
         }

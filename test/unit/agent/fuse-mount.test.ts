@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClientProcess, ExitStatus, UnmountOutcome } from "../../../agent/exec.js";
@@ -143,6 +143,21 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect(sys.starts).to.have.length(1);
       expect(sys.starts[0]!.cmd).to.equal("s3fs");
       expect(sys.starts[0]!.argv.join(" ")).to.not.include(SECRET);
+    });
+
+    it("replaces a credential file left by an earlier mount: new file, new content, 0600 even if the old one was wider", async () => {
+      await mkdir(req.stateDir, { recursive: true, mode: 0o700 });
+      const passwd = join(req.stateDir, "passwd-s3fs");
+      await writeFile(passwd, "OLDKEY:old-secret\n", { mode: 0o644 });
+      await chmod(passwd, 0o644);
+      // Another owner too (the tests run as root): only a newly created file is surely the agent's.
+      await chown(passwd, 54321, 54321);
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      await mounter().mount(req, "s3fs");
+      const st = await stat(passwd);
+      expect(st.mode & 0o777).to.equal(0o600);
+      expect(st.uid).to.equal(process.getuid!());
+      expect(await readFile(passwd, "utf8")).to.equal(`KEYID:${SECRET}\n`);
     });
 
     it("[error] MountFailed when the client exits right after mounting (s3fs exits 0 on failure)", async () => {
