@@ -8,8 +8,10 @@
  * half-made mount and the state directory, and throws `AppError("MountFailed")` with the client's
  * output, credentials scrubbed.
  *
- * Every file system call here is asynchronous on purpose: a synchronous call into a FUSE mount
- * blocks the event loop until the client answers, and the client may be waiting on this process.
+ * Every call that may reach a FUSE mount is asynchronous on purpose: a synchronous one blocks the
+ * event loop until the client answers, and the client may be waiting on this process. The one
+ * synchronous read is of `/proc/self/mountinfo`, which the kernel writes from its own tables
+ * without asking any file system.
  */
 import { readFileSync } from "node:fs";
 import { chmod, mkdir, open, readdir, rm, stat, type FileHandle } from "node:fs/promises";
