@@ -415,30 +415,42 @@ export class Reconciler {
     const started = Date.now();
     try {
       const secretRef = `${view.namespace}/${spec.secretName}`;
-      // Independent steps, run together; all settle before a failure is handled, so that the
-      // clean-up below (which removes the record and the directory) runs after them.
-      const [secret, ...made] = await Promise.allSettled([
+      // Independent steps run together. All of them settle before a failure is handled, so that
+      // the clean-up below (which removes the record and the directory) runs after them.
+      const [secret, made] = await Promise.allSettled([
         this.source.getSecret(view.namespace, spec.secretName),
         mkdir(mountPoint, { recursive: true, mode: 0o755 }),
-        this.records.write(id, spec.name, spec),
       ]);
       if (secret.status === "rejected") throw secret.reason;
-      for (const step of made) if (step.status === "rejected") throw step.reason;
+      if (made.status === "rejected") throw made.reason;
       const creds = credentialsFromSecret(secret.value, secretRef);
-      await this.engine.mount(
-        {
-          bucket: spec.bucket,
-          prefix: spec.prefix,
-          readOnly: spec.readOnly,
-          mountPoint,
-          endpoint: creds.endpoint,
-          region: creds.region,
-          credentials: { accessKeyID: creds.accessKeyID, secretAccessKey: creds.secretAccessKey },
-          options: spec.options,
-          stateDir: this.records.stateDir(id, spec.name),
-        },
-        spec.mounter,
-      );
+      // The record is written while the client starts, not before: nothing reads it until the
+      // next reconcile of this pod, which waits for this one. A mount found without a record
+      // (the agent died in between) is taken for unknown, unmounted and made again.
+      const steps = await Promise.allSettled([
+        this.records.write(id, spec.name, spec),
+        this.engine.mount(
+          {
+            bucket: spec.bucket,
+            prefix: spec.prefix,
+            readOnly: spec.readOnly,
+            mountPoint,
+            endpoint: creds.endpoint,
+            region: creds.region,
+            credentials: { accessKeyID: creds.accessKeyID, secretAccessKey: creds.secretAccessKey },
+            options: spec.options,
+            stateDir: this.records.stateDir(id, spec.name),
+          },
+          spec.mounter,
+        ),
+      ]);
+      const [recorded, mounted] = steps;
+      if (mounted.status === "rejected") throw mounted.reason;
+      if (recorded.status === "rejected") {
+        // Without its record the mount would be taken for unknown at the next pass anyway.
+        await this.engine.unmount(mountPoint).catch(() => undefined);
+        throw recorded.reason;
+      }
       this.failures.delete(fkey);
       const ms = Date.now() - started;
       this.metrics?.mountDuration.observe({ mounter: spec.mounter, result: "mounted" }, ms / 1000);

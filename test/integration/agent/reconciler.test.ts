@@ -80,7 +80,11 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     engine = new FakeEngine();
     registry = new Registry();
     metrics = createReconcilerMetrics(registry);
-    rec = new Reconciler(
+    rec = makeReconciler();
+  });
+
+  const makeReconciler = (backoff = { backoffBaseMs: 50, backoffMaxMs: 200 }): Reconciler =>
+    new Reconciler(
       new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
       engine,
       {
@@ -88,15 +92,13 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
         root,
         signingKey: key,
         defaultMounter: "s3fs",
-        backoffBaseMs: 50,
-        backoffMaxMs: 200,
+        ...backoff,
         resyncMs: 100,
       },
       log,
       undefined,
       metrics,
     );
-  });
 
   afterEach(async () => {
     await rec.stop();
@@ -129,6 +131,32 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     expect(events().filter((e) => e.reason === "Mounted")).to.have.length(2);
     const everything = readFileSync(join(podsDir, "events.jsonl"), "utf8") + JSON.stringify(s);
     expect(everything).to.not.include(SECRET.secretAccessKey).and.not.include(SECRET.accessKeyID);
+  });
+
+  it("undoes a mount whose record cannot be written, reports the failure, and mounts again on the retry", async () => {
+    const pod = mk("trainer", "data");
+    const id = podIdOf(pod);
+    // A file where the mount's private directory belongs: the record cannot be written. The
+    // failed mount's clean-up removes it, so the retry succeeds.
+    const stateDir = join(root, "agent", "mounts", id, "data");
+    mkdirSync(join(root, "agent", "mounts", id), { recursive: true });
+    writeFileSync(stateDir, "not a directory");
+    writePod("trainer.json", pod);
+    // A retry a second later leaves time to look at the state right after the failure.
+    rec = makeReconciler({ backoffBaseMs: 1000, backoffMaxMs: 1000 });
+    await rec.start();
+    const mp = join(root, "pods", id, "data");
+    await until("failed", () => status("trainer.json").data?.state === "failed");
+    // Failed means not mounted: the mount made while the record failed is gone already.
+    expect(engine.mounted.has(mp)).to.equal(false);
+    await until("mounted after the retry", () => status("trainer.json").data?.state === "mounted");
+    expect(engine.calls.filter((c) => c.endsWith(mp) || c.includes(`${mp} `))).to.deep.equal([
+      `mount ${mp} data`,
+      `unmount ${mp}`,
+      `mount ${mp} data`,
+    ]);
+    expect(events().filter((e) => e.reason === "MountFailed")).to.have.length(1);
+    expect(JSON.parse(readFileSync(join(stateDir, "spec.json"), "utf8"))).to.include({ name: "data" });
   });
 
   it("unmounts a bucket removed from the annotation and forgets its status", async () => {
