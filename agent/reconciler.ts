@@ -299,8 +299,11 @@ export class Reconciler {
     const previous = st.status;
     st.status = status;
 
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    const actual = await this.actualMounts(id, dir);
+    // The directory is made while the mount table is looked at: neither needs the other.
+    const [, actual] = await Promise.all([
+      mkdir(dir, { recursive: true, mode: 0o755 }),
+      this.actualMounts(id, dir),
+    ]);
     const actions = planPod(desired, actual);
     // Unmounts one by one, deepest first; then the mounts, several at once, since each waits
     // mostly on its FUSE client becoming ready.
