@@ -350,11 +350,12 @@ export class FuseMounter {
       if (!f.path.startsWith(inside) || f.path.split("/").includes(".."))
         throw new AppError("Internal", `mounter file ${f.path} is outside the state directory`);
     await mkdir(req.stateDir, { recursive: true, mode: 0o700 });
-    await chmod(req.stateDir, 0o700);
     // The steps below touch different paths: run them together, since every one is a round trip
     // through the thread pool and the client waits for all of them. All of them end before a
     // failure is reported, so that the caller's clean-up cannot race a file still being written.
+    // The directory's mode may be set while the files are written: each file is created 0600.
     const steps = await Promise.allSettled([
+      chmod(req.stateDir, 0o700),
       ...cmd.files.map(async (f) => {
         if (dirname(f.path) !== inside.slice(0, -1))
           await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });

@@ -418,19 +418,16 @@ export class Reconciler {
     const started = Date.now();
     try {
       const secretRef = `${view.namespace}/${spec.secretName}`;
-      // Independent steps run together. All of them settle before a failure is handled, so that
-      // the clean-up below (which removes the record and the directory) runs after them.
-      const [secret, made] = await Promise.allSettled([
-        this.source.getSecret(view.namespace, spec.secretName),
+      const creds = credentialsFromSecret(
+        await this.source.getSecret(view.namespace, spec.secretName),
+        secretRef,
+      );
+      // The mount point and the record are made while the client starts: the mounter makes the
+      // mount point itself, and nothing reads the record before the next reconcile of this pod,
+      // which waits for this one (a mount found without a record is unmounted and made again).
+      // All steps settle before a failure is handled, so that the clean-up below runs after them.
+      const [made, recorded, mounted] = await Promise.allSettled([
         mkdir(mountPoint, { recursive: true, mode: 0o755 }),
-      ]);
-      if (secret.status === "rejected") throw secret.reason;
-      if (made.status === "rejected") throw made.reason;
-      const creds = credentialsFromSecret(secret.value, secretRef);
-      // The record is written while the client starts, not before: nothing reads it until the
-      // next reconcile of this pod, which waits for this one. A mount found without a record
-      // (the agent died in between) is taken for unknown, unmounted and made again.
-      const steps = await Promise.allSettled([
         this.records.write(id, spec.name, spec),
         this.engine.mount(
           {
@@ -447,13 +444,13 @@ export class Reconciler {
           spec.mounter,
         ),
       ]);
-      const [recorded, mounted] = steps;
       if (mounted.status === "rejected") throw mounted.reason;
-      if (recorded.status === "rejected") {
-        // Without its record the mount would be taken for unknown at the next pass anyway.
-        await this.engine.unmount(mountPoint).catch(() => undefined);
-        throw recorded.reason;
-      }
+      for (const step of [made, recorded])
+        if (step.status === "rejected") {
+          // Failed must mean not mounted.
+          await this.engine.unmount(mountPoint).catch(() => undefined);
+          throw step.reason;
+        }
       this.failures.delete(fkey);
       const ms = Date.now() - started;
       this.metrics?.mountDuration.observe({ mounter: spec.mounter, result: "mounted" }, ms / 1000);

@@ -6,8 +6,8 @@
  * `<secrets-dir>/<namespace>/<name>.json`.
  */
 import { createHash } from "node:crypto";
-import { appendFile, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
-import { watch, type FSWatcher } from "node:fs";
+import { appendFile, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { basename, extname, join } from "node:path";
 import { dump as dumpYaml, load as loadYaml } from "js-yaml";
 import { AppError } from "../../shared/errors.js";
@@ -109,11 +109,16 @@ export class LocalPodSource implements PodSource {
       });
   }
 
-  /** Reads the directory and emits upserts for new or changed files and deletes for removed ones. */
+  /**
+   * Reads the directory and emits upserts for new or changed files and deletes for removed ones.
+   * The directory and its files are read synchronously: they are small local files, and each
+   * asynchronous call is a round trip through the thread pool that costs more than the read (six
+   * of them stood between a pod file's change and the start of its mount).
+   */
   private async scan(): Promise<void> {
     let names: string[];
     try {
-      names = (await readdir(this.opts.podsDir)).filter(isPodFile);
+      names = readdirSync(this.opts.podsDir).filter(isPodFile);
     } catch (e) {
       this.log.warn({ dir: this.opts.podsDir, err: (e as Error).message }, "cannot read the pods directory");
       return;
@@ -127,11 +132,11 @@ export class LocalPodSource implements PodSource {
         // A file whose inode, size and times are unchanged is not read again: a scan runs every
         // second, and reading and hashing hundreds of pod files each time is most of an idle
         // agent's work.
-        const st = await stat(path);
+        const st = statSync(path);
         version = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
         const known = this.files.get(name);
         if (known?.version === version) continue;
-        text = await readFile(path, "utf8");
+        text = readFileSync(path, "utf8");
       } catch {
         present.delete(name);
         continue;
@@ -159,10 +164,7 @@ export class LocalPodSource implements PodSource {
     for (const [name, state] of this.files) {
       if (present.has(name)) continue;
       // Only a file that is really gone is a delete (an unreadable one is kept above).
-      const gone = await stat(join(this.opts.podsDir, name)).then(
-        () => false,
-        () => true,
-      );
+      const gone = !existsSync(join(this.opts.podsDir, name));
       if (!gone) continue;
       this.files.delete(name);
       this.onEvent?.({ type: "delete", pod: state.pod });
@@ -197,7 +199,8 @@ export class LocalPodSource implements PodSource {
       throw new AppError("InvalidArgument", `Secret "${namespace}/${name}" is not a valid name`);
     let text: string;
     try {
-      text = await readFile(join(this.opts.secretsDir, namespace, `${name}.json`), "utf8");
+      // Synchronous for the same reason as the pod files; a mount waits for it.
+      text = readFileSync(join(this.opts.secretsDir, namespace, `${name}.json`), "utf8");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw new AppError(
