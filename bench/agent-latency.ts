@@ -9,7 +9,7 @@
  *   time counts from the client running (`start` resolves once it is forked and exec'd): this
  *   process's own fork, slow for a large Node process, is not the client's.
  * - agent: `LocalNode.setBuckets` rewrites the pod file (as `kubectl annotate` would), and the file
- *   is polled inside the running container through `/proc/<container init>/root/datasets/...`;
+ *   is polled, from the moment the new pod file is renamed into place, inside the running container through `/proc/<container init>/root/datasets/...`;
  *   then the entry is removed again and the agent is waited for until the mount, its client and its
  *   status entry are gone.
  *
@@ -171,9 +171,10 @@ async function agentOnce(
   const mountPoint = join(pod.hostDir, LATENCY_BUCKET);
   const state = async (): Promise<string | undefined> => (await node.status(podName))[LATENCY_BUCKET]?.state;
 
-  const wallStart = Date.now();
-  const t0 = now();
-  await node.setBuckets(podName, LATENCY_BUCKET);
+  // From the moment the new pod file is in place: writing it is the harness's work, not the agent's.
+  const t0 = await node.setBuckets(podName, LATENCY_BUCKET);
+  // Log lines carry whole milliseconds.
+  const wallStart = Math.floor(performance.timeOrigin + t0);
   await waitUntil(
     `${LATENCY_FILE} inside ${podName}`,
     () => readsAs(inside, LATENCY_CONTENT),
@@ -184,8 +185,7 @@ async function agentOnce(
   await waitUntil(`${podName} status mounted`, async () => (await state()) === "mounted", STEP_TIMEOUT_MS, 5);
   const statusMs = now() - t0;
 
-  const t1 = now();
-  await node.setBuckets(podName, "");
+  const t1 = await node.setBuckets(podName, "");
   await waitUntil(`${LATENCY_FILE} gone from ${podName}`, () => unreadable(inside), STEP_TIMEOUT_MS, pollMs);
   const removalMs = now() - t1;
   // The next round starts from nothing: no mount, no client, no status entry.

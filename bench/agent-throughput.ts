@@ -13,8 +13,9 @@
  *   timing), and every timed read finds the source in memory and the FUSE side cold.
  * - The data is checked against what was uploaded; the comparison time is taken out of the timing.
  * - One read varies by ±10–15% (S3 server, s3fs's parallel ranged GETs and the reader share two
- *   cores), so there are many rounds, the order alternates within them, and the report gives the
- *   per-round ratios as well as the ratio of the medians.
+ *   cores), so there are many rounds and the order alternates within them. The report judges the
+ *   goal on all bytes over all time per path and gives a bootstrap interval, the median of the
+ *   rounds' own ratios and the ratio of the medians beside it.
  */
 import { createReadStream } from "node:fs";
 import { open, readdir, stat, writeFile } from "node:fs/promises";

@@ -1,8 +1,9 @@
 /**
  * The `webhook` section: sustained throughput and p50/p99 latency of `POST /mutate` over HTTPS
  * keep-alive at 16 connections, side by side with a baseline (the same express + HTTPS stack
- * answering a constant AdmissionReview), each server in its own child process. Runs alternate
- * baseline and webhook (ABAB...), and the throughput ratio is the median of the rounds' own ratios:
+ * answering a constant AdmissionReview), each server in its own child process. Each round runs
+ * both servers, in an order that alternates from round to round (AB BA AB ...), and the throughput
+ * ratio is the median of the rounds' own ratios:
  * this machine's speed drifts by ±15% over tens of seconds, and a ratio of two runs seconds apart
  * cancels that drift where a ratio of two separately taken medians does not.
  * A run during which other processes took more than {@link DISTURBED_CORES} of CPU (other engineers'

@@ -5,7 +5,8 @@
  */
 import { AGENT_NODE_FLAGS } from "../../agent/config.js";
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { renameSync } from "node:fs";
+import { mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PodStatus } from "../../agent/status.js";
 import { DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
@@ -192,17 +193,27 @@ export class LocalNode {
     }
   }
 
-  private async writePodFile(p: Pick<LocalPod, "file" | "pod">): Promise<void> {
+  /**
+   * Writes the pod file to a temporary name and renames it into place. Returns `performance.now()`
+   * right before the rename, the moment the change happens: the rename is synchronous, so that no
+   * round trip through the thread pool sits between that moment and the agent seeing the file.
+   */
+  private async writePodFile(p: Pick<LocalPod, "file" | "pod">): Promise<number> {
     const tmp = join(this.podsDir, `.${p.file}.tmp`);
     await writeFile(tmp, `${JSON.stringify(p.pod, null, 2)}\n`);
-    await rename(tmp, join(this.podsDir, p.file));
+    const at = performance.now();
+    renameSync(tmp, join(this.podsDir, p.file));
+    return at;
   }
 
-  /** Changes the pod's `dynamic-volumes/buckets` annotation, as `kubectl annotate` would. */
-  async setBuckets(name: string, buckets: string): Promise<void> {
+  /**
+   * Changes the pod's `dynamic-volumes/buckets` annotation, as `kubectl annotate` would. Resolves
+   * with `performance.now()` at the moment the new pod file took the old one's place.
+   */
+  async setBuckets(name: string, buckets: string): Promise<number> {
     const p = this.pod(name);
     p.pod = withBuckets(p.pod, buckets);
-    await this.writePodFile(p);
+    return await this.writePodFile(p);
   }
 
   /** Deletes the pod: its file goes (the agent sees a delete), then its container. */
