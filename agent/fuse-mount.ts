@@ -9,12 +9,21 @@
  * output, credentials scrubbed.
  *
  * Every call that may reach a FUSE mount is asynchronous on purpose: a synchronous one blocks the
- * event loop until the client answers, and the client may be waiting on this process. The one
- * synchronous read is of `/proc/self/mountinfo`, which the kernel writes from its own tables
- * without asking any file system.
+ * event loop until the client answers, and the client may be waiting on this process. Synchronous
+ * are only the read of `/proc/self/mountinfo`, which the kernel writes from its own tables without
+ * asking any file system, and the small writes in the agent's private state (see `prepare`).
  */
-import { readFileSync } from "node:fs";
-import { chmod, mkdir, open, readdir, rm, stat, type FileHandle } from "node:fs/promises";
+import {
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { AppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -173,16 +182,43 @@ async function readTail(path: string, limit: number): Promise<string> {
 }
 
 /**
- * Opens a file that this call creates (O_EXCL), so that it never keeps an older file's mode or
- * owner: a file left from an earlier mount is removed and the creation tried once more.
+ * Writes a file that this call creates (O_EXCL), so that it never keeps an older file's mode or
+ * owner: a file left from an earlier mount is removed and the creation tried once more. The mode is
+ * set again on the new file, whatever the umask took away.
  */
-async function createFresh(path: string, mode: number): Promise<FileHandle> {
+function writeFresh(path: string, content: string, mode: number): void {
+  let fd: number;
   try {
-    return await open(path, "wx", mode);
+    fd = openSync(path, "wx", mode);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    await rm(path, { force: true });
-    return await open(path, "wx", mode);
+    rmSync(path, { force: true });
+    fd = openSync(path, "wx", mode);
+  }
+  try {
+    writeFileSync(fd, content);
+    fchmodSync(fd, mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Makes the mount point when its parent exists, and says whether it did (or found something there
+ * already). A plain mkdir never enters a mount on its last component: it stops at EEXIST, so even a
+ * stale FUSE mount there cannot block it, and it can be synchronous. The recursive mkdir that makes
+ * missing parents also stats what exists, which could wait on a client, so that one is left to the
+ * caller to run asynchronously.
+ */
+function makeMountPoint(mp: string): boolean {
+  try {
+    mkdirSync(mp, { mode: 0o755 });
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return true;
+    if (code === "ENOENT") return false;
+    throw e;
   }
 }
 
@@ -343,35 +379,28 @@ export class FuseMounter {
     return { mountPoint: mp, mounter, pid: client.pid, readyMs: ready.readyMs, fsType: ready.fsType };
   }
 
-  /** Creates the state directory (0700), the mounter's files (0600), its cache dir and the mount point. */
+  /**
+   * Creates the state directory (0700), the mounter's files (0600), its cache dir and the mount
+   * point. All but the mount point live in the agent's private state on the host's disk, never
+   * under a FUSE mount, and are made synchronously: a handful of small metadata operations, each of
+   * which would otherwise be a round trip through the thread pool that the client waits for (a
+   * millisecond in all on a busy node). The mount point may carry a stale FUSE mount already; see
+   * {@link makeMountPoint} for how it is made without looking into one.
+   */
   private async prepare(req: MountRequest, cmd: MountCommand): Promise<void> {
-    const inside = `${req.stateDir.replace(/\/+$/, "")}/`;
-    for (const f of cmd.files)
-      if (!f.path.startsWith(inside) || f.path.split("/").includes(".."))
-        throw new AppError("Internal", `mounter file ${f.path} is outside the state directory`);
-    await mkdir(req.stateDir, { recursive: true, mode: 0o700 });
-    // The steps below touch different paths: run them together, since every one is a round trip
-    // through the thread pool and the client waits for all of them. All of them end before a
-    // failure is reported, so that the caller's clean-up cannot race a file still being written.
-    // The directory's mode may be set while the files are written: each file is created 0600.
-    const steps = await Promise.allSettled([
-      chmod(req.stateDir, 0o700),
-      ...cmd.files.map(async (f) => {
-        if (dirname(f.path) !== inside.slice(0, -1))
-          await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
-        const fh = await createFresh(f.path, f.mode);
-        try {
-          // The mode again, whatever the umask took away; both on the new file at once.
-          await Promise.all([fh.writeFile(f.content), fh.chmod(f.mode)]);
-        } finally {
-          await fh.close();
-        }
-      }),
-      cmd.cacheDir !== undefined ? mkdir(cmd.cacheDir, { recursive: true, mode: 0o700 }) : undefined,
-      rm(`${req.stateDir}/${CLIENT_LOG}`, { force: true }),
-      mkdir(req.mountPoint, { recursive: true, mode: 0o755 }),
-    ]);
-    for (const step of steps) if (step.status === "rejected") throw step.reason;
+    const stateDir = req.stateDir.replace(/\/+$/, "");
+    for (const p of [...cmd.files.map((f) => f.path), ...(cmd.cacheDir !== undefined ? [cmd.cacheDir] : [])])
+      if (!p.startsWith(`${stateDir}/`) || p.split("/").includes(".."))
+        throw new AppError("Internal", `mounter path ${p} is outside the state directory`);
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    chmodSync(stateDir, 0o700);
+    for (const f of cmd.files) {
+      if (dirname(f.path) !== stateDir) mkdirSync(dirname(f.path), { recursive: true, mode: 0o700 });
+      writeFresh(f.path, f.content, f.mode);
+    }
+    if (cmd.cacheDir !== undefined) mkdirSync(cmd.cacheDir, { recursive: true, mode: 0o700 });
+    rmSync(`${stateDir}/${CLIENT_LOG}`, { force: true });
+    if (!makeMountPoint(req.mountPoint)) await mkdir(req.mountPoint, { recursive: true, mode: 0o755 });
   }
 
   /** Resolves with the readiness time, or throws an Error whose message says what was missing. */

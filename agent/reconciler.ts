@@ -5,7 +5,8 @@
  * mounts are retried with capped exponential backoff.
  */
 import { EventEmitter } from "node:events";
-import { mkdir, readdir, rmdir, stat } from "node:fs/promises";
+import { mkdirSync } from "node:fs";
+import { readdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { describeBucketError } from "../shared/buckets.js";
 import { AppError, isAppError } from "../shared/errors.js";
@@ -55,6 +56,22 @@ export interface ReconcilerConfig extends PodReadConfig {
  * copy per second serves them all.
  */
 const TABLE_MAX_AGE_MS = 1000;
+
+/**
+ * Makes the pod's directory (the kubelet normally has). Synchronous: a lookup in `<root>/pods`,
+ * which is never a FUSE mount, and the one step before every reconcile's look at the mount table.
+ * Not recursive: that would also stat an existing directory, which this does not need.
+ */
+function makePodDir(dir: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o755 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return;
+    if (code !== "ENOENT") throw e;
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+  }
+}
 
 export const DEFAULT_RECONCILER_CONFIG = {
   concurrency: 4,
@@ -299,11 +316,8 @@ export class Reconciler {
     const previous = st.status;
     st.status = status;
 
-    // The directory is made while the mount table is looked at: neither needs the other.
-    const [, actual] = await Promise.all([
-      mkdir(dir, { recursive: true, mode: 0o755 }),
-      this.actualMounts(id, dir),
-    ]);
+    makePodDir(dir);
+    const actual = await this.actualMounts(id, dir);
     const actions = planPod(desired, actual);
     // Unmounts one by one, deepest first; then the mounts, several at once, since each waits
     // mostly on its FUSE client becoming ready.
@@ -422,12 +436,11 @@ export class Reconciler {
         await this.source.getSecret(view.namespace, spec.secretName),
         secretRef,
       );
-      // The mount point and the record are made while the client starts: the mounter makes the
-      // mount point itself, and nothing reads the record before the next reconcile of this pod,
-      // which waits for this one (a mount found without a record is unmounted and made again).
-      // All steps settle before a failure is handled, so that the clean-up below runs after them.
-      const [made, recorded, mounted] = await Promise.allSettled([
-        mkdir(mountPoint, { recursive: true, mode: 0o755 }),
+      // The record is written while the client starts: nothing reads it before the next reconcile
+      // of this pod, which waits for this one (a mount found without a record is unmounted and
+      // made again). Both settle before a failure is handled, so that the clean-up below runs
+      // after them. The engine makes the mount point.
+      const [recorded, mounted] = await Promise.allSettled([
         this.records.write(id, spec.name, spec),
         this.engine.mount(
           {
@@ -445,12 +458,11 @@ export class Reconciler {
         ),
       ]);
       if (mounted.status === "rejected") throw mounted.reason;
-      for (const step of [made, recorded])
-        if (step.status === "rejected") {
-          // Failed must mean not mounted.
-          await this.engine.unmount(mountPoint).catch(() => undefined);
-          throw step.reason;
-        }
+      if (recorded.status === "rejected") {
+        // Failed must mean not mounted.
+        await this.engine.unmount(mountPoint).catch(() => undefined);
+        throw recorded.reason;
+      }
       this.failures.delete(fkey);
       const ms = Date.now() - started;
       this.metrics?.mountDuration.observe({ mounter: spec.mounter, result: "mounted" }, ms / 1000);
