@@ -93,6 +93,18 @@ export class ConsoleStack {
   }
 
   /** A pod as the webhook would have injected it. */
+  /**
+   * True when the engine holds `n` mounts and the reconciler reports `n` entries mounted: the engine
+   * has a mount a little before the reconciler has recorded it and says so.
+   */
+  settledMounts(n: number): boolean {
+    const mounted = this.reconciler
+      .podViews()
+      .flatMap((v) => Object.values(this.reconciler.statusOf(v.key) ?? {}))
+      .filter((m) => m.state === "mounted").length;
+    return this.engine.mounted.size === n && mounted === n;
+  }
+
   mk(namespace: string, name: string, buckets?: string): Pod {
     return injectedPod(
       { namespace, name, ...(buckets !== undefined ? { buckets } : {}) },

@@ -74,7 +74,7 @@ describe("agent console (local mode, fake mount engine)", function () {
       spec: { containers: [{ name: "c", image: "busybox" }] },
     });
     await stack.start();
-    await until("a mounted", () => stack.engine.mounted.size === 1);
+    await until("a mounted", () => stack.settledMounts(1));
   });
 
   afterEach(async () => {

@@ -48,7 +48,7 @@ describe("dvctl console in a terminal", function () {
     stack.writePod("trainer.json", stack.mk("team-a", "trainer", "data=bucket-a,models=bucket-m:ro"));
     stack.writePod("other.json", stack.mk("team-b", "other"));
     await stack.start();
-    await until("mounted", () => stack.engine.mounted.size === 2);
+    await until("mounted", () => stack.settledMounts(2));
   });
   after(async () => {
     await stack?.close();

@@ -96,7 +96,7 @@ describe("dvctl agent discovery through the kubeconfig", function () {
     });
     stack.writePod("trainer.json", stack.mk("team-a", "trainer", "a=bucket-a"));
     await stack.start();
-    await until("a mounted", () => stack.engine.mounted.size === 1);
+    await until("a mounted", () => stack.settledMounts(1));
     listening.set(`${AGENT_NAMESPACE}/agent-n1:9443`, stack.port);
 
     api.store.create(pods("team-a"), workload("team-a", "trainer", "node-1"));

@@ -75,7 +75,7 @@ describe("dvctl against an agent console", function () {
     stack.writePod("trainer.json", stack.mk("team-a", "trainer", "a=bucket-a"));
     stack.writePod("other.json", stack.mk("team-b", "other"));
     await stack.start();
-    await until("a mounted", () => stack.engine.mounted.size === 1);
+    await until("a mounted", () => stack.settledMounts(1));
   });
 
   after(async () => {
