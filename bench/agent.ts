@@ -48,7 +48,7 @@ const TSC = join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc");
 const FULL: Plan = {
   latency: { rounds: 10, retries: 2, budgetMs: 120_000, pollMs: 2 },
   bigMiB: 256,
-  throughputRounds: 32,
+  throughputRounds: 64,
   // 11 s: one 10 s resync of the agent falls inside every window. Concurrency 4 is the agent's
   // default: the goals hold for the agent as shipped, not as tuned for the benchmark.
   scale: { pods: 200, concurrency: 4, idleMs: 11_000, steadyMs: 11_000, timeoutMs: 180_000 },
