@@ -28,9 +28,10 @@ export function mintPodId(): string {
  * HMAC-SHA256 (RFC 2104) as two one-shot hashes over the key's inner and outer pads, prepared once
  * per key. `createHmac` allocates a stream object backed by a native handle on every call, which the
  * garbage collector then has to finalize; the webhook signs once per admission, so this is its
- * hottest cryptographic step. The message is written into a buffer kept with the pads, and the inner
- * digest comes back as a "binary" (latin1) string rather than a Buffer: a Buffer made in native code costs more
- * than the hash itself. The test suite checks the result against `createHmac` over many keys.
+ * hottest cryptographic step. The message is written into a buffer kept with the pads, and the
+ * inner digest comes back as a "binary" (latin1) string rather than a Buffer: a Buffer made in
+ * native code costs more than the hash itself. The test suite checks the result against
+ * `createHmac` over many keys.
  */
 const BLOCK = 64;
 const DIGEST = 32;
