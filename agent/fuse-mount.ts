@@ -29,8 +29,12 @@ import { AppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { MounterName } from "../shared/names.js";
 import * as exec from "./exec.js";
+import { makeDirAt } from "./host.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
 import { findMount, isFuse, parseMountinfo, parseMountinfoUnder, type MountInfo } from "./mountinfo.js";
+import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
+import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
+import { checkAbsolutePath } from "./mounters/validate.js";
 
 /** One read of the mount table: its text, and its full parse once someone asked for it. */
 interface TableRead {
@@ -39,9 +43,6 @@ interface TableRead {
   readonly at: number;
   all?: Promise<readonly MountInfo[]>;
 }
-import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
-import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
-import { checkAbsolutePath } from "./mounters/validate.js";
 
 /** The parts of `agent/exec.ts` the mounter uses; tests hand in fakes. */
 export interface ProcessRunner {
@@ -200,25 +201,6 @@ function writeFresh(path: string, content: string, mode: number): void {
     fchmodSync(fd, mode);
   } finally {
     closeSync(fd);
-  }
-}
-
-/**
- * Makes the mount point when its parent exists, and says whether it did (or found something there
- * already). A plain mkdir never enters a mount on its last component: it stops at EEXIST, so even a
- * stale FUSE mount there cannot block it, and it can be synchronous. The recursive mkdir that makes
- * missing parents also stats what exists, which could wait on a client, so that one is left to the
- * caller to run asynchronously.
- */
-function makeMountPoint(mp: string): boolean {
-  try {
-    mkdirSync(mp, { mode: 0o755 });
-    return true;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") return true;
-    if (code === "ENOENT") return false;
-    throw e;
   }
 }
 
@@ -385,7 +367,7 @@ export class FuseMounter {
    * under a FUSE mount, and are made synchronously: a handful of small metadata operations, each of
    * which would otherwise be a round trip through the thread pool that the client waits for (a
    * millisecond in all on a busy node). The mount point may carry a stale FUSE mount already; see
-   * {@link makeMountPoint} for how it is made without looking into one.
+   * `makeDirAt` for how it is made without looking into one.
    */
   private async prepare(req: MountRequest, cmd: MountCommand): Promise<void> {
     const stateDir = req.stateDir.replace(/\/+$/, "");
@@ -400,7 +382,7 @@ export class FuseMounter {
     }
     if (cmd.cacheDir !== undefined) mkdirSync(cmd.cacheDir, { recursive: true, mode: 0o700 });
     rmSync(`${stateDir}/${CLIENT_LOG}`, { force: true });
-    if (!makeMountPoint(req.mountPoint)) await mkdir(req.mountPoint, { recursive: true, mode: 0o755 });
+    if (!makeDirAt(req.mountPoint, 0o755)) await mkdir(req.mountPoint, { recursive: true, mode: 0o755 });
   }
 
   /** Resolves with the readiness time, or throws an Error whose message says what was missing. */

@@ -14,6 +14,7 @@ import type { Logger } from "../shared/logger.js";
 import type { MountChange } from "../shared/protocol-messages.js";
 import { podsDir, type MounterName, type MountState } from "../shared/names.js";
 import { credentialsFromSecret } from "./credentials.js";
+import { makeDirAt } from "./host.js";
 import type { MountInfo } from "./mountinfo.js";
 import type { MountRequest } from "./mounters/types.js";
 import { planPod, specKey, specOf, type ActualMount, type MountSpec } from "./plan.js";
@@ -56,22 +57,6 @@ export interface ReconcilerConfig extends PodReadConfig {
  * copy per second serves them all.
  */
 const TABLE_MAX_AGE_MS = 1000;
-
-/**
- * Makes the pod's directory (the kubelet normally has). Synchronous: a lookup in `<root>/pods`,
- * which is never a FUSE mount, and the one step before every reconcile's look at the mount table.
- * Not recursive: that would also stat an existing directory, which this does not need.
- */
-function makePodDir(dir: string): void {
-  try {
-    mkdirSync(dir, { mode: 0o755 });
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") return;
-    if (code !== "ENOENT") throw e;
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
-  }
-}
 
 export const DEFAULT_RECONCILER_CONFIG = {
   concurrency: 4,
@@ -316,7 +301,9 @@ export class Reconciler {
     const previous = st.status;
     st.status = status;
 
-    makePodDir(dir);
+    // The kubelet normally has made it. `<root>/pods` is never a FUSE mount, so the recursive
+    // fallback cannot wait on a client either.
+    if (!makeDirAt(dir, 0o755)) mkdirSync(dir, { recursive: true, mode: 0o755 });
     const actual = await this.actualMounts(id, dir);
     const actions = planPod(desired, actual);
     // Unmounts one by one, deepest first; then the mounts, several at once, since each waits
