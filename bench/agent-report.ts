@@ -343,8 +343,9 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "path walk at `open()` (through `/proc/<pid>/root` and the container's bind mounts). The `open()` row is mostly s3fs's own " +
       "open (a HEAD request, the release of the previous handle) and varies by tens of ms either way; the `stat()` row isolates " +
       "the walk (500 alternating pairs, attributes cached by FUSE). Whole reads vary by ±10–15% from one to the next on this " +
-      "machine, more than the 2% the goal asks about; the goal is judged on all the bytes over all the time of each path, " +
-      "the statistic with the least spread here, and the bootstrap interval says how far one run's value can be trusted.",
+      "machine, more than the 2% the goal asks about; the goal is judged on all the bytes over all the time of each path " +
+      "(throughput in its plain sense), and the bootstrap interval says how far one run's value can be trusted. Sixteen rounds " +
+      "with both reads of every round through the same path gave 0.976 (host) and 0.991 (container).",
     `The agent's pid runs \`${s.agentExe}\` (\`unshare\` execs it, so the pid is node itself, running the compiled \`dist/agent/main.js\`); ` +
       `${helpers}. Memory is that pid's VmRSS from /proc/<pid>/status: the highest of samples taken every 250 ms for ${s.plan.steadyMs / 1000} s ` +
       `after the reconcile, and for the idle baseline over ${s.plan.idleMs / 1000} s after a start with 0 pods (a separate start of the same agent). ` +
