@@ -3,8 +3,8 @@
  *
  * `mount` writes the mounter's files (0600, in a 0700 state directory), starts the client through
  * `agent/exec.ts`, and waits until (1) the mount point shows up in `/proc/self/mountinfo` as FUSE,
- * (2) a `readdir` through it succeeds, and (3) the client is still alive a short while later (s3fs
- * exits 0 after a failed service check, LAB.md). On failure it stops the client, removes any
+ * (2) the client is still alive a short while later (s3fs exits 0 after a failed service check,
+ * LAB.md), and (3) a `readdir` through it succeeds. On failure it stops the client, removes any
  * half-made mount and the state directory, and throws `AppError("MountFailed")` with the client's
  * output, credentials scrubbed.
  *
@@ -402,6 +402,7 @@ export class FuseMounter {
     };
     let readdirFailures = 0;
     let lastReaddirError = "";
+    let settledMs: number | undefined;
     for (;;) {
       const early = exitedEarly();
       if (early !== undefined) throw new Error(`${early} before the mount was ready`);
@@ -409,9 +410,18 @@ export class FuseMounter {
       const m = await this.mountAt(mp, this.pollMs);
       if (m !== undefined && isFuse(m)) {
         try {
+          // The listing comes after the settle time, not before: the pod sees the bucket as soon
+          // as it is mounted, and a listing then (a LIST request, and for s3fs a HEAD per entry)
+          // queues in front of the pod's own first reads on the same client and S3 endpoint.
+          if (settledMs === undefined) {
+            const t = Date.now();
+            await this.settle(client);
+            settledMs = Date.now() - t;
+            const late = exitedEarly();
+            if (late !== undefined) throw new Error(`${late} right after mounting`);
+          }
           await withTimeout(readdir(mp), Math.max(deadline - Date.now(), 1), `readdir ${mp}`);
-          const readyMs = Date.now() - started;
-          await this.settle(client);
+          const readyMs = Date.now() - started - settledMs;
           const late = exitedEarly();
           if (late !== undefined) throw new Error(`${late} right after mounting`);
           if ((await this.mountAt(mp, 0)) === undefined)
