@@ -145,6 +145,21 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect(sys.starts[0]!.argv.join(" ")).to.not.include(SECRET);
     });
 
+    it("lists the mount only after the settle time, and reports readiness without it", async () => {
+      // Until 40 ms after the start the mount point cannot be listed: a listing before the settle
+      // time (100 ms) fails, and with one attempt allowed the mount would fail.
+      sys.onStart = () => {
+        sys.mounted = true;
+        void rm(req.mountPoint, { recursive: true }).then(() =>
+          setTimeout(() => void mkdir(req.mountPoint), 40),
+        );
+      };
+      const started = Date.now();
+      const r = await mounter({ settleMs: 100, readdirAttempts: 1 }).mount(req, "s3fs");
+      expect(Date.now() - started).to.be.at.least(100);
+      expect(r.readyMs).to.be.lessThan(100);
+    });
+
     it("replaces a credential file left by an earlier mount: new file, new content, 0600 even if the old one was wider", async () => {
       await mkdir(req.stateDir, { recursive: true, mode: 0o700 });
       const passwd = join(req.stateDir, "passwd-s3fs");
