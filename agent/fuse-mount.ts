@@ -134,6 +134,13 @@ export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): Record<str
 }
 
 const CLIENT_LOG = "client.log";
+/**
+ * The check that nothing is mounted where a mount goes accepts a copy of the mount table this old,
+ * read after this mounter's own last change: the reconciler has just read one to plan the mount,
+ * and another read would sit between the annotation change and the client's start. Only another
+ * program could mount there in between, and an unmount removes every mount stacked on the point.
+ */
+const CONFLICT_TABLE_MAX_AGE_MS = 5;
 const STALE_CODES = new Set(["ENOTCONN", "EIO", "ECONNABORTED", "ETIMEDOUT"]);
 
 interface Tracked {
@@ -302,11 +309,12 @@ export class FuseMounter {
    * Mounts `req` with the named client and resolves when the mount is ready. Throws
    * `AppError("InvalidArgument")` for a bad request, `AppError("Conflict")` when something is
    * already mounted on the mount point, and `AppError("MountFailed")` when the client fails.
+   * `onStarted` is called as soon as the client runs, before the mount is ready.
    */
-  async mount(req: MountRequest, mounter: MounterName): Promise<MountResult> {
+  async mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<MountResult> {
     const cmd = buildMount(mounter, req, { baseEnv: this.baseEnv });
     const mp = req.mountPoint;
-    const existing = await this.mountAt(mp, 0);
+    const existing = await this.mountAt(mp, CONFLICT_TABLE_MAX_AGE_MS);
     if (existing !== undefined || this.pidOf(mp) !== undefined) {
       throw new AppError(
         "Conflict",
@@ -333,6 +341,7 @@ export class FuseMounter {
       );
     }
     this.log?.debug({ mounter, mountPoint: mp, pid: client.pid }, "client started");
+    onStarted?.();
     let failure: string | undefined;
     let ready: { readyMs: number; fsType: string } | undefined;
     try {

@@ -29,8 +29,11 @@ import { removeMountStatus, renderStatus, setMountStatus, type PodStatus } from 
  * `FuseMounter` is the real one; timeouts are its own configuration.
  */
 export interface MountEngine {
-  /** Mounts and waits until ready; throws AppError("MountFailed") with the client's scrubbed stderr. */
-  mount(req: MountRequest, mounter: MounterName): Promise<unknown>;
+  /**
+   * Mounts and waits until ready; throws AppError("MountFailed") with the client's scrubbed stderr.
+   * `onStarted` is called once, as soon as the client runs (not called when it never starts).
+   */
+  mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<unknown>;
   /** Unmounts (lazily when busy or stale) and stops the client. */
   unmount(mountPoint: string): Promise<unknown>;
   probe(mountPoint: string): Promise<"ok" | "stale" | "absent">;
@@ -412,9 +415,19 @@ export class Reconciler {
       return;
     }
     this.setState(view, st, spec.name, { ...summary(spec), state: "mounting" });
-    // Written while the client starts rather than before: a status patch is an API round trip, and
-    // the bucket should not wait for it. Writes for a pod stay in order (see flushStatus).
-    const announced = this.flushStatus(ref, st);
+    // The `mounting` status and the mount's record are written once the client runs, not before:
+    // a status patch is an API round trip, and the bucket should not wait for either. Nothing reads
+    // the record before the next reconcile of this pod, which waits for this one (a mount found
+    // without a record is unmounted and made again). Writes for a pod stay in order (see
+    // flushStatus).
+    let announced: Promise<void> | undefined;
+    let recording: Promise<void> | undefined;
+    const onStarted = (): void => {
+      announced = this.flushStatus(ref, st);
+      recording = this.records.write(id, spec.name, spec);
+      // Awaited below; this only keeps a failure from counting as unhandled meanwhile.
+      recording.catch(() => undefined);
+    };
     const mountPoint = join(dir, spec.name);
     const started = Date.now();
     try {
@@ -423,13 +436,10 @@ export class Reconciler {
         await this.source.getSecret(view.namespace, spec.secretName),
         secretRef,
       );
-      // The record is written while the client starts: nothing reads it before the next reconcile
-      // of this pod, which waits for this one (a mount found without a record is unmounted and
-      // made again). Both settle before a failure is handled, so that the clean-up below runs
-      // after them. The engine makes the mount point.
-      const [recorded, mounted] = await Promise.allSettled([
-        this.records.write(id, spec.name, spec),
-        this.engine.mount(
+      // Both the mount and the record settle before a failure is handled, so that the clean-up
+      // below runs after them. The engine makes the mount point.
+      const mounted = await this.engine
+        .mount(
           {
             bucket: spec.bucket,
             prefix: spec.prefix,
@@ -442,8 +452,15 @@ export class Reconciler {
             stateDir: this.records.stateDir(id, spec.name),
           },
           spec.mounter,
-        ),
-      ]);
+          onStarted,
+        )
+        .then(
+          () => ({ status: "fulfilled" as const }),
+          (reason: unknown) => ({ status: "rejected" as const, reason }),
+        );
+      // An engine that did not report the start gets the writes now.
+      if (mounted.status === "fulfilled" && recording === undefined) onStarted();
+      const [recorded] = await Promise.allSettled([recording]);
       if (mounted.status === "rejected") throw mounted.reason;
       if (recorded.status === "rejected") {
         // Failed must mean not mounted.

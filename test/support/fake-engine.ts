@@ -14,7 +14,7 @@ export class FakeEngine implements MountEngine {
   mountDelayMs = 0;
   unmountDelayMs = 0;
 
-  async mount(req: MountRequest, mounter: MounterName): Promise<void> {
+  async mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<void> {
     this.calls.push(
       `mount ${req.mountPoint} ${req.bucket}${req.prefix ? `/${req.prefix}` : ""}${req.readOnly ? ":ro" : ""}`,
     );
@@ -28,6 +28,8 @@ export class FakeEngine implements MountEngine {
     }
     if (this.mounted.has(req.mountPoint))
       throw new AppError("Conflict", `${req.mountPoint} is already mounted`);
+    // Only a mount that succeeds has a client that ran; the failures above never start one.
+    onStarted?.();
     this.mounted.set(req.mountPoint, { req, mounter });
   }
 

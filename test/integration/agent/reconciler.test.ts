@@ -159,6 +159,25 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     expect(JSON.parse(readFileSync(join(stateDir, "spec.json"), "utf8"))).to.include({ name: "data" });
   });
 
+  it("writes a mount's record and its mounting status only once the client runs", async () => {
+    const pod = mk("trainer", "data");
+    const specFile = join(root, "agent", "mounts", podIdOf(pod), "data", "spec.json");
+    // An engine whose client takes 200 ms to start: what the reconciler wrote meanwhile is seen
+    // right before the start.
+    let beforeStart: { record: boolean; state: string | undefined } | undefined;
+    const fakeMount = engine.mount.bind(engine);
+    engine.mount = async (req, mounter, onStarted) => {
+      await new Promise((r) => setTimeout(r, 200));
+      beforeStart = { record: existsSync(specFile), state: status("trainer.json").data?.state };
+      return fakeMount(req, mounter, onStarted);
+    };
+    writePod("trainer.json", pod);
+    await rec.start();
+    await until("mounted", () => status("trainer.json").data?.state === "mounted");
+    expect(beforeStart).to.deep.equal({ record: false, state: undefined });
+    expect(JSON.parse(readFileSync(specFile, "utf8"))).to.include({ name: "data", bucket: "data" });
+  });
+
   it("unmounts a bucket removed from the annotation and forgets its status", async () => {
     const pod = mk("trainer", "a=bucket-a,b=bucket-b");
     writePod("trainer.json", pod);

@@ -145,6 +145,41 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect(sys.starts[0]!.argv.join(" ")).to.not.include(SECRET);
     });
 
+    it("reports the client's start before the mount is ready, and nothing when no client starts", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 60);
+      const t0 = Date.now();
+      let startedAfter: number | undefined;
+      let clientsThen = 0;
+      await mounter().mount(req, "s3fs", () => {
+        startedAfter = Date.now() - t0;
+        clientsThen = sys.starts.length;
+      });
+      expect(clientsThen).to.equal(1);
+      expect(startedAfter).to.be.lessThan(50);
+      // Mounted now, so a second mount there is a Conflict, and no client starts.
+      let called = false;
+      const e = await failure(mounter().mount(req, "s3fs", () => (called = true)));
+      expect(e.code).to.equal("Conflict");
+      expect(called).to.equal(false);
+      expect(sys.starts).to.have.length(1);
+    });
+
+    it("checks for a mount in the way against a table read just before, else reads it anew", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      const m = mounter();
+      await m.mountinfo(0);
+      let readsAtStart = -1;
+      await m.mount(req, "s3fs", () => (readsAtStart = sys.mountinfoReads));
+      expect(readsAtStart).to.equal(1);
+      await m.unmount(req.mountPoint);
+      sys.client = new FakeClient();
+      await m.mountinfo(0);
+      await new Promise((r) => setTimeout(r, 30));
+      const before = sys.mountinfoReads;
+      await m.mount(req, "s3fs", () => (readsAtStart = sys.mountinfoReads));
+      expect(readsAtStart).to.equal(before + 1);
+    });
+
     it("lists the mount only after the settle time, and reports readiness without it", async () => {
       // Until 40 ms after the start the mount point cannot be listed: a listing before the settle
       // time (100 ms) fails, and with one attempt allowed the mount would fail.
@@ -177,14 +212,16 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
 
     it("[error] MountFailed when the client exits right after mounting (s3fs exits 0 on failure)", async () => {
       sys.client.output = `invalid credentials for KEYID/${SECRET}`;
+      // The exit comes well after the first polls (every 5 ms) have seen the mount, and well within
+      // the settle time.
       sys.onStart = () => {
         sys.mounted = true;
         setTimeout(() => {
           sys.mounted = false;
           sys.client.exit({ code: 0, signal: null });
-        }, 10);
+        }, 40);
       };
-      const e = await failure(mounter({ settleMs: 100 }).mount(req, "s3fs"));
+      const e = await failure(mounter({ settleMs: 150 }).mount(req, "s3fs"));
       expect(e.code).to.equal("MountFailed");
       expect(e.message).to.match(/exited with code 0 right after mounting/);
       expect(e.message).to.include("invalid credentials");
