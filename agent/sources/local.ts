@@ -60,7 +60,10 @@ export class LocalPodSource implements PodSource {
   private timer: NodeJS.Timeout | undefined;
   private onEvent: ((e: PodEvent) => void) | undefined;
   private scanning: Promise<void> | undefined;
-  private rescanWanted = false;
+  /** A scan of the whole directory is due. */
+  private wantAll = false;
+  /** Files named by change notifications, to be read before anything else is looked at. */
+  private readonly wantFiles = new Set<string>();
   private readonly editLocks = new Map<string, Promise<unknown>>();
   private readonly log: Logger;
 
@@ -75,7 +78,8 @@ export class LocalPodSource implements PodSource {
       // Status files, events.jsonl and the temporary files of atomic writes change all the time,
       // mostly by this agent's own hand; only pod files are worth a scan.
       this.watcher = watch(this.opts.podsDir, (_event, file) => {
-        if (file === null || isPodFile(file)) this.requestScan();
+        if (file === null) this.requestScan();
+        else if (isPodFile(file)) this.requestScan(file);
       });
       this.watcher.on("error", (err) =>
         this.log.warn({ err: err.message }, "watch failed; relying on rescans"),
@@ -93,20 +97,40 @@ export class LocalPodSource implements PodSource {
     await this.scanning;
   }
 
-  private requestScan(): void {
-    if (this.scanning) {
-      this.rescanWanted = true;
-      return;
-    }
-    this.scanning = this.scan()
+  /** Asks for a scan of `file` alone, or of the whole directory. */
+  private requestScan(file?: string): void {
+    if (file === undefined) this.wantAll = true;
+    else this.wantFiles.add(file);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.scanning !== undefined || (!this.wantAll && this.wantFiles.size === 0)) return;
+    this.scanning = this.drain()
       .catch((e: unknown) => this.log.error({ err: (e as Error).message }, "scan failed"))
       .finally(() => {
         this.scanning = undefined;
-        if (this.rescanWanted) {
-          this.rescanWanted = false;
-          this.requestScan();
-        }
+        this.kick();
       });
+  }
+
+  /**
+   * A change notification names its file, and only that file is read: a whole scan stats every
+   * pod file on the node, and it stood between a pod file's change and the start of its mount.
+   * The periodic scan of the whole directory still catches whatever a notification missed.
+   */
+  private async drain(): Promise<void> {
+    while (this.wantAll || this.wantFiles.size > 0) {
+      if (this.wantAll) {
+        this.wantAll = false;
+        this.wantFiles.clear();
+        await this.scan();
+        continue;
+      }
+      const names = [...this.wantFiles];
+      this.wantFiles.clear();
+      for (const name of names) if (!this.readPodFile(name)) this.forgetIfGone(name);
+    }
   }
 
   /**
@@ -124,51 +148,58 @@ export class LocalPodSource implements PodSource {
       return;
     }
     const present = new Set(names);
-    for (const name of names) {
-      const path = join(this.opts.podsDir, name);
-      let text: string;
-      let version: string;
-      try {
-        // A file whose inode, size and times are unchanged is not read again: a scan runs every
-        // second, and reading and hashing hundreds of pod files each time is most of an idle
-        // agent's work.
-        const st = statSync(path);
-        version = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
-        const known = this.files.get(name);
-        if (known?.version === version) continue;
-        text = readFileSync(path, "utf8");
-      } catch {
-        present.delete(name);
-        continue;
-      }
-      const hash = createHash("sha256").update(text).digest("hex");
+    for (const name of names) if (!this.readPodFile(name)) present.delete(name);
+    for (const name of [...this.files.keys()]) if (!present.has(name)) this.forgetIfGone(name);
+  }
+
+  /**
+   * Reads one pod file and emits an upsert when it is new or changed. False when it cannot be
+   * stat'ed or read (gone, or going); a file that reads but does not parse keeps its last good state.
+   */
+  private readPodFile(name: string): boolean {
+    const path = join(this.opts.podsDir, name);
+    let text: string;
+    let version: string;
+    try {
+      // A file whose inode, size and times are unchanged is not read again: a scan runs every
+      // second, and reading and hashing hundreds of pod files each time is most of an idle
+      // agent's work.
+      const st = statSync(path);
+      version = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
       const known = this.files.get(name);
-      if (known?.hash === hash) {
-        this.files.set(name, { ...known, version });
-        continue;
-      }
-      let pod: PodObject;
-      try {
-        pod = this.normalize(name, parsePodText(name, text));
-      } catch (e) {
-        // A half-written or broken file must not read as a deleted pod: keep the last good state.
-        this.log.warn(
-          { file: name, err: (e as Error).message },
-          "pod file unreadable; keeping its last good state",
-        );
-        continue;
-      }
-      this.files.set(name, { hash, version, pod });
-      this.onEvent?.({ type: "upsert", pod });
+      if (known?.version === version) return true;
+      text = readFileSync(path, "utf8");
+    } catch {
+      return false;
     }
-    for (const [name, state] of this.files) {
-      if (present.has(name)) continue;
-      // Only a file that is really gone is a delete (an unreadable one is kept above).
-      const gone = !existsSync(join(this.opts.podsDir, name));
-      if (!gone) continue;
-      this.files.delete(name);
-      this.onEvent?.({ type: "delete", pod: state.pod });
+    const hash = createHash("sha256").update(text).digest("hex");
+    const known = this.files.get(name);
+    if (known?.hash === hash) {
+      this.files.set(name, { ...known, version });
+      return true;
     }
+    let pod: PodObject;
+    try {
+      pod = this.normalize(name, parsePodText(name, text));
+    } catch (e) {
+      // A half-written or broken file must not read as a deleted pod: keep the last good state.
+      this.log.warn(
+        { file: name, err: (e as Error).message },
+        "pod file unreadable; keeping its last good state",
+      );
+      return true;
+    }
+    this.files.set(name, { hash, version, pod });
+    this.onEvent?.({ type: "upsert", pod });
+    return true;
+  }
+
+  /** Emits a delete for a known pod whose file is really gone (an unreadable one is kept). */
+  private forgetIfGone(name: string): void {
+    const state = this.files.get(name);
+    if (state === undefined || existsSync(join(this.opts.podsDir, name))) return;
+    this.files.delete(name);
+    this.onEvent?.({ type: "delete", pod: state.pod });
   }
 
   /** Fills in what the API server would: namespace, name from the file, uid and creation time. */

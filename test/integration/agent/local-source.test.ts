@@ -80,6 +80,36 @@ describe("LocalPodSource", () => {
     expect(events[2]!.type).to.equal("delete");
   });
 
+  it("acts on a change notification at once, reading the named file: no rescan needed", async () => {
+    await src.stop();
+    // One scan a minute: anything seen below came from the notifications.
+    src = new LocalPodSource({
+      podsDir: join(dir, "pods"),
+      secretsDir: join(dir, "secrets"),
+      log,
+      rescanMs: 60_000,
+    });
+    await src.start((e) => events.push(e));
+    writeFileSync(join(dir, "pods", ".web.tmp"), podYaml("a"));
+    renameSync(join(dir, "pods", ".web.tmp"), join(dir, "pods", "web.yaml"));
+    await until(() => events.length === 1);
+    writeFileSync(
+      join(dir, "pods", "db.json"),
+      JSON.stringify({ metadata: { name: "db", namespace: "team-b" } }),
+    );
+    await until(() => events.length === 2);
+    expect(events.map((e) => `${e.type} ${e.pod.metadata?.name}`)).to.deep.equal(["upsert web", "upsert db"]);
+    // A broken rewrite keeps the last good state; removing the file is a delete.
+    writeFileSync(join(dir, "pods", "web.yaml"), "{ not yaml: [");
+    unlinkSync(join(dir, "pods", "db.json"));
+    await until(() => events.length === 3);
+    expect(`${events[2]!.type} ${events[2]!.pod.metadata?.name}`).to.equal("delete db");
+    expect(src.getPod("team-a", "web")?.metadata?.annotations?.["dynamic-volumes/buckets"]).to.equal("a");
+    unlinkSync(join(dir, "pods", "web.yaml"));
+    await until(() => events.length === 4);
+    expect(`${events[3]!.type} ${events[3]!.pod.metadata?.name}`).to.equal("delete web");
+  });
+
   it("sees a same-size edit in place and ignores rewrites with the same content and its own status files", async () => {
     const file = join(dir, "pods", "web.yaml");
     writeFileSync(file, podYaml("aa"));
