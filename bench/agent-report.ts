@@ -321,12 +321,12 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
     `→ readable, every round (ms): s3fs raw ${perRound("s3fs", "baseline")}; s3fs agent ${perRound("s3fs", "agent")}; ` +
       `rclone raw ${perRound("rclone", "baseline")}; rclone agent ${perRound("rclone", "agent")}.`,
     '"annotation → client spawned" is the agent\'s own work before the FUSE client runs, from its `client started` debug log ' +
-      "line (wall clock, 1 ms resolution): inotify, re-reading the pod file, planning (a mountinfo read), the Secret, a second " +
-      "mountinfo read, the state directory and credential file, and the fork and exec (the `mounting` status and the mount record " +
-      "are written meanwhile). " +
+      "line (wall clock, 1 ms resolution): inotify, re-reading the pod file, planning (a mountinfo read), the Secret, " +
+      "the state directory and credential file, and the fork and exec (the `mounting` status and the mount record are written " +
+      "once the client runs). " +
       '"client running → file readable" is the rest: the client\'s start-up and first read, plus for dynamic-volumes ' +
       'propagation into the container. "status reads mounted" includes the agent\'s 300 ms check that the client stays alive ' +
-      "after mounting (s3fs exits 0 when it fails), which does not delay the data.",
+      "after mounting (s3fs exits 0 when it fails) and the directory listing that follows it, neither of which delays the data.",
     `Reads of the ${input.throughput.bytes / 1024 / 1024} MiB object, every read (MiB/s): host path ${reads("host")}; ` +
       `container path ${reads("container")}. First read ${input.throughput.warmupMibPerS.toFixed(0)} MiB/s (not counted); ` +
       `a host re-read right after it, nothing dropped: ${input.throughput.rereadMibPerS.toFixed(0)} MiB/s, ` +
