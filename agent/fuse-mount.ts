@@ -134,13 +134,6 @@ export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): Record<str
 }
 
 const CLIENT_LOG = "client.log";
-/**
- * The check that nothing is mounted where a mount goes accepts a copy of the mount table this old,
- * read after this mounter's own last change: the reconciler has just read one to plan the mount,
- * and another read would sit between the annotation change and the client's start. Only another
- * program could mount there in between, and an unmount removes every mount stacked on the point.
- */
-const CONFLICT_TABLE_MAX_AGE_MS = 5;
 const STALE_CODES = new Set(["ENOTCONN", "EIO", "ECONNABORTED", "ETIMEDOUT"]);
 
 interface Tracked {
@@ -314,7 +307,7 @@ export class FuseMounter {
   async mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<MountResult> {
     const cmd = buildMount(mounter, req, { baseEnv: this.baseEnv });
     const mp = req.mountPoint;
-    const existing = await this.mountAt(mp, CONFLICT_TABLE_MAX_AGE_MS);
+    const existing = await this.mountAt(mp, 0);
     if (existing !== undefined || this.pidOf(mp) !== undefined) {
       throw new AppError(
         "Conflict",

@@ -164,22 +164,6 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect(sys.starts).to.have.length(1);
     });
 
-    it("checks for a mount in the way against a table read just before, else reads it anew", async () => {
-      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
-      const m = mounter();
-      await m.mountinfo(0);
-      let readsAtStart = -1;
-      await m.mount(req, "s3fs", () => (readsAtStart = sys.mountinfoReads));
-      expect(readsAtStart).to.equal(1);
-      await m.unmount(req.mountPoint);
-      sys.client = new FakeClient();
-      await m.mountinfo(0);
-      await new Promise((r) => setTimeout(r, 30));
-      const before = sys.mountinfoReads;
-      await m.mount(req, "s3fs", () => (readsAtStart = sys.mountinfoReads));
-      expect(readsAtStart).to.equal(before + 1);
-    });
-
     it("lists the mount only after the settle time, and reports readiness without it", async () => {
       // Until 40 ms after the start the mount point cannot be listed: a listing before the settle
       // time (100 ms) fails, and with one attempt allowed the mount would fail.
