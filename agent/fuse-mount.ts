@@ -334,7 +334,12 @@ export class FuseMounter {
       );
     }
     this.log?.debug({ mounter, mountPoint: mp, pid: client.pid }, "client started");
-    onStarted?.();
+    try {
+      onStarted?.();
+    } catch (e) {
+      // The client runs and is waited for below either way; a caller's hook cannot orphan it.
+      this.log?.warn({ mountPoint: mp, err: (e as Error).message }, "start hook failed");
+    }
     let failure: string | undefined;
     let ready: { readyMs: number; fsType: string } | undefined;
     try {

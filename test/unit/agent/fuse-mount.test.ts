@@ -164,6 +164,16 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect(sys.starts).to.have.length(1);
     });
 
+    it("mounts and tracks the client even when the start hook throws", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      const m = mounter();
+      const r = await m.mount(req, "s3fs", () => {
+        throw new Error("hook broke");
+      });
+      expect(r.pid).to.equal(4242);
+      expect(m.pidOf(req.mountPoint)).to.equal(4242);
+    });
+
     it("lists the mount only after the settle time, and reports readiness without it", async () => {
       // Until 40 ms after the start the mount point cannot be listed: a listing before the settle
       // time (100 ms) fails, and with one attempt allowed the mount would fail.
