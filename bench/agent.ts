@@ -50,7 +50,9 @@ const FULL: Plan = {
   // moved by 1–2 ms (5–10% of the ratio) from one run to the next.
   latency: { rounds: 30, retries: 2, budgetMs: 240_000, pollMs: 2 },
   bigMiB: 256,
-  throughputRounds: 64,
+  // Single reads vary by ±10–15%; at 64 rounds the 95% interval of the ratio was about ±2.4%,
+  // wider than the 2% the goal asks about.
+  throughputRounds: 96,
   // 11 s: one 10 s resync of the agent falls inside every window. Concurrency 4 is the agent's
   // default: the goals hold for the agent as shipped, not as tuned for the benchmark.
   scale: { pods: 200, concurrency: 4, idleMs: 11_000, steadyMs: 11_000, timeoutMs: 180_000 },
