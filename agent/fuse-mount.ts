@@ -407,6 +407,10 @@ export class FuseMounter {
         ? `the client was killed by ${s.signal}`
         : `the client exited with code ${s.code}`;
     };
+    const stillAlive = (): void => {
+      const late = exitedEarly();
+      if (late !== undefined) throw new Error(`${late} right after mounting`);
+    };
     let readdirFailures = 0;
     let lastReaddirError = "";
     let settledMs: number | undefined;
@@ -424,13 +428,11 @@ export class FuseMounter {
             const t = Date.now();
             await this.settle(client);
             settledMs = Date.now() - t;
-            const late = exitedEarly();
-            if (late !== undefined) throw new Error(`${late} right after mounting`);
+            stillAlive();
           }
           await withTimeout(readdir(mp), Math.max(deadline - Date.now(), 1), `readdir ${mp}`);
           const readyMs = Date.now() - started - settledMs;
-          const late = exitedEarly();
-          if (late !== undefined) throw new Error(`${late} right after mounting`);
+          stillAlive();
           if ((await this.mountAt(mp, 0)) === undefined)
             throw new Error("the mount disappeared right after mounting");
           return { readyMs, fsType: m.fsType };

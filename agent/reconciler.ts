@@ -438,8 +438,8 @@ export class Reconciler {
       );
       // Both the mount and the record settle before a failure is handled, so that the clean-up
       // below runs after them. The engine makes the mount point.
-      const mounted = await this.engine
-        .mount(
+      const [mounted] = await Promise.allSettled([
+        this.engine.mount(
           {
             bucket: spec.bucket,
             prefix: spec.prefix,
@@ -453,11 +453,8 @@ export class Reconciler {
           },
           spec.mounter,
           onStarted,
-        )
-        .then(
-          () => ({ status: "fulfilled" as const }),
-          (reason: unknown) => ({ status: "rejected" as const, reason }),
-        );
+        ),
+      ]);
       // An engine that did not report the start gets the writes now.
       if (mounted.status === "fulfilled" && recording === undefined) onStarted();
       const [recorded] = await Promise.allSettled([recording]);
