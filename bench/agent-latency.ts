@@ -9,8 +9,8 @@
  *   time counts from the client running (`start` resolves once it is forked and exec'd): this
  *   process's own fork, slow for a large Node process, is not the client's.
  * - agent: `LocalNode.setBuckets` rewrites the pod file (as `kubectl annotate` would), and the file
- *   is polled, from the moment the new pod file is renamed into place, inside the running container through `/proc/<container init>/root/datasets/...`;
- *   then the entry is removed again and the agent is waited for until the mount, its client and its
+ *   is polled inside the running container through `/proc/<container init>/root/datasets/...`,
+ *   timed from the moment the new pod file is renamed into place; then the entry is removed again and the agent is waited for until the mount, its client and its
  *   status entry are gone.
  *
  * Both sides poll with the same loop (an async `readFile` every `pollMs`, one at a time). Each round

@@ -92,7 +92,6 @@ export class ConsoleStack {
     return this.opts.pki.ca.certPem;
   }
 
-  /** A pod as the webhook would have injected it. */
   /**
    * True when the engine holds `n` mounts and the reconciler reports `n` entries mounted: the engine
    * has a mount a little before the reconciler has recorded it and says so.
@@ -105,6 +104,7 @@ export class ConsoleStack {
     return this.engine.mounted.size === n && mounted === n;
   }
 
+  /** A pod as the webhook would have injected it. */
   mk(namespace: string, name: string, buckets?: string): Pod {
     return injectedPod(
       { namespace, name, ...(buckets !== undefined ? { buckets } : {}) },
