@@ -3,6 +3,7 @@
  * while it measured: on a shared 2-core machine a concurrent test run halves the numbers.
  * Linux only; elsewhere `readMachineCpu` returns undefined and runs are not checked.
  */
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 
 /** Cumulative CPU time of all cores, in ms. */
@@ -43,4 +44,42 @@ export function otherLoad(
   if (before === undefined || after === undefined || wallMs <= 0) return undefined;
   const others = Math.max(0, after.busyMs - before.busyMs - ownMs);
   return (others + (after.stealMs - before.stealMs)) / wallMs;
+}
+
+/**
+ * Parses a kernel CPU list ("0-1", "0,2-3,7"), as in `Cpus_allowed_list`, into ascending CPU numbers.
+ * Throws on anything else, so that a misread never pins a process to the wrong CPU.
+ */
+export function parseCpuList(text: string): number[] {
+  const cpus = new Set<number>();
+  for (const part of text.trim().split(",")) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (m === null) throw new Error(`not a CPU list: ${JSON.stringify(text)}`);
+    const first = Number(m[1]);
+    const last = m[2] === undefined ? first : Number(m[2]);
+    if (last < first) throw new Error(`not a CPU list: ${JSON.stringify(text)}`);
+    for (let c = first; c <= last; c++) cpus.add(c);
+  }
+  return [...cpus].sort((a, b) => a - b);
+}
+
+/** The CPUs process `pid` may run on; undefined where `/proc/<pid>/status` has no such line (not Linux). */
+export function allowedCpus(pid: number): number[] | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const line = /^Cpus_allowed_list:\s*(\S+)$/m.exec(text);
+  return line === null ? undefined : parseCpuList(line[1]!);
+}
+
+/**
+ * Restricts every thread of `pid` (`taskset -a`: V8's and libuv's helpers too) to `cpus`; threads
+ * it starts later inherit the restriction. Run without a shell.
+ */
+export function pinThreads(pid: number, cpus: readonly number[]): void {
+  if (cpus.length === 0) throw new Error("pinThreads needs at least one CPU");
+  execFileSync("taskset", ["-a", "-p", "-c", cpus.join(","), String(pid)], { stdio: "ignore" });
 }

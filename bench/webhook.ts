@@ -25,7 +25,7 @@ import {
   type ReplyCheck,
   type Target,
 } from "./load.js";
-import { otherLoad, readMachineCpu } from "./machine.js";
+import { allowedCpus, otherLoad, pinThreads, readMachineCpu } from "./machine.js";
 import { makeBenchPki } from "./pki.js";
 import type { BenchContext, MetricRow, Section, SectionReport } from "./report.js";
 import { sampleDelta, spawnServer, type ServerChild } from "./server-child.js";
@@ -195,6 +195,32 @@ async function measure(
   }
 }
 
+/** The CPU of the load generator (this process) and the one both servers share. */
+interface Placement {
+  readonly client: number;
+  readonly server: number;
+}
+
+/**
+ * Gives the load generator and the server under test a CPU each, every thread of each, when this
+ * process may use two or more; undefined (and nothing pinned) on one CPU. Left to the scheduler, the
+ * two busy processes and their helper threads share both cores, and whenever a helper thread wakes,
+ * one of the two main threads waits out a time slice with requests in flight: the p99 then measures
+ * the scheduler. The load generator's own affinity is restored when the section ends.
+ */
+function pinning(ctx: BenchContext): Placement | undefined {
+  const cpus = allowedCpus(process.pid);
+  if (cpus === undefined || cpus.length < 2) {
+    ctx.progress("fewer than 2 CPUs to use: the load generator and the servers are not pinned");
+    return undefined;
+  }
+  const placement = { client: cpus[0]!, server: cpus[1]! };
+  pinThreads(process.pid, [placement.client]);
+  ctx.defer(() => pinThreads(process.pid, cpus));
+  ctx.progress(`load generator pinned to CPU ${placement.client}, servers to CPU ${placement.server}`);
+  return placement;
+}
+
 /** A bad reply means the numbers measure something else than a working webhook: stop loudly. */
 function brokenRun(r: Run): Error {
   return new Error(
@@ -245,6 +271,7 @@ function buildReport(
   plan: Plan,
   bodyBytes: number,
   cpuProfDir: string | undefined,
+  placement: Placement | undefined,
 ): SectionReport {
   // Disturbed runs count only when a server has no clean one.
   const pool = (s: Subject): Run[] => {
@@ -362,8 +389,11 @@ function buildReport(
   if (!b.disturbed && b.serverElu < 0.9)
     notes.push(
       `Caveat: the baseline server's event loop was only ${fmt.pct(b.serverElu)} busy while the load generator ` +
-        `used ${fmt.pct(clientCpu(b))} of a core. The load generator and the servers share the machine's ` +
-        `${availableParallelism()} cores, and for the baseline the load generator set the pace, so the ` +
+        `used ${fmt.pct(clientCpu(b))} of a core. ` +
+        (placement === undefined
+          ? `The load generator and the servers share the machine's ${availableParallelism()} cores, `
+          : "The load generator has one core, like the server, ") +
+        "and for the baseline the load generator set the pace, so the " +
         "throughput ratio flatters dynamic-volumes. Server CPU per request " +
         `(${fmt.ratio(cpuRatio)}×, median of the rounds) compares the two servers more directly.`,
     );
@@ -377,6 +407,10 @@ function buildReport(
       `Body: \`admissionReview(deploymentPod())\` from \`test/fixtures/pods.ts\` (${bodyBytes} bytes), a fresh uid per request; ` +
         "every reply is checked for status 200, the echoed `response.uid`, `allowed` and a `JSONPatch`, the same checks for both servers.",
       "Servers: each in its own child process (`node --import tsx bench/webhook-server.ts`), both on `startHttpsServer` from `shared/https-server.ts`.",
+      placement === undefined
+        ? "Placement: fewer than 2 CPUs were available, so the load generator and the servers were not pinned."
+        : `Placement: every thread of the load generator pinned to CPU ${placement.client}, every thread of both servers to CPU ${placement.server} ` +
+          "(`taskset -a`; only one server is under load at a time), so that the load generator and the server under test never wait for each other's time slices.",
       "dynamic-volumes: `createWebhookApp` from `webhook/server.ts` with metrics, `mintPodId` and a random signing key; " +
         'its logger is at level "warn" and writes to a sink that discards, so per-request logging is not measured.',
       "baseline: express with the same settings (no x-powered-by, no etag) and the same `express.json` parser " +
@@ -405,9 +439,11 @@ export const webhookSection: Section = {
     ctx.defer(pki.remove);
 
     const nodeArgs = ctx.cpuProfDir !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${ctx.cpuProfDir}`] : [];
+    const placement = pinning(ctx);
     const servers = new Map<Subject, ServerChild>();
     for (const s of SUBJECTS) {
       const child = await spawnServer(SERVER_ENTRY, [s, pki.certFile, pki.keyFile], ctx.defer, nodeArgs);
+      if (placement !== undefined) pinThreads(child.pid, [placement.server]);
       ctx.progress(`started the ${s} server (pid ${child.pid}, port ${child.port})`);
       servers.set(s, child);
     }
@@ -439,6 +475,6 @@ export const webhookSection: Section = {
         }
     for (const child of servers.values()) await child.stop();
 
-    return buildReport(runs, plan, bytes, ctx.cpuProfDir);
+    return buildReport(runs, plan, bytes, ctx.cpuProfDir, placement);
   },
 };
