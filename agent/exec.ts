@@ -106,7 +106,7 @@ function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-function spawnError(cmd: string, e: unknown): AppError {
+export function spawnError(cmd: string, e: unknown): AppError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === "ENOENT")
     return new AppError("Unavailable", `${cmd} was not found on PATH. Is it installed on your system?`, {
@@ -116,7 +116,7 @@ function spawnError(cmd: string, e: unknown): AppError {
 }
 
 /** Resolves when the child has exited and its pipes are drained (or given up on). */
-function waitForClose(child: ChildProcess): Promise<ExitStatus> {
+export function waitForClose(child: ChildProcess): Promise<ExitStatus> {
   return new Promise((resolve) => {
     let status: ExitStatus | undefined;
     let drainTimer: NodeJS.Timeout | undefined;
@@ -226,7 +226,7 @@ export interface ClientProcess {
   stop(graceMs?: number): Promise<ExitStatus>;
 }
 
-function readFileTail(path: string, limit: number): string {
+export function readFileTail(path: string, limit: number): string {
   let fd: number | undefined;
   try {
     fd = openSync(path, "r");
@@ -271,28 +271,38 @@ export async function start(
   const tail = new TailBuffer(limit);
   child.stdout?.on("data", (c: Buffer) => tail.push(c));
   child.stderr?.on("data", (c: Buffer) => tail.push(c));
-  let status: ExitStatus | undefined;
-  const exited = waitForClose(child).then((s) => (status = s));
+  const exited = waitForClose(child);
   const pid = await spawned(cmd, child);
   const logFile = opts.logFile;
-  const handle: ClientProcess = {
+  return clientHandle(pid, exited, () =>
+    logFile !== undefined ? readFileTail(logFile, limit) : tail.text(),
+  );
+}
+
+/**
+ * The handle of a running client, whichever way it was started (`start`, or a warm launcher in
+ * `agent/launcher.ts`). `exited` resolves when the process has exited and its pipes are closed.
+ */
+export function clientHandle(pid: number, exited: Promise<ExitStatus>, output: () => string): ClientProcess {
+  let status: ExitStatus | undefined;
+  const done = exited.then((s) => (status = s));
+  return {
     pid,
-    exited,
+    exited: done,
     exitStatus: () => status,
-    stderrTail: () => (logFile !== undefined ? readFileTail(logFile, limit) : tail.text()),
+    stderrTail: output,
     kill: (signal = "SIGTERM") => (status === undefined ? signalGroup(pid, signal) : false),
     async stop(graceMs = DEFAULT_KILL_GRACE_MS) {
       if (status !== undefined) return status;
       signalGroup(pid, "SIGTERM");
       const timer = setTimeout(() => signalGroup(pid, "SIGKILL"), graceMs);
       try {
-        return await exited;
+        return await done;
       } finally {
         clearTimeout(timer);
       }
     },
   };
-  return handle;
 }
 
 export type UnmountMethod = "fusermount3" | "umount" | "fusermount3 -z" | "umount -l" | "none";

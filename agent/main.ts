@@ -20,8 +20,10 @@ import {
 } from "./auth.js";
 import { AGENT_OPTIONS, loadAgentConfig, type AgentConfig, type ConsoleConfig } from "./config.js";
 import { ConsoleServer } from "./console.js";
+import { unmount } from "./exec.js";
 import { FuseMounter } from "./fuse-mount.js";
 import { ensureSharedRoot } from "./host.js";
+import { ClientLauncher } from "./launcher.js";
 import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "./http.js";
 import type { PodSource } from "./pod-source.js";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconciler.js";
@@ -50,7 +52,10 @@ async function main(argv: string[]): Promise<number> {
   const metrics = createAgentMetrics();
   // The engine reports dead clients to the reconciler, which is built with the engine.
   let onClientExit: (mountPoint: string) => void = () => undefined;
+  const launcher = new ClientLauncher({ log: log.child({ component: "fuse" }) });
+  launcher.warmUp();
   const engine = new FuseMounter({
+    exec: { start: launcher.start, unmount },
     readyTimeoutMs: config.mountTimeoutMs,
     log: log.child({ component: "fuse" }),
     onClientExit: (mp) => onClientExit(mp),
@@ -87,6 +92,7 @@ async function main(argv: string[]): Promise<number> {
       void stopConsole()
         .catch((e: unknown) => log.warn({ err: (e as Error).message }, "console did not stop cleanly"))
         .then(() => reconciler.stop())
+        .then(() => launcher.close())
         .then(resolve);
     };
     process.once("SIGTERM", stop);
