@@ -1,5 +1,6 @@
 /**
- * The only module that spawns processes. No shell, ever (`shell: false`): argv is passed to the
+ * With `agent/launcher.ts` (which starts FUSE clients from a warm helper and falls back to `start`),
+ * the only module that spawns processes. No shell, ever (`shell: false`): argv is passed to the
  * program as is. Every child gets its own process group (`detached: true`, i.e. `setsid`), so that a
  * kill reaches helpers it forked and a terminal's signals do not reach it; its stdio is always
  * explicit (never inherited), because a daemon that inherits a pipe keeps it open (LAB.md).

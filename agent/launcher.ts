@@ -10,8 +10,8 @@
  * environment with the client's and execs the client, so that the helper's pid becomes the
  * client's pid. The agent reaps it like any child: it is the agent's child.
  *
- * The request is data, never code: NUL-separated fields (log file, command, argv, environment),
- * read to end of file. The program is fixed text below and runs the client with Perl's list form of
+ * The request is data, never code: NUL-separated fields (log file, command, argv, environment)
+ * after their length in bytes. The program is fixed text below and runs the client with Perl's list form of
  * `exec`, which never calls a shell. Credentials travel in the environment over the pipe, as with
  * `start`, never in argv. The helper reports a failed exec on a close-on-exec status pipe (fd 3):
  * end of file with nothing written means the client is running.
@@ -48,10 +48,13 @@ $0 = 'dynamic-volumes-launcher';
 open(my $status, '>&=', 3) or POSIX::_exit(2);
 fcntl($status, Fcntl::F_SETFD(), Fcntl::FD_CLOEXEC()) or POSIX::_exit(2);
 binmode STDIN;
-my $req = do { local $/; <STDIN> };
-POSIX::_exit(0) if !defined $req || $req eq '';
-my ($log, $cmd, $argc, @rest) = split /\0/, $req, -1;
 sub fail { syswrite($status, "$_[0] " . ($! + 0) . "\n"); POSIX::_exit(127); }
+my $len = <STDIN>;
+POSIX::_exit(0) if !defined $len;
+$len =~ /\A([0-9]+)\n\z/ or do { $! = 22; fail('request') };
+my ($size, $req) = ($1, '');
+while (length($req) < $size) { read(STDIN, $req, $size - length($req), length($req)) or POSIX::_exit(0); }
+my ($log, $cmd, $argc, @rest) = split /\0/, $req, -1;
 defined $argc && $argc =~ /\A[0-9]+\z/ && @rest >= $argc or do { $! = 22; fail('request') };
 my @args = splice(@rest, 0, $argc);
 @rest % 2 == 0 or do { $! = 22; fail('request') };
@@ -248,8 +251,10 @@ export class ClientLauncher {
       status.on("error", () => resolve(text));
       status.once("close", () => resolve(text));
     });
-    const request = [logFile, cmd, String(argv.length), ...argv, ...envPairs(env)].join("\0");
-    (child.stdin as Writable).end(request);
+    // Length-prefixed, so that the helper acts as soon as the bytes arrive rather than at end of
+    // file, which Node delivers only a few event-loop turns after the write.
+    const request = Buffer.from([logFile, cmd, String(argv.length), ...argv, ...envPairs(env)].join("\0"));
+    (child.stdin as Writable).end(Buffer.concat([Buffer.from(`${request.length}\n`), request]));
     const failure = (await report).trim();
     // Killed while it waited, before it could read the request: nothing was started. (A client that
     // exited within these microseconds is started once more, directly, and fails again the same way.)
