@@ -79,7 +79,7 @@ export interface LauncherOptions {
   readonly log?: Logger;
 }
 
-/** How clients were started, for tests and metrics. */
+/** How many clients were started each way. */
 export interface LauncherStats {
   readonly warm: number;
   readonly direct: number;
@@ -132,7 +132,6 @@ export class ClientLauncher {
       return start(cmd, argv, opts);
     }
     this.helper = undefined;
-    this.warmStarts++;
     try {
       const client = await this.launch(
         helper,
@@ -142,7 +141,10 @@ export class ClientLauncher {
         opts.env,
         opts.stderrLimit ?? 64 * 1024,
       );
-      if (client !== undefined) return client;
+      if (client !== undefined) {
+        this.warmStarts++;
+        return client;
+      }
       this.directStarts++;
       return await start(cmd, argv, opts);
     } finally {

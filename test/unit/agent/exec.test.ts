@@ -1,37 +1,13 @@
 import { expect } from "chai";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, start, type ClientProcess } from "../../../agent/exec.js";
 import { AppError } from "../../../shared/errors.js";
+import { alive, processGroupOf, rejection } from "../../support/processes.js";
 
 const NODE = process.execPath;
-
-/** Running (a zombie whose parent died may linger unreaped when PID 1 does not reap: it counts as dead). */
-async function alive(pid: number): Promise<boolean> {
-  try {
-    const text = await readFile(`/proc/${pid}/stat`, "utf8");
-    return text.slice(text.lastIndexOf(")") + 2).split(" ")[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-async function processGroupOf(pid: number): Promise<number> {
-  // /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."; comm may contain spaces, so cut after ')'.
-  const text = await readFile(`/proc/${pid}/stat`, "utf8");
-  return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[2]);
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("exec", () => {
   let dir: string;

@@ -1,31 +1,18 @@
 import { expect } from "chai";
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClientProcess } from "../../../agent/exec.js";
 import { ClientLauncher } from "../../../agent/launcher.js";
 import { AppError } from "../../../shared/errors.js";
+import { alive, processGroupOf, rejection } from "../../support/processes.js";
 
 const NODE = process.execPath;
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
 /** Prints its argv (one per line) and $SECRET, then stays up. */
 const ECHO_AND_WAIT =
   "console.log(process.argv.slice(1).join('\\n')); console.log('secret=' + process.env.SECRET); setInterval(() => {}, 1000);";
-
-async function alive(pid: number): Promise<boolean> {
-  try {
-    const text = await readFile(`/proc/${pid}/stat`, "utf8");
-    return text.slice(text.lastIndexOf(")") + 2).split(" ")[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-async function statFields(pid: number): Promise<string[]> {
-  const text = await readFile(`/proc/${pid}/stat`, "utf8");
-  return text.slice(text.lastIndexOf(")") + 2).split(" ");
-}
 
 async function waitFor(
   what: string,
@@ -37,15 +24,6 @@ async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("ClientLauncher", () => {
@@ -113,8 +91,7 @@ describe("ClientLauncher", () => {
     expect(cmdline[0]).to.equal(NODE);
     expect(cmdline.join(" ")).not.to.include("s3cr3t");
     // Leader of its own process group, stdin /dev/null.
-    expect(Number((await statFields(c.pid))[2])).to.equal(c.pid);
-    const { readlink } = await import("node:fs/promises");
+    expect(await processGroupOf(c.pid)).to.equal(c.pid);
     expect(await readlink(`/proc/${c.pid}/fd/0`)).to.equal("/dev/null");
     expect(c.exitStatus()).to.equal(undefined);
     expect(await c.stop()).to.deep.equal({ code: null, signal: "SIGTERM" });
@@ -131,7 +108,7 @@ describe("ClientLauncher", () => {
 
   it("reports a client that is not on PATH as the direct start does", async () => {
     const l = launcher();
-    await warm(l);
+    const helperPid = await warm(l);
     const e = await rejection(
       l.start("dv-no-such-client", [], { env: { PATH }, logFile: join(dir, "x.log") }),
     );
@@ -140,7 +117,9 @@ describe("ClientLauncher", () => {
     expect((e as Error).message).to.equal(
       "dv-no-such-client was not found on PATH. Is it installed on your system?",
     );
-    expect(l.stats().warm).to.equal(1);
+    // The helper tried the exec and reported its failure: nothing was started, directly or not.
+    expect(l.stats()).to.deep.equal({ warm: 0, direct: 0 });
+    expect(await alive(helperPid)).to.equal(false);
   });
 
   it("reports a log file it cannot open, and starts nothing", async () => {
