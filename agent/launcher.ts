@@ -3,16 +3,16 @@
  *
  * libuv starts a child by forking the calling process; the agent's fork copies its page tables, and
  * the exec that follows tears the copy down again, with the agent's event loop blocked until the
- * exec is done: 2.5–3 ms per client here, measured, against about 1 ms for a small process
- * (docs/architecture.md). So the launcher keeps one helper ready: a small Perl process (perl-base
+ * exec is done: about 3 ms from request to client on the 2-core test machine, against 1.3 ms for
+ * the helper below (docs/architecture.md). So the launcher keeps one helper ready: a small Perl process (perl-base
  * is part of every Debian system, the agent's image included) started ahead of time, waiting for
  * one request on its stdin. Given the request, it opens the client's log file, replaces its own
  * environment with the client's and execs the client, so that the helper's pid becomes the
  * client's pid. The agent reaps it like any child: it is the agent's child.
  *
  * The request is data, never code: NUL-separated fields (log file, command, argv, environment)
- * after their length in bytes. The program is fixed text below and runs the client with Perl's list form of
- * `exec`, which never calls a shell. Credentials travel in the environment over the pipe, as with
+ * after their length in bytes. The program is fixed text below and runs the client with Perl's
+ * list form of `exec`, which never calls a shell. Credentials travel in the environment over the pipe, as with
  * `start`, never in argv. The helper reports a failed exec on a close-on-exec status pipe (fd 3):
  * end of file with nothing written means the client is running.
  *
@@ -25,6 +25,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { constants } from "node:os";
 import type { Readable, Writable } from "node:stream";
+import { AppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import {
   clientHandle,
@@ -35,7 +36,6 @@ import {
   type ClientProcess,
   type StartOptions,
 } from "./exec.js";
-import { AppError } from "../shared/errors.js";
 
 /**
  * The helper. fd 3 is the status pipe, made close-on-exec so that a successful exec closes it.
@@ -120,27 +120,21 @@ export class ClientLauncher {
     argv: readonly string[],
     opts: StartOptions,
   ): Promise<ClientProcess> => {
-    const helper = this.helper;
-    const usable =
-      helper?.ready === true &&
-      opts.logFile !== undefined &&
-      opts.cwd === undefined &&
-      [opts.logFile, cmd, ...argv, ...envPairs(opts.env)].every((f) => !f.includes("\0"));
-    if (!usable || helper === undefined || opts.logFile === undefined) {
+    const { helper } = this;
+    const { logFile } = opts;
+    if (
+      helper?.ready !== true ||
+      logFile === undefined ||
+      opts.cwd !== undefined ||
+      [logFile, cmd, ...argv, ...envPairs(opts.env)].some((f) => f.includes("\0"))
+    ) {
       this.directStarts++;
       this.refillSoon();
       return start(cmd, argv, opts);
     }
     this.helper = undefined;
     try {
-      const client = await this.launch(
-        helper,
-        cmd,
-        argv,
-        opts.logFile,
-        opts.env,
-        opts.stderrLimit ?? 64 * 1024,
-      );
+      const client = await this.launch(helper, cmd, argv, logFile, opts.env, opts.stderrLimit ?? 64 * 1024);
       if (client !== undefined) {
         this.warmStarts++;
         return client;
@@ -174,10 +168,7 @@ export class ClientLauncher {
     if (this.refillTimer !== undefined) clearTimeout(this.refillTimer);
     const h = this.helper;
     this.helper = undefined;
-    if (h !== undefined) {
-      h.child.stdin?.end();
-      h.child.kill("SIGKILL");
-    }
+    h?.child.kill("SIGKILL");
   }
 
   private refillSoon(delayMs = this.refillDelayMs): void {
@@ -209,7 +200,7 @@ export class ClientLauncher {
         this.disabled = true;
         this.log?.info(
           { perl: this.perl },
-          "perl was not found; FUSE clients are started by forking the agent, about 2 ms slower each",
+          "perl was not found; FUSE clients are started by forking the agent, about 1.5 ms slower each",
         );
       }
     });
@@ -258,17 +249,17 @@ export class ClientLauncher {
     const request = Buffer.from([logFile, cmd, String(argv.length), ...argv, ...envPairs(env)].join("\0"));
     (child.stdin as Writable).end(Buffer.concat([Buffer.from(`${request.length}\n`), request]));
     const failure = (await report).trim();
-    // Killed while it waited, before it could read the request: nothing was started. (A client that
-    // exited within these microseconds is started once more, directly, and fails again the same way.)
-    if (failure === "" && !execed(child, cmd)) return undefined;
-    if (failure !== "") {
-      await helper.exited;
-      const [stage, errno] = failure.split(" ");
-      const code = errnoName(Number(errno));
-      if (stage === "exec") throw spawnError(cmd, Object.assign(new Error(code), { code }));
-      throw new AppError("Unavailable", `cannot run ${cmd}: ${stage} failed with ${code}`);
+    if (failure === "") {
+      // Killed while it waited, before it could read the request: nothing was started. (A client that
+      // exited within these microseconds is started once more, directly, and fails again the same way.)
+      if (!execed(child, cmd)) return undefined;
+      return clientHandle(child.pid!, helper.exited, () => readFileTail(logFile, limit));
     }
-    return clientHandle(child.pid!, helper.exited, () => readFileTail(logFile, limit));
+    await helper.exited;
+    const [stage, errno] = failure.split(" ");
+    const code = errnoName(Number(errno));
+    if (stage === "exec") throw spawnError(cmd, Object.assign(new Error(code), { code }));
+    throw new AppError("Unavailable", `cannot run ${cmd}: ${stage} failed with ${code}`);
   }
 }
 
