@@ -32,26 +32,50 @@ interface Metric {
   render(): string;
 }
 
+/** One label set of a counter, bound once so that a hot path skips building the series key. */
+export interface CounterSeries {
+  inc(by?: number): void;
+}
+
 export class Counter implements Metric {
-  private readonly values = new Map<string, number>();
+  private readonly values = new Map<string, { value: number }>();
 
   constructor(
     readonly name: string,
     readonly help: string,
   ) {}
 
-  inc(labels: Labels = {}, by = 1): void {
+  private cell(labels: Labels): { value: number } {
     const k = labelKey(labels);
-    this.values.set(k, (this.values.get(k) ?? 0) + by);
+    let c = this.values.get(k);
+    if (c === undefined) {
+      c = { value: 0 };
+      this.values.set(k, c);
+    }
+    return c;
+  }
+
+  inc(labels: Labels = {}, by = 1): void {
+    this.cell(labels).value += by;
+  }
+
+  /** The series for `labels`, shown (at 0) from now on even before its first increment. */
+  series(labels: Labels = {}): CounterSeries {
+    const c = this.cell(labels);
+    return {
+      inc: (by = 1) => {
+        c.value += by;
+      },
+    };
   }
 
   get(labels: Labels = {}): number {
-    return this.values.get(labelKey(labels)) ?? 0;
+    return this.values.get(labelKey(labels))?.value ?? 0;
   }
 
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
-    for (const [k, v] of this.values) lines.push(`${this.name}${braces(k)} ${v}`);
+    for (const [k, c] of this.values) lines.push(`${this.name}${braces(k)} ${c.value}`);
     return lines.join("\n");
   }
 }
@@ -90,8 +114,20 @@ export const DEFAULT_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ];
 
+/** One label set of a histogram, bound once so that a hot path skips building the series key. */
+export interface HistogramSeries {
+  observe(value: number): void;
+}
+
+interface HistogramCells {
+  /** Observations per bucket, not cumulative: `counts[i]` holds those above bucket i-1 and up to bucket i. */
+  readonly counts: number[];
+  sum: number;
+  count: number;
+}
+
 export class Histogram implements Metric {
-  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
+  private readonly byLabels = new Map<string, HistogramCells>();
 
   constructor(
     readonly name: string,
@@ -99,29 +135,49 @@ export class Histogram implements Metric {
     readonly buckets: readonly number[] = DEFAULT_BUCKETS,
   ) {}
 
-  observe(labels: Labels, value: number): void {
+  private cells(labels: Labels): HistogramCells {
     const k = labelKey(labels);
-    let s = this.series.get(k);
+    let s = this.byLabels.get(k);
     if (!s) {
       s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 };
-      this.series.set(k, s);
+      this.byLabels.set(k, s);
     }
-    const { buckets } = this;
-    for (let i = 0; i < buckets.length; i++) if (value <= buckets[i]!) s.counts[i]!++;
+    return s;
+  }
+
+  private static record(buckets: readonly number[], s: HistogramCells, value: number): void {
+    // One bucket per observation; render() sums them into Prometheus' cumulative buckets.
+    for (let i = 0; i < buckets.length; i++)
+      if (value <= buckets[i]!) {
+        s.counts[i]!++;
+        break;
+      }
     s.sum += value;
     s.count++;
   }
 
+  observe(labels: Labels, value: number): void {
+    Histogram.record(this.buckets, this.cells(labels), value);
+  }
+
+  /** The series for `labels`, shown from now on even before its first observation. */
+  series(labels: Labels = {}): HistogramSeries {
+    const s = this.cells(labels);
+    return { observe: (value) => Histogram.record(this.buckets, s, value) };
+  }
+
   count(labels: Labels = {}): number {
-    return this.series.get(labelKey(labels))?.count ?? 0;
+    return this.byLabels.get(labelKey(labels))?.count ?? 0;
   }
 
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    for (const [k, s] of this.series) {
-      this.buckets.forEach((b, i) =>
-        lines.push(`${this.name}_bucket${braces(k, `le="${b}"`)} ${s.counts[i]}`),
-      );
+    for (const [k, s] of this.byLabels) {
+      let cumulative = 0;
+      this.buckets.forEach((b, i) => {
+        cumulative += s.counts[i]!;
+        lines.push(`${this.name}_bucket${braces(k, `le="${b}"`)} ${cumulative}`);
+      });
       lines.push(`${this.name}_bucket${braces(k, 'le="+Inf"')} ${s.count}`);
       lines.push(`${this.name}_sum${braces(k)} ${s.sum}`);
       lines.push(`${this.name}_count${braces(k)} ${s.count}`);

@@ -81,7 +81,8 @@ export function agentDir(root: string): string {
 }
 
 function trimSlash(p: string): string {
-  return p.length > 1 ? p.replace(/\/+$/, "") : p;
+  // Checked first because the webhook builds a pod directory on every admission.
+  return p.length > 1 && p.endsWith("/") ? p.replace(/\/+$/, "") : p;
 }
 
 /** A pod id: 128 bits as 32 lowercase hex digits. */

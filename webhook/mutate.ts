@@ -38,9 +38,12 @@ export type MutateResult =
   | { kind: "skipped"; reason: string; warnings: string[] }
   | { kind: "denied"; code: number; message: string; warnings: string[] };
 
-/** Shown whenever a pod is injected: Pod Security Admission rejects hostPath below `privileged`. */
+/**
+ * Shown whenever a pod is injected: Pod Security Admission rejects hostPath below `privileged`.
+ * Kubernetes asks webhooks to keep a warning within 120 characters; docs/install.md says more.
+ */
 export const PSA_WARNING =
-  "dynamic-volumes: this pod gets a hostPath volume; Pod Security Admission at level baseline or restricted rejects it, so the namespace must allow privileged pods (pod-security.kubernetes.io/enforce=privileged)";
+  "dynamic-volumes: this pod gets a hostPath volume; Pod Security Admission allows it only at level privileged";
 
 const MAX_MOUNT_PATH_LENGTH = 1024;
 

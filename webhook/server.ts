@@ -5,7 +5,13 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { METRICS_CONTENT_TYPE, Registry, type Counter, type Histogram } from "../shared/metrics.js";
+import {
+  METRICS_CONTENT_TYPE,
+  Registry,
+  type Counter,
+  type CounterSeries,
+  type Histogram,
+} from "../shared/metrics.js";
 import { admitPod, type MutateConfig, type MutateResult } from "./mutate.js";
 import {
   allowed,
@@ -73,9 +79,21 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   app.set("etag", false);
 
   const maxBodyBytes = opts.maxBodyBytes ?? 3 * 1024 * 1024;
+  // Every result's series exists from the start (at 0, as Prometheus advises for rate()), bound
+  // once so that counting an admission does not build label keys.
+  const series = (result: AdmissionResult): CounterSeries => metrics.requests.series({ result });
+  const byResult: Record<AdmissionResult, CounterSeries> = {
+    patched: series("patched"),
+    unchanged: series("unchanged"),
+    skipped: series("skipped"),
+    denied: series("denied"),
+    bad_request: series("bad_request"),
+    error: series("error"),
+  };
+  const duration = metrics.duration.series();
   const count = (result: AdmissionResult, started: number): void => {
-    metrics.requests.inc({ result });
-    metrics.duration.observe({}, (performance.now() - started) / 1000);
+    byResult[result].inc();
+    duration.observe((performance.now() - started) / 1000);
   };
 
   // A refused request: counted, and answered with a review whose status says why.

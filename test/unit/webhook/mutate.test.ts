@@ -99,7 +99,13 @@ describe("mutatePod", () => {
 
     it("warns that Pod Security Admission below privileged rejects the hostPath", () => {
       const r = patchedOrFail(mutatePod(deploymentPod(), "team-a", cfg, mintId));
-      expect(r.warnings.join("\n")).to.match(/Pod Security Admission/);
+      expect(r.warnings.join("\n")).to.match(/Pod Security Admission allows it only at level privileged/);
+    });
+
+    it("keeps its own warnings within the 120 characters Kubernetes asks of a webhook", () => {
+      const r = patchedOrFail(mutatePod(deploymentPod(), "team-a", cfg, mintId));
+      expect(r.warnings).to.not.be.empty;
+      for (const w of r.warnings) expect(w.length, w).to.be.at.most(120);
     });
   });
 
