@@ -9,8 +9,6 @@
  * signature. It has no branches or table lookups that depend on the key or the message.
  * The test suite checks it against `createHmac` and the FIPS 180-4 examples.
  */
-import { hash } from "node:crypto";
-
 const BLOCK = 64;
 
 // prettier-ignore
@@ -127,7 +125,7 @@ const statesByKey = new WeakMap<Uint8Array, KeyStates>();
 function keyStates(key: Uint8Array): KeyStates {
   let s = statesByKey.get(key);
   if (s === undefined) {
-    const k = key.length > BLOCK ? hash("sha256", key, "buffer") : key;
+    const k = key.length > BLOCK ? sha256(key) : key;
     const ipad = new Uint8Array(BLOCK).fill(0x36);
     const opad = new Uint8Array(BLOCK).fill(0x5c);
     for (let i = 0; i < k.length; i++) {

@@ -92,6 +92,21 @@ describe("response constructors", () => {
     expect(r.warnings).to.deep.equal(["careful"]);
   });
 
+  it("patched encodes short, Unicode and long patches alike, one after another", () => {
+    // Long enough to need more than the 16 KiB kept for encoding; then a short one after it.
+    const long = Array.from({ length: 400 }, (_, i) => ({
+      op: "add" as const,
+      path: `/spec/containers/${i}/volumeMounts/-`,
+      value: { name: "dynamic-volumes", mountPath: "/datasets/ü€😀" },
+    }));
+    const short = [{ op: "add" as const, path: "/metadata/annotations/k", value: "ü€😀" }];
+    for (const ops of [short, long, short]) {
+      const text = Buffer.from(patched("u", ops).response.patch!, "base64").toString("utf8");
+      expect(JSON.parse(text)).to.deep.equal(ops);
+    }
+    expect(JSON.stringify(long).length * 3).to.be.greaterThan(16 * 1024);
+  });
+
   it("patched with an empty patch is a plain allow", () => {
     expect(patched("u", []).response).to.deep.equal({ uid: "u", allowed: true });
   });
