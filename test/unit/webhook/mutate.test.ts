@@ -177,6 +177,24 @@ describe("mutatePod", () => {
       expect(mountsOf(pod.spec.containers[0])[0]!.mountPath).to.equal("/mnt/buckets");
     });
 
+    it("writes paths holding quotes, backslashes and Unicode as valid JSON, under a root that holds them too", () => {
+      const mountPath = '/data/"q"/back\\slash/ü€😀/~0';
+      const odd: MutateConfig = { ...cfg, root: '/var/lib/"dv"\\ü' };
+      const cases: Array<[Json, string]> = [
+        [deploymentPod({ [ANNOTATIONS.mountPath]: mountPath }), mountPath],
+        [barePod(), cfg.defaultMountPath],
+      ];
+      for (const [pod, want] of cases) {
+        const r = patchedOrFail(mutatePod(pod, "team-a", odd, mintId));
+        const out = applyJsonPatch(pod, r.patch) as unknown as Pod;
+        validatePod(out);
+        expect(out.metadata.annotations[ANNOTATIONS.mountPath]).to.equal(want);
+        expect(mountsOf(out.spec.containers[0])[0]!.mountPath).to.equal(want);
+        const ours = out.spec.volumes.find((v) => v.name === VOLUME_NAME)!;
+        expect(ours.hostPath!.path).to.equal(`/var/lib/"dv"\\ü/pods/${r.id}`);
+      }
+    });
+
     const rows: Array<[string, string, RegExp]> = [
       ["[error] relative", "datasets", /relative/],
       ["[error] parent segment", "/data/../etc", /\.\./],
