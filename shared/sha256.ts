@@ -78,11 +78,12 @@ function compress(state: Int32Array, bytes: Uint8Array, offset: number): void {
 /**
  * Pads the `length` message bytes at the start of `buf` (FIPS 180-4 §5.1.1), counting `prefixBytes`
  * already hashed before them, and returns the padded length, a multiple of 64. `buf` must have room.
+ * Plain loops rather than `fill`: see hmacSha256Hex.
  */
 function pad(buf: Uint8Array, length: number, prefixBytes: number): number {
   const end = Math.ceil((length + 9) / BLOCK) * BLOCK;
   buf[length] = 0x80;
-  buf.fill(0, length + 1, end - 4);
+  for (let i = length + 1; i < end - 4; i++) buf[i] = 0;
   // Bit length as 64 bits, big-endian; messages here stay far below 2^29 bytes, so the high word is 0.
   const bits = (prefixBytes + length) * 8;
   buf[end - 4] = bits >>> 24;
@@ -144,28 +145,50 @@ function keyStates(key: Uint8Array): KeyStates {
   return s;
 }
 
-/** Room for messages up to 183 UTF-8 bytes and their padding; longer ones get their own buffer. */
-const SCRATCH = Buffer.alloc(3 * BLOCK);
+/** Room for messages up to 183 bytes and their padding; longer ones get their own buffer. */
+const SCRATCH = new Uint8Array(3 * BLOCK);
 const STATE = new Int32Array(8);
+
+/**
+ * Writes the UTF-8 bytes of `message` to a buffer with room for the padding, and returns the
+ * buffer and the byte count. An ASCII message, which every `<namespace>/<id>` is, is copied by a
+ * plain loop into SCRATCH: measured in the loaded webhook, each call into native code (a Buffer's
+ * `write` or `fill`, a typed array's `set`) cost more than both compressions, its code being cold
+ * by the next request.
+ */
+function messageBytes(message: string): { buf: Uint8Array; length: number } {
+  const n = message.length;
+  if (n + 9 <= SCRATCH.length) {
+    let i = 0;
+    for (; i < n; i++) {
+      const c = message.charCodeAt(i);
+      if (c >= 0x80) break;
+      SCRATCH[i] = c;
+    }
+    if (i === n) return { buf: SCRATCH, length: n };
+  }
+  const bytes = Buffer.from(message, "utf8");
+  const buf =
+    bytes.length + 9 <= SCRATCH.length
+      ? SCRATCH
+      : new Uint8Array(Math.ceil((bytes.length + 9) / BLOCK) * BLOCK);
+  buf.set(bytes);
+  return { buf, length: bytes.length };
+}
 
 /** Lowercase hex HMAC-SHA256 of the UTF-8 bytes of `message` under `key`. */
 export function hmacSha256Hex(key: Uint8Array, message: string): string {
   const { inner, outer } = keyStates(key);
-  // A UTF-16 code unit is at most 3 UTF-8 bytes; 9 bytes of padding follow the message.
-  const buf =
-    message.length * 3 + 9 <= SCRATCH.length
-      ? SCRATCH
-      : Buffer.alloc(Math.ceil((message.length * 3 + 9) / BLOCK) * BLOCK);
-  const length = buf.write(message, 0, "utf8");
-  STATE.set(inner);
+  const { buf, length } = messageBytes(message);
+  for (let i = 0; i < 8; i++) STATE[i] = inner[i]!;
   const end = pad(buf, length, BLOCK);
   for (let o = 0; o < end; o += BLOCK) compress(STATE, buf, o);
   // The outer hash: its pad block is in `outer`; then the inner digest and padding, one block.
   stateBytes(STATE, buf, 0);
   pad(buf, 32, BLOCK);
-  STATE.set(outer);
+  for (let i = 0; i < 8; i++) STATE[i] = outer[i]!;
   compress(STATE, buf, 0);
-  buf.fill(0, 0, end);
+  for (let i = 0; i < end; i++) buf[i] = 0;
   let hex = "";
   for (let i = 0; i < 8; i++) {
     const v = STATE[i]!;

@@ -53,15 +53,17 @@ describe("SHA-256 and HMAC-SHA256", () => {
       "x".repeat(63),
       "x".repeat(119),
       "x".repeat(120),
-      // Either side of the length that still fits the buffer kept for messages (3 characters a
-      // code unit and 9 bytes of padding in 192 bytes).
-      "x".repeat(61),
-      "x".repeat(62),
+      // Either side of the length that still fits the buffer kept for messages: 183 bytes and 9
+      // of padding in 192, for ASCII copied character by character and for UTF-8 alike.
+      "x".repeat(183),
+      "x".repeat(184),
       "€".repeat(61),
       "€".repeat(62),
       "€".repeat(200),
-      "😀".repeat(30),
-      "😀".repeat(31),
+      "😀".repeat(45),
+      "😀".repeat(46),
+      // Non-ASCII only at the end, after an ASCII prefix already copied.
+      `${"a".repeat(50)}é`,
       // A short message right after a long one: nothing of the longer one may be hashed.
       "b",
     ];

@@ -5,9 +5,9 @@ import { mintPodId, signPodId, signingKeyFromText, verifyPodId } from "../../../
 describe("pod id signing", () => {
   const key = signingKeyFromText("  s3cret-key-for-tests \n");
 
-  it("mints 128-bit lowercase hex ids, different each time", () => {
-    const ids = new Set(Array.from({ length: 100 }, mintPodId));
-    expect(ids.size).to.equal(100);
+  it("mints 128-bit lowercase hex ids, different each time, across batches", () => {
+    const ids = new Set(Array.from({ length: 600 }, mintPodId));
+    expect(ids.size).to.equal(600);
     for (const id of ids) expect(id).to.match(/^[0-9a-f]{32}$/);
   });
 
