@@ -87,3 +87,16 @@ function trimSlash(p: string): string {
 
 /** A pod id: 128 bits as 32 lowercase hex digits. */
 export const POD_ID_PATTERN = /^[0-9a-f]{32}$/;
+
+/**
+ * The same test as {@link POD_ID_PATTERN}, as a loop: the webhook checks every id it mints, and a
+ * loop's code stays warm where the regular expression's is cold by the next admission.
+ */
+export function isPodId(s: string): boolean {
+  if (s.length !== 32) return false;
+  for (let i = 0; i < 32; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}

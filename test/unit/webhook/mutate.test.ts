@@ -4,6 +4,7 @@ import { signPodId, verifyPodId } from "../../../shared/signing.js";
 import {
   admitPod,
   escapePointer,
+  isNormalPath,
   mutatePod,
   normalizeMountPath,
   type MutateConfig,
@@ -374,6 +375,37 @@ describe("mutatePod", () => {
       );
       expect(r.warnings.join()).to.match(/goofys.*geesefs, s3fs, rclone/);
     });
+  });
+});
+
+describe("isNormalPath", () => {
+  // The specification the loop implements, kept here as the oracle.
+  // eslint-disable-next-line no-control-regex
+  const NORMAL_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/\u0000-\u001f\u007f]+)+$/;
+
+  it("agrees with the regular expression on every string of up to 6 characters over a hostile alphabet", () => {
+    const alphabet = ["/", ".", "a", "\u0000", "\u001f", "\u007f", " ", "é", "\ud83d"];
+    let checked = 0;
+    let normal = 0;
+    const disagreements: string[] = [];
+    const walk = (prefix: string, depth: number): void => {
+      const got = isNormalPath(prefix);
+      if (got !== NORMAL_PATH.test(prefix)) disagreements.push(JSON.stringify(prefix));
+      if (got) normal++;
+      checked++;
+      if (depth > 0) for (const c of alphabet) walk(prefix + c, depth - 1);
+    };
+    walk("", 6);
+    expect(disagreements.slice(0, 10)).to.deep.equal([]);
+    expect(checked).to.be.greaterThan(500_000);
+    expect(normal).to.be.greaterThan(1000);
+  });
+
+  it("accepts plain absolute paths and rejects the usual mistakes", () => {
+    for (const p of ["/datasets", "/mnt/buckets", "/a/.b/..c/...", "/ü/😀"])
+      expect(isNormalPath(p), p).to.equal(true);
+    for (const p of ["", "/", "datasets", "/a/", "/a//b", "/a/./b", "/a/../b", "/..", "/.", "/a\nb"])
+      expect(isNormalPath(p), JSON.stringify(p)).to.equal(false);
   });
 });
 
