@@ -89,8 +89,8 @@ function trimSlash(p: string): string {
 export const POD_ID_PATTERN = /^[0-9a-f]{32}$/;
 
 /**
- * The same test as {@link POD_ID_PATTERN}, as a loop: the webhook checks every id it mints, and a
- * loop's code stays warm where the regular expression's is cold by the next admission.
+ * The same test as {@link POD_ID_PATTERN}, as a loop, for the webhook's check of every id it mints
+ * (see isNormalPath in webhook/mutate.ts).
  */
 export function isPodId(s: string): boolean {
   if (s.length !== 32) return false;

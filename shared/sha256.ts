@@ -4,10 +4,10 @@
  * Why not `node:crypto`: the webhook signs one id per admission. Measured inside the running
  * webhook under load, the native path (binding, OpenSSL's digest dispatch) cost about 5% of the
  * server's CPU per admission, several times its cost in a tight loop, because every request reaches
- * it with cold caches. This code is one small function over typed arrays, starts from the key's
+ * it with cold caches. This code is a few small functions over typed arrays, starts from the key's
  * inner and outer states computed once per key, and so hashes two or three 64-byte blocks per
- * signature. It has no branches or table lookups that depend on the key or the message.
- * The test suite checks it against `createHmac` and the FIPS 180-4 examples.
+ * signature. Nothing in it branches on the key or indexes a table with it. The test suite checks it
+ * against `createHash`, `createHmac`, the FIPS 180-4 examples and the RFC 4231 vectors.
  */
 const BLOCK = 64;
 
@@ -152,9 +152,9 @@ const STATE = new Int32Array(8);
 /**
  * Writes the UTF-8 bytes of `message` to a buffer with room for the padding, and returns the
  * buffer and the byte count. An ASCII message, which every `<namespace>/<id>` is, is copied by a
- * plain loop into SCRATCH: measured in the loaded webhook, each call into native code (a Buffer's
- * `write` or `fill`, a typed array's `set`) cost more than both compressions, its code being cold
- * by the next request.
+ * plain loop into SCRATCH. Loops instead of native calls here and in pad (a Buffer's `write` and
+ * `fill`, a typed array's `set`) halved the signature's time inside the loaded webhook, from about
+ * 5 µs to 2.5 µs per admission: that code is cold by the next request.
  */
 function messageBytes(message: string): { buf: Uint8Array; length: number } {
   const n = message.length;
