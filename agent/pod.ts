@@ -9,8 +9,8 @@ import {
   DEFAULT_MOUNT_PATH,
   DEFAULT_SECRET_NAME,
   MOUNTERS,
-  POD_ID_PATTERN,
   VOLUME_NAME,
+  isPodId,
   podDir,
   podsDir,
   type MounterName,
@@ -114,7 +114,7 @@ export function readPod(pod: PodObject, cfg: PodReadConfig): PodView | undefined
     refusal = `volume "${VOLUME_NAME}" is not a hostPath under ${podsDir(cfg.root)}; recreate the pod so that the webhook injects it`;
   } else {
     const candidate = hostPath.slice(prefix.length).replace(/\/+$/, "");
-    if (!POD_ID_PATTERN.test(candidate)) {
+    if (!isPodId(candidate)) {
       refusal = `hostPath ${hostPath} does not name a pod directory; recreate the pod so that the webhook injects it`;
     } else {
       id = candidate;

@@ -85,12 +85,10 @@ function trimSlash(p: string): string {
   return p.length > 1 && p.endsWith("/") ? p.replace(/\/+$/, "") : p;
 }
 
-/** A pod id: 128 bits as 32 lowercase hex digits. */
-export const POD_ID_PATTERN = /^[0-9a-f]{32}$/;
-
 /**
- * The same test as {@link POD_ID_PATTERN}, as a loop, for the webhook's check of every id it mints
- * (see isNormalPath in webhook/mutate.ts).
+ * Whether `s` is a pod id: 128 bits as 32 lowercase hex digits (`^[0-9a-f]{32}$`). A loop rather
+ * than a regular expression because the webhook checks every id it mints (see isNormalPath in
+ * webhook/mutate.ts).
  */
 export function isPodId(s: string): boolean {
   if (s.length !== 32) return false;

@@ -3,7 +3,7 @@
  * verifies. Signature: lowercase hex HMAC-SHA256(key, "<namespace>/<id>").
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import { POD_ID_PATTERN } from "./names.js";
+import { isPodId } from "./names.js";
 import { hmacSha256Hex } from "./sha256.js";
 
 // Ids are minted 256 at a time, each handed out once. Converting and wiping a batch at once, instead
@@ -33,7 +33,7 @@ export function signPodId(key: Uint8Array, namespace: string, id: string): strin
 
 /** Constant-time check that `signature` signs `<namespace>/<id>` and that `id` is well-formed. */
 export function verifyPodId(key: Uint8Array, namespace: string, id: string, signature: string): boolean {
-  if (!POD_ID_PATTERN.test(id) || !/^[0-9a-f]{64}$/.test(signature)) return false;
+  if (!isPodId(id) || !/^[0-9a-f]{64}$/.test(signature)) return false;
   const want = Buffer.from(signPodId(key, namespace, id), "hex");
   return timingSafeEqual(want, Buffer.from(signature, "hex"));
 }

@@ -10,7 +10,7 @@
 import { posix } from "node:path";
 import { describeBucketError, parseBuckets } from "../shared/buckets.js";
 import { describeValue } from "../shared/errors.js";
-import { ANNOTATIONS, MOUNTERS, POD_ID_PATTERN, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
+import { ANNOTATIONS, MOUNTERS, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
 import { signPodId, verifyPodId } from "../shared/signing.js";
 import type { AdmissionRequest, JsonPatchOp } from "./review.js";
 
@@ -179,7 +179,7 @@ function existingClaim(
         hostPath !== undefined &&
         typeof id === "string" &&
         typeof sig === "string" &&
-        POD_ID_PATTERN.test(id) &&
+        isPodId(id) &&
         normalizeHostPath(hostPath) === podDir(cfg.root, id) &&
         verifyPodId(cfg.signingKey, namespace, id, sig);
       if (!ok)

@@ -1,6 +1,9 @@
 import { expect } from "chai";
 import { randomBytes, randomInt } from "node:crypto";
-import { POD_ID_PATTERN, isPodId } from "../../../shared/names.js";
+import { isPodId } from "../../../shared/names.js";
+
+// The definition isPodId implements, kept here as the oracle.
+const POD_ID_PATTERN = /^[0-9a-f]{32}$/;
 
 describe("pod ids", () => {
   it("isPodId agrees with POD_ID_PATTERN on ids, near misses and random strings", () => {
