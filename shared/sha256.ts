@@ -81,7 +81,7 @@ function compress(state: Int32Array, bytes: Uint8Array, offset: number): void {
  * Plain loops rather than `fill`: see hmacSha256Hex.
  */
 function pad(buf: Uint8Array, length: number, prefixBytes: number): number {
-  const end = Math.ceil((length + 9) / BLOCK) * BLOCK;
+  const end = paddedLength(length);
   buf[length] = 0x80;
   for (let i = length + 1; i < end - 4; i++) buf[i] = 0;
   // Bit length as 64 bits, big-endian; messages here stay far below 2^29 bytes, so the high word is 0.
@@ -93,23 +93,29 @@ function pad(buf: Uint8Array, length: number, prefixBytes: number): number {
   return end;
 }
 
+/** The length of `length` message bytes padded: a 0x80 byte and 8 length bytes, rounded up to a block. */
+function paddedLength(length: number): number {
+  return Math.ceil((length + 9) / BLOCK) * BLOCK;
+}
+
 /** SHA-256 of `bytes`. */
 export function sha256(bytes: Uint8Array): Uint8Array {
   const state = IV.slice();
-  const buf = new Uint8Array(Math.ceil((bytes.length + 9) / BLOCK) * BLOCK);
+  const buf = new Uint8Array(paddedLength(bytes.length));
   buf.set(bytes);
   const end = pad(buf, bytes.length, 0);
   for (let o = 0; o < end; o += BLOCK) compress(state, buf, o);
-  return stateBytes(state, new Uint8Array(32), 0);
+  return stateBytes(state, new Uint8Array(32));
 }
 
-function stateBytes(state: Int32Array, out: Uint8Array, offset: number): Uint8Array {
+/** Writes the 32-byte digest held in `state` to the start of `out`. */
+function stateBytes(state: Int32Array, out: Uint8Array): Uint8Array {
   for (let i = 0; i < 8; i++) {
     const v = state[i]!;
-    out[offset + i * 4] = v >>> 24;
-    out[offset + i * 4 + 1] = v >>> 16;
-    out[offset + i * 4 + 2] = v >>> 8;
-    out[offset + i * 4 + 3] = v;
+    out[i * 4] = v >>> 24;
+    out[i * 4 + 1] = v >>> 16;
+    out[i * 4 + 2] = v >>> 8;
+    out[i * 4 + 3] = v;
   }
   return out;
 }
@@ -168,10 +174,7 @@ function messageBytes(message: string): { buf: Uint8Array; length: number } {
     if (i === n) return { buf: SCRATCH, length: n };
   }
   const bytes = Buffer.from(message, "utf8");
-  const buf =
-    bytes.length + 9 <= SCRATCH.length
-      ? SCRATCH
-      : new Uint8Array(Math.ceil((bytes.length + 9) / BLOCK) * BLOCK);
+  const buf = bytes.length + 9 <= SCRATCH.length ? SCRATCH : new Uint8Array(paddedLength(bytes.length));
   buf.set(bytes);
   return { buf, length: bytes.length };
 }
@@ -184,7 +187,7 @@ export function hmacSha256Hex(key: Uint8Array, message: string): string {
   const end = pad(buf, length, BLOCK);
   for (let o = 0; o < end; o += BLOCK) compress(STATE, buf, o);
   // The outer hash: its pad block is in `outer`; then the inner digest and padding, one block.
-  stateBytes(STATE, buf, 0);
+  stateBytes(STATE, buf);
   pad(buf, 32, BLOCK);
   for (let i = 0; i < 8; i++) STATE[i] = outer[i]!;
   compress(STATE, buf, 0);
