@@ -2,8 +2,9 @@
  * The informer behind the Kubernetes pod source: `@kubernetes/client-node` 2.x's `ListWatch` on the
  * pods of one node (`/api/v1/pods`, field selector `spec.nodeName=<node>`), with what it lacks:
  *
- * - it restarts with capped exponential backoff after an error (ListWatch restarts by itself only after
- *   a clean end of the stream, its client-side timeout or a 410; any other error leaves it down);
+ * - it restarts with capped exponential backoff, fully jittered, after an error (ListWatch restarts
+ *   by itself only after a clean end of the stream, its client-side timeout or a 410; any other
+ *   error leaves it down);
  * - a pod recreated under the same name (new uid) while the watch was down becomes a `delete` of the
  *   old instance and an `upsert` of the new one, not an update;
  * - nothing more is delivered, and no stream opened, once it is stopped.
@@ -25,6 +26,7 @@ import {
   type V1Pod,
   type V1PodList,
 } from "@kubernetes/client-node";
+import { backoffDelay, type BackoffPolicy } from "../../shared/backoff.js";
 import { AppError } from "../../shared/errors.js";
 import { kubeError } from "../../shared/kube-errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -39,10 +41,13 @@ export interface NodePodInformerOptions {
   readonly nodeName: string;
   readonly log: Logger;
   /**
-   * Delay before a restart after an error; it doubles from `initialMs` (default 1000) up to `maxMs`
-   * (default 30 000) and starts over once a list or an event gets through.
+   * Delay before a restart after an error: full jitter over a window that doubles from `initialMs`
+   * (default 1000) up to `maxMs` (default 30 000) and starts over once a list or an event gets
+   * through (see shared/backoff.ts).
    */
   readonly restartBackoff?: { readonly initialMs?: number; readonly maxMs?: number };
+  /** Random source in [0, 1) for the jitter. Default `Math.random`. */
+  readonly random?: () => number;
 }
 
 /**
@@ -78,8 +83,8 @@ export class NodePodInformer {
   private readonly fieldSelector: string;
   private readonly server: string;
   private readonly log: Logger;
-  private readonly initialBackoffMs: number;
-  private readonly maxBackoffMs: number;
+  private readonly backoff: BackoffPolicy;
+  private readonly random: () => number;
 
   private informer: ListWatch<V1Pod> | undefined;
   private onEvent: ((e: PodEvent) => void) | undefined;
@@ -87,7 +92,8 @@ export class NodePodInformer {
   private readonly delivered = new Map<string, V1Pod>();
   private stopped = true;
   private listed = false;
-  private backoffMs: number;
+  /** Failed runs since the last success; the next restart waits {@link backoffDelay} of it. */
+  private failures = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private synced: { resolve: () => void; reject: (e: Error) => void } | undefined;
 
@@ -95,9 +101,11 @@ export class NodePodInformer {
     this.fieldSelector = `spec.nodeName=${opts.nodeName}`;
     this.server = opts.kubeConfig.getCurrentCluster()?.server ?? "(no current cluster)";
     this.log = opts.log;
-    this.initialBackoffMs = opts.restartBackoff?.initialMs ?? 1000;
-    this.maxBackoffMs = opts.restartBackoff?.maxMs ?? 30_000;
-    this.backoffMs = this.initialBackoffMs;
+    this.backoff = {
+      baseMs: opts.restartBackoff?.initialMs ?? 1000,
+      maxMs: opts.restartBackoff?.maxMs ?? 30_000,
+    };
+    this.random = opts.random ?? Math.random;
   }
 
   /**
@@ -108,7 +116,7 @@ export class NodePodInformer {
     if (!this.stopped) throw new AppError("Internal", "the pod informer is already started");
     this.stopped = false;
     this.listed = false;
-    this.backoffMs = this.initialBackoffMs;
+    this.failures = 0;
     this.onEvent = onEvent;
     this.delivered.clear();
     // An informer of an earlier start() may still finish a step in flight: its callbacks are ignored.
@@ -177,7 +185,7 @@ export class NodePodInformer {
     });
     if (!live()) throw new Error("the pod informer was stopped");
     this.listed = true;
-    this.backoffMs = this.initialBackoffMs;
+    this.failures = 0;
     return list;
   }
 
@@ -200,8 +208,8 @@ export class NodePodInformer {
 
   private failed(err: unknown): void {
     if (this.stopped) return;
-    const delayMs = this.backoffMs;
-    this.backoffMs = Math.min(this.backoffMs * 2, this.maxBackoffMs);
+    this.failures++;
+    const delayMs = backoffDelay(this.failures, this.backoff, this.random);
     const error = kubeError(err, "watching the pods of this node", this.server, "list and watch on pods");
     const fields = { code: error.code, err: error.message, retryInMs: delayMs };
     if (error.code === "Forbidden" || error.code === "Unauthenticated")
@@ -215,7 +223,7 @@ export class NodePodInformer {
   }
 
   private upserted(pod: V1Pod): void {
-    this.backoffMs = this.initialBackoffMs;
+    this.failures = 0;
     const key = keyOf(pod);
     const before = this.delivered.get(key);
     if (before !== undefined && before.metadata?.uid !== pod.metadata?.uid)
@@ -225,7 +233,7 @@ export class NodePodInformer {
   }
 
   private deleted(pod: V1Pod): void {
-    this.backoffMs = this.initialBackoffMs;
+    this.failures = 0;
     const key = keyOf(pod);
     const before = this.delivered.get(key);
     this.delivered.delete(key);
