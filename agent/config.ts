@@ -71,6 +71,26 @@ export const AGENT_OPTIONS = {
     "20",
   ),
   consoleRequestBurst: opt("console-request-burst", "requests a console connection may send at once", "40"),
+  consoleMaxUnauthenticated: opt(
+    "console-max-unauthenticated",
+    "console connections still authenticating, in each of two pools (token in the Authorization header being checked; websocket waiting for its auth frame); 503 beyond it",
+    "64",
+  ),
+  consoleMaxUnauthenticatedPerAddress: opt(
+    "console-max-unauthenticated-per-address",
+    "console connections still authenticating from one remote address, in each pool; 429 beyond it",
+    "8",
+  ),
+  consoleMaxHandshakesPerAddress: opt(
+    "console-max-handshakes-per-address",
+    "connections from one remote address that have not sent an HTTP request yet (TLS handshake, headers); reset beyond it",
+    "32",
+  ),
+  consoleAuthTimeoutSeconds: opt(
+    "console-auth-timeout-seconds",
+    "time from a console connection's TCP accept to a valid token; the connection is closed after it",
+    "10",
+  ),
 } as const;
 
 export interface ConsoleConfig {
@@ -86,6 +106,10 @@ export interface ConsoleConfig {
   readonly maxPayloadBytes: number;
   readonly requestsPerSecond: number;
   readonly burst: number;
+  readonly maxUnauthenticated: number;
+  readonly maxUnauthenticatedPerAddress: number;
+  readonly maxHandshakesPerAddress: number;
+  readonly authTimeoutMs: number;
 }
 
 export interface AgentConfig {
@@ -185,6 +209,12 @@ function loadConsoleConfig(raw: RawOptions, local: boolean): ConsoleConfig | und
     );
   }
   const int = (spec: OptionSpec): number => parsePositiveInt(spec, requireOption(spec, raw));
+  const maxUnauthenticated = int(o.consoleMaxUnauthenticated);
+  const maxUnauthenticatedPerAddress = int(o.consoleMaxUnauthenticatedPerAddress);
+  if (maxUnauthenticatedPerAddress > maxUnauthenticated)
+    throw new ConfigError(
+      `${where(o.consoleMaxUnauthenticatedPerAddress)} (${maxUnauthenticatedPerAddress}) is more than ${where(o.consoleMaxUnauthenticated)} (${maxUnauthenticated}): one address could take every slot`,
+    );
   return {
     host,
     port,
@@ -196,6 +226,10 @@ function loadConsoleConfig(raw: RawOptions, local: boolean): ConsoleConfig | und
     maxPayloadBytes: int(o.consoleMaxFrameBytes),
     requestsPerSecond: int(o.consoleRequestsPerSecond),
     burst: int(o.consoleRequestBurst),
+    maxUnauthenticated,
+    maxUnauthenticatedPerAddress,
+    maxHandshakesPerAddress: int(o.consoleMaxHandshakesPerAddress),
+    authTimeoutMs: int(o.consoleAuthTimeoutSeconds) * 1000,
   };
 }
 

@@ -23,7 +23,24 @@ import type { AgentMetrics } from "./http.js";
 export interface ConsoleLimits {
   /** Largest frame in bytes; a larger one closes the connection with 1009. */
   readonly maxPayloadBytes: number;
+  /**
+   * Authenticated connections at once. Connections that have not authenticated yet do not count
+   * here: they have their own pool, below.
+   */
   readonly maxConnections: number;
+  /**
+   * Connections that have not authenticated yet, in total (503 at upgrade beyond it), in each of two
+   * pools: upgrades whose `Authorization` header is being checked, and websockets waiting for their
+   * `auth` frame.
+   */
+  readonly maxUnauthenticated: number;
+  /** The same, per remote address (429 at upgrade beyond it). */
+  readonly maxUnauthenticatedPerAddress: number;
+  /**
+   * TCP connections of one remote address that have not sent their first HTTP request yet (TLS
+   * handshake, request headers); more are reset at accept.
+   */
+  readonly maxHandshakesPerAddress: number;
   /** Sustained frames per second per connection. */
   readonly requestsPerSecond: number;
   /** Frames a connection may send at once before the rate applies. */
@@ -37,7 +54,10 @@ export interface ConsoleLimits {
   readonly maxInFlight: number;
   readonly maxWatches: number;
   readonly pingIntervalMs: number;
-  /** How long a connection without an `Authorization` header has to send its `auth` frame. */
+  /**
+   * From the TCP accept to a valid token (TLS handshake, upgrade and TokenReview included): a socket
+   * still without one is closed (1008 once it is a websocket).
+   */
   readonly authTimeoutMs: number;
   /**
    * Bytes that may wait in a connection's send buffer for longer than `slowReaderGraceMs` before the
@@ -50,13 +70,16 @@ export interface ConsoleLimits {
 export const DEFAULT_CONSOLE_LIMITS: ConsoleLimits = Object.freeze({
   maxPayloadBytes: 1024 * 1024,
   maxConnections: 1024,
+  maxUnauthenticated: 64,
+  maxUnauthenticatedPerAddress: 8,
+  maxHandshakesPerAddress: 32,
   requestsPerSecond: 20,
   burst: 40,
   maxRateLimited: 100,
   maxInFlight: 32,
   maxWatches: 16,
   pingIntervalMs: 20_000,
-  authTimeoutMs: 5_000,
+  authTimeoutMs: 10_000,
   maxBufferedBytes: 4 * 1024 * 1024,
   slowReaderGraceMs: 2_000,
 });
@@ -71,6 +94,11 @@ export interface ConnectionContext {
   readonly authorizer: Authorizer;
   readonly metrics: AgentMetrics;
   readonly log: Logger;
+  /**
+   * A connection has just presented a valid `auth` frame: false when there is no room left for
+   * another authenticated connection.
+   */
+  readonly onAuthenticated: (conn: Connection) => boolean;
 }
 
 function frameText(data: RawData): string {
@@ -103,7 +131,6 @@ export class Connection implements Session {
   private alive = true;
   private ended = false;
   private readonly endFns = new Set<() => void>();
-  private readonly authTimer: NodeJS.Timeout | undefined;
   private drainCheck: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   private readonly limits: ConsoleLimits;
@@ -127,14 +154,6 @@ export class Connection implements Session {
     });
     ws.on("pong", () => (this.alive = true));
     ws.on("message", (data, isBinary) => this.onFrame(data, isBinary));
-    if (this.user === undefined) {
-      this.authTimer = setTimeout(() => {
-        if (this.user !== undefined) return;
-        this.ctx.metrics.consoleRejections.inc({ reason: "auth_timeout" });
-        this.ws.close(1008, "authentication timeout: send an auth request first");
-      }, this.limits.authTimeoutMs);
-      this.authTimer.unref();
-    }
     this.log.debug({ user: this.user?.username }, "console: connected");
   }
 
@@ -149,10 +168,20 @@ export class Connection implements Session {
     this.ws.ping();
   }
 
+  /** The authentication deadline passed: closes the connection unless it has authenticated. */
+  expire(): void {
+    if (this.user !== undefined || this.ended) return;
+    this.ctx.metrics.consoleRejections.inc({ reason: "auth_timeout" });
+    this.log.info("console: closing a connection that did not authenticate in time");
+    this.end();
+    this.ws.close(1008, "authentication timeout: send an auth request first");
+    // Its slot is held until the socket is gone; a peer that ignores the close is cut off.
+    setTimeout(() => this.ws.terminate(), 1000).unref();
+  }
+
   end(): void {
     if (this.ended) return;
     this.ended = true;
-    clearTimeout(this.authTimer);
     clearTimeout(this.drainCheck);
     for (const fn of [...this.endFns]) fn();
     this.endFns.clear();
@@ -377,6 +406,8 @@ export class Connection implements Session {
     this.authenticating = true;
     try {
       const user = await this.ctx.authenticator.authenticate(token);
+      // Closed meanwhile (the deadline, the peer): nothing to answer.
+      if (this.ended) return;
       if (user === undefined) {
         this.ctx.metrics.consoleRejections.inc({ reason: "unauthenticated" });
         this.log.warn("console: token refused in an auth frame");
@@ -390,9 +421,16 @@ export class Connection implements Session {
         this.ws.close(1008, "authentication failed");
         return;
       }
+      if (!this.ctx.onAuthenticated(this)) {
+        this.reply("auth", id, {
+          error: new ConsoleError("Unavailable", "too many console connections; try again later"),
+        });
+        this.end();
+        this.ws.close(1013, "too many console connections; try again later");
+        return;
+      }
       this.user = user;
       this.token = token;
-      clearTimeout(this.authTimer);
       this.log.info({ user: user.username }, "console: authenticated");
       this.reply("auth", id, { result: { user: user.username } });
     } catch (e) {

@@ -10,6 +10,12 @@ export interface AgentMetrics {
   readonly registry: Registry;
   /** Open console connections (authenticated or not). */
   readonly consoleConnections: Gauge;
+  /**
+   * Connections to the console's port without a valid token yet, by `stage`: `handshake` (no HTTP
+   * request yet), `token_review` (the upgrade's `Authorization` header is being checked) or
+   * `auth_frame` (a websocket that has not yet sent a valid `auth` frame).
+   */
+  readonly consoleUnauthenticated: Gauge;
   /** Console requests by `op` and `result` (`ok` or an error code). */
   readonly consoleRequests: Counter;
   /** Console connections refused or dropped, by `reason`. */
@@ -25,6 +31,10 @@ export function createAgentMetrics(registry = new Registry()): AgentMetrics {
   return {
     registry,
     consoleConnections,
+    consoleUnauthenticated: registry.gauge(
+      "dynamic_volumes_console_unauthenticated_connections",
+      "Connections to the console's port that have not authenticated yet, by stage (handshake, token_review, auth_frame).",
+    ),
     consoleRequests: registry.counter(
       "dynamic_volumes_console_requests_total",
       "Console requests by op and result (ok or an error code).",

@@ -148,6 +148,10 @@ async function startConsole(
       maxPayloadBytes: c.maxPayloadBytes,
       requestsPerSecond: c.requestsPerSecond,
       burst: c.burst,
+      maxUnauthenticated: c.maxUnauthenticated,
+      maxUnauthenticatedPerAddress: c.maxUnauthenticatedPerAddress,
+      maxHandshakesPerAddress: c.maxHandshakesPerAddress,
+      authTimeoutMs: c.authTimeoutMs,
     },
   });
   log.info(

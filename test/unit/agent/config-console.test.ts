@@ -43,6 +43,10 @@ describe("loadAgentConfig: console options", () => {
       maxPayloadBytes: 1048576,
       requestsPerSecond: 20,
       burst: 40,
+      maxUnauthenticated: 64,
+      maxUnauthenticatedPerAddress: 8,
+      maxHandshakesPerAddress: 32,
+      authTimeoutMs: 10_000,
     });
     expect(c.tokens).to.deep.equal([{ token: "tok-1", user: { username: "bob", uid: "2", groups: [] } }]);
     expect(c.tokenWarnings).to.have.length(1);
@@ -57,6 +61,53 @@ describe("loadAgentConfig: console options", () => {
     expect(c.audiences).to.deep.equal(["dv", "other"]);
     expect(c.requestsPerSecond).to.equal(5);
   });
+
+  it("[ok] the caps and deadline of unauthenticated connections from flags and the environment", () => {
+    const c = loadAgentConfig(
+      [...base, "--listen", ":8443", ...tls(), "--console-max-unauthenticated", "16"],
+      {
+        DV_CONSOLE_MAX_UNAUTHENTICATED_PER_ADDRESS: "2",
+        DV_CONSOLE_MAX_HANDSHAKES_PER_ADDRESS: "4",
+        DV_CONSOLE_AUTH_TIMEOUT_SECONDS: "3",
+      },
+    ).console!;
+    expect(c).to.deep.include({
+      maxUnauthenticated: 16,
+      maxUnauthenticatedPerAddress: 2,
+      maxHandshakesPerAddress: 4,
+      authTimeoutMs: 3000,
+    });
+  });
+
+  const badEnv: Array<[string, NodeJS.ProcessEnv, RegExp]> = [
+    [
+      "a zero authentication deadline",
+      { DV_CONSOLE_AUTH_TIMEOUT_SECONDS: "0" },
+      /--console-auth-timeout-seconds \(env DV_CONSOLE_AUTH_TIMEOUT_SECONDS\): "0" must be a positive whole number/,
+    ],
+    [
+      "a cap that is not a number",
+      { DV_CONSOLE_MAX_UNAUTHENTICATED: "lots" },
+      /--console-max-unauthenticated \(env DV_CONSOLE_MAX_UNAUTHENTICATED\): "lots"/,
+    ],
+    [
+      "a per-address cap above the total",
+      { DV_CONSOLE_MAX_UNAUTHENTICATED: "4", DV_CONSOLE_MAX_UNAUTHENTICATED_PER_ADDRESS: "8" },
+      /env DV_CONSOLE_MAX_UNAUTHENTICATED_PER_ADDRESS\) \(8\) is more than .*env DV_CONSOLE_MAX_UNAUTHENTICATED\) \(4\)/,
+    ],
+    [
+      "a negative handshake cap",
+      { DV_CONSOLE_MAX_HANDSHAKES_PER_ADDRESS: "-1" },
+      /env DV_CONSOLE_MAX_HANDSHAKES_PER_ADDRESS\): "-1" must be a positive whole number/,
+    ],
+  ];
+  for (const [what, env, message] of badEnv)
+    it(`[error] ${what}`, () => {
+      expect(() => loadAgentConfig([...base, "--listen", ":8443", ...tls()], env)).to.throw(
+        ConfigError,
+        message,
+      );
+    });
 
   const bad: Array<[string, () => string[], RegExp]> = [
     ["--listen without TLS files", () => [...base, "--listen", ":8443"], /--tls-cert-file .* is required/],
