@@ -7,7 +7,7 @@
 import { expect } from "chai";
 import { rmSync } from "node:fs";
 import { connect as tcpConnect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { WebSocket } from "ws";
 import {
   AuthenticatedUserAuthorizer,
@@ -322,7 +322,7 @@ describe("agent console: connections that do not authenticate", function () {
 
 /** A TLS connection from `from` that completes the handshake and sends nothing. */
 function tlsIdle(port: number, ca: string, from: string): Promise<Socket> {
-  const s = tlsConnect({ port, host: "127.0.0.1", ca, localAddress: from });
+  const s = tlsFrom(port, ca, from);
   opened.add(s);
   s.once("close", () => opened.delete(s));
   s.on("error", () => undefined);
@@ -334,7 +334,7 @@ function tlsIdle(port: number, ca: string, from: string): Promise<Socket> {
 
 /** Sends `text` over a fresh TLS connection from `from` and resolves with the first chunk of the answer. */
 function openTls(port: number, ca: string, from: string, text: string): Promise<string> {
-  const s = tlsConnect({ port, host: "127.0.0.1", ca, localAddress: from });
+  const s = tlsFrom(port, ca, from);
   opened.add(s);
   s.once("close", () => opened.delete(s));
   return new Promise((resolve, reject) => {
@@ -345,4 +345,11 @@ function openTls(port: number, ca: string, from: string, text: string): Promise<
       s.destroy();
     });
   });
+}
+
+/** TLS to the stack from the local address `from` (which `tls.connect` takes only through its socket). */
+function tlsFrom(port: number, ca: string, from: string): TLSSocket {
+  const tcp = tcpConnect({ port, host: "127.0.0.1", localAddress: from });
+  tcp.on("error", () => undefined);
+  return tlsConnect({ socket: tcp, ca, servername: "localhost" });
 }
