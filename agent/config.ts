@@ -48,6 +48,11 @@ export const AGENT_OPTIONS = {
   mountTimeoutSeconds: opt("mount-timeout-seconds", "how long one mount may take to become ready", "30"),
   resyncSeconds: opt("resync-seconds", "how often every mount is probed and orphans are collected", "10"),
   backoffMaxSeconds: opt("backoff-max-seconds", "longest wait between retries of a failed mount", "60"),
+  uploadGraceSeconds: opt(
+    "upload-grace-seconds",
+    "how long an unmount waits for a client to upload the writes it acknowledged; then the client is stopped and a cache that may hold them is kept for the next mount of the entry",
+    "60",
+  ),
   logLevel: LOG_LEVEL_OPTION,
   listen: opt(
     "listen",
@@ -122,6 +127,8 @@ export interface AgentConfig {
   readonly mountTimeoutMs: number;
   readonly resyncMs: number;
   readonly backoffMaxMs: number;
+  /** Upper bound of the wait at unmount for a client's uploads (see `agent/write-back.ts`). */
+  readonly uploadGraceMs: number;
   readonly logLevel: string;
   /** The console and health endpoints; undefined without --listen. */
   readonly console: ConsoleConfig | undefined;
@@ -161,6 +168,7 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     mountTimeoutMs: parsePositiveInt(o.mountTimeoutSeconds, requireOption(o.mountTimeoutSeconds, raw)) * 1000,
     resyncMs: parsePositiveInt(o.resyncSeconds, requireOption(o.resyncSeconds, raw)) * 1000,
     backoffMaxMs: parsePositiveInt(o.backoffMaxSeconds, requireOption(o.backoffMaxSeconds, raw)) * 1000,
+    uploadGraceMs: parsePositiveInt(o.uploadGraceSeconds, requireOption(o.uploadGraceSeconds, raw)) * 1000,
     logLevel,
     console: loadConsoleConfig(raw, local !== undefined),
   });

@@ -23,11 +23,11 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { mkdir, open, readdir, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { AppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import type { MounterName } from "../shared/names.js";
+import { MOUNTERS, type MounterName } from "../shared/names.js";
 import * as exec from "./exec.js";
 import { makeDirAt } from "./host.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
@@ -35,6 +35,8 @@ import { findMount, isFuse, parseMountinfo, parseMountinfoUnder, type MountInfo 
 import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
 import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
 import { checkAbsolutePath } from "./mounters/validate.js";
+import { removeStateDir, stateDirCache } from "./records.js";
+import { mayHaveLostWrites, WRITE_BACK_MODE, type ClientEnd, type WriteBackReport } from "./write-back.js";
 
 /** One read of the mount table: its text, and its full parse once someone asked for it. */
 interface TableRead {
@@ -62,8 +64,14 @@ export interface FuseMounterOptions {
   readonly pollMs?: number;
   /** Consecutive failed `readdir`s through the new mount before giving up. Default 3. */
   readonly readdirAttempts?: number;
-  /** How long a cleanly unmounted client may take to finish its uploads and exit. Default 60000 ms. */
+  /**
+   * How long an unmounted client may take to finish uploading the writes it acknowledged and exit.
+   * When it runs out the client is stopped, and a cache that may still hold such writes is kept
+   * (see `agent/write-back.ts`). Default 60000 ms.
+   */
   readonly uploadGraceMs?: number;
+  /** Interval between looks at a cache while waiting for its uploads. Default 250 ms. */
+  readonly uploadPollMs?: number;
   /** Between SIGTERM and SIGKILL when stopping a client. Default 2000 ms. */
   readonly stopGraceMs?: number;
   /** Per unmount command. Default 10000 ms. */
@@ -100,6 +108,11 @@ export interface UnmountResult {
   readonly lazy: boolean;
   /** A client started by this mounter was stopped (or had already exited). */
   readonly processStopped: boolean;
+  /**
+   * Present when the client ended with writes it had acknowledged but not uploaded: its cache was
+   * kept for the next mount of the entry, or (a client that holds them in memory) they may be lost.
+   */
+  readonly writeBack?: WriteBackReport;
 }
 
 export type ProbeResult = "ok" | "stale" | "absent";
@@ -220,6 +233,7 @@ export class FuseMounter {
   private readonly readdirAttempts: number;
   private readonly stopGraceMs: number;
   private readonly uploadGraceMs: number;
+  private readonly uploadPollMs: number;
   private readonly unmountTimeoutMs: number;
   private readonly probeTimeoutMs: number;
   private readonly tableMaxAgeMs: number;
@@ -242,6 +256,7 @@ export class FuseMounter {
     this.readdirAttempts = opts.readdirAttempts ?? 3;
     this.stopGraceMs = opts.stopGraceMs ?? 2000;
     this.uploadGraceMs = opts.uploadGraceMs ?? 60_000;
+    this.uploadPollMs = opts.uploadPollMs ?? 250;
     this.unmountTimeoutMs = opts.unmountTimeoutMs ?? 10_000;
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
     this.tableMaxAgeMs = opts.tableMaxAgeMs ?? 1000;
@@ -326,7 +341,7 @@ export class FuseMounter {
         stderrLimit: 16 * 1024,
       });
     } catch (e) {
-      await rm(req.stateDir, { recursive: true, force: true });
+      await this.removeState(req.stateDir);
       throw new AppError(
         "MountFailed",
         `${mounter} could not be started for ${describe(req)}: ${scrubSecrets(e instanceof Error ? e.message : String(e), secrets)}`,
@@ -462,7 +477,10 @@ export class FuseMounter {
     await Promise.race([sleep(this.settleMs), client.exited]);
   }
 
-  /** Stops the client, removes any mount it left, reads its output, removes the state dir. */
+  /**
+   * Stops the client, removes any mount it left, reads its output, removes the state dir (but for
+   * a cache that may hold writes an earlier client acknowledged: this mount was to upload them).
+   */
   private async abort(req: MountRequest, cmd: MountCommand, client: ClientProcess): Promise<string> {
     await client.stop(this.stopGraceMs);
     try {
@@ -475,8 +493,21 @@ export class FuseMounter {
       .map((t) => t.trim())
       .filter((t) => t !== "")
       .join("\n");
-    await rm(req.stateDir, { recursive: true, force: true });
+    await this.removeState(req.stateDir);
     return output;
+  }
+
+  /** Removes a state directory, keeping a cache that may hold unuploaded writes (logged). */
+  private async removeState(stateDir: string): Promise<ReturnType<typeof removeStateDir>> {
+    checkAbsolutePath("state directory", stateDir);
+    if (stateDir.replace(/\/+$/, "") === "") return undefined;
+    const kept = await removeStateDir(stateDir);
+    if (kept !== undefined)
+      this.log?.warn(
+        { stateDir, dirty: kept.verdict.dirty.length, unsure: kept.verdict.unsure.length },
+        "cache kept: it may hold writes not yet uploaded",
+      );
+    return kept;
   }
 
   /** Unmounts every mount stacked on `mp`. */
@@ -494,29 +525,99 @@ export class FuseMounter {
   }
 
   /**
-   * Unmounts `mountPoint` (lazily when busy or stale), stops the client if this mounter started it,
-   * and removes the state directory (this mounter's, or `opts.stateDir` for a mount it did not make).
+   * Unmounts `mountPoint` (lazily when busy or stale), waits within the upload grace for the
+   * client to finish uploading what it acknowledged, stops the client if this mounter started it,
+   * and removes the state directory (this mounter's, or `opts.stateDir` for a mount it did not
+   * make). A cache that may still hold writes not yet in S3 is kept for the next mount of the same
+   * entry and reported in `writeBack`, as are writes a memory-only client may have lost.
    */
   async unmount(mountPoint: string, opts: { stateDir?: string } = {}): Promise<UnmountResult> {
     const tracked = this.mounts.get(mountPoint);
     if (tracked !== undefined) tracked.stopping = true;
+    const stateDir = tracked?.stateDir ?? opts.stateDir;
+    if (stateDir !== undefined) checkAbsolutePath("state directory", stateDir);
+    // A client that died before the unmount has no uploads left to make: nothing to wait for. One
+    // this mounter did not start (adopted after a restart) is waited for only while it answers.
+    let end: ClientEnd = "unknown";
+    let mounter = tracked?.mounter;
+    let adoptedAlive = false;
+    if (tracked === undefined) {
+      const m = await this.mountAt(mountPoint, 0);
+      mounter = MOUNTERS.find((n) => m?.fsType === `fuse.${n}`);
+      adoptedAlive = m !== undefined && stateDir !== undefined && (await this.probe(mountPoint)) === "ok";
+    } else if (tracked.client.exitStatus() !== undefined) {
+      end = "died";
+    }
     const { unmounted, lazy } = await this.unmountAll(mountPoint);
+    const deadline = Date.now() + this.uploadGraceMs;
     let processStopped = false;
     if (tracked !== undefined) {
-      // After a clean unmount the client exits by itself once its uploads are done (rclone finishes
-      // running uploads first); killing it sooner would lose them.
-      await Promise.race([tracked.client.exited, sleep(lazy ? this.stopGraceMs : this.uploadGraceMs)]);
+      if (end !== "died") end = (await this.awaitExit(tracked, lazy, deadline)) ? "exited" : "stopped";
       await tracked.client.stop(this.stopGraceMs);
       processStopped = true;
       this.mounts.delete(mountPoint);
+    } else if (adoptedAlive) {
+      await this.awaitCleanCache(stateDir!, deadline);
     }
-    const stateDir = tracked?.stateDir ?? opts.stateDir;
-    if (stateDir !== undefined) {
-      checkAbsolutePath("state directory", stateDir);
-      if (stateDir !== "/") await rm(stateDir, { recursive: true, force: true });
+    let writeBack: WriteBackReport | undefined;
+    const kept = stateDir !== undefined ? await this.removeState(stateDir) : undefined;
+    if (kept !== undefined)
+      writeBack = {
+        outcome: "kept",
+        mounter,
+        client: end,
+        graceMs: this.uploadGraceMs,
+        stateDir: kept.stateDir,
+        cacheDir: kept.cacheDir,
+        verdict: kept.verdict,
+      };
+    else if (
+      mounter !== undefined &&
+      (end === "stopped" || end === "died") &&
+      mayHaveLostWrites(mounter, end)
+    )
+      writeBack = { outcome: "maybe-lost", mounter, client: end, graceMs: this.uploadGraceMs };
+    if (writeBack === undefined) this.log?.info({ mountPoint, unmounted, lazy }, "unmounted");
+    else
+      this.log?.warn(
+        { mountPoint, unmounted, lazy, client: end, writeBack: writeBack.outcome },
+        "unmounted with writes not uploaded",
+      );
+    return { unmounted, lazy, processStopped, ...(writeBack !== undefined ? { writeBack } : {}) };
+  }
+
+  /**
+   * Waits for an unmounted client to exit by itself, which it does once its uploads are done
+   * (rclone finishes the uploads it has started): true when it did before `deadline`.
+   */
+  private async awaitExit(tracked: Tracked, lazy: boolean, deadline: number): Promise<boolean> {
+    const client = tracked.client;
+    const exited = client.exited.then(() => true);
+    const cacheless = WRITE_BACK_MODE[tracked.mounter] !== "cache";
+    if (!lazy || WRITE_BACK_MODE[tracked.mounter] === "memory")
+      return Promise.race([exited, sleep(deadline - Date.now()).then(() => false)]);
+    // Detached lazily, the client keeps serving the files a pod still has open and exits only once
+    // they are closed, which may be never. It gets the stop grace, and beyond that only as long as
+    // its cache still holds uploads to make. (A client that keeps unuploaded writes in memory
+    // cannot be watched that way and gets the whole upload grace, above.)
+    const minimum = Date.now() + this.stopGraceMs;
+    for (;;) {
+      if (client.exitStatus() !== undefined) return true;
+      const now = Date.now();
+      if (now >= deadline) return false;
+      if (now >= minimum && (cacheless || !(await stateDirCache(tracked.stateDir)).verdict.pending))
+        return false;
+      await Promise.race([
+        sleep(Math.min(now < minimum ? minimum - now : this.uploadPollMs, deadline - now)),
+        client.exited,
+      ]);
     }
-    this.log?.info({ mountPoint, unmounted, lazy }, "unmounted");
-    return { unmounted, lazy, processStopped };
+  }
+
+  /** Waits until the cache in `stateDir` holds nothing to upload, or `deadline`. */
+  private async awaitCleanCache(stateDir: string, deadline: number): Promise<void> {
+    while (Date.now() < deadline && (await stateDirCache(stateDir)).verdict.pending)
+      await sleep(Math.min(this.uploadPollMs, Math.max(deadline - Date.now(), 0)));
   }
 
   /**

@@ -57,6 +57,7 @@ async function main(argv: string[]): Promise<number> {
   const engine = new FuseMounter({
     exec: { start: launcher.start, unmount },
     readyTimeoutMs: config.mountTimeoutMs,
+    uploadGraceMs: config.uploadGraceMs,
     log: log.child({ component: "fuse" }),
     onClientExit: (mp) => onClientExit(mp),
   });

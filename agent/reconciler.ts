@@ -20,8 +20,9 @@ import type { MountRequest } from "./mounters/types.js";
 import { planPod, specKey, specOf, type ActualMount, type MountSpec } from "./plan.js";
 import { readPod, type PodReadConfig, type PodView } from "./pod.js";
 import type { PodEvent, PodRef, PodSource } from "./pod-source.js";
-import { MountRecords } from "./records.js";
+import { MountRecords, type KeptCache } from "./records.js";
 import type { ReconcilerMetrics } from "./reconciler-metrics.js";
+import { writeBackEvent, type WriteBackNext, type WriteBackReport } from "./write-back.js";
 import { removeMountStatus, renderStatus, setMountStatus, type PodStatus } from "./status.js";
 
 /**
@@ -34,8 +35,15 @@ export interface MountEngine {
    * `onStarted` is called once, as soon as the client runs (not called when it never starts).
    */
   mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<unknown>;
-  /** Unmounts (lazily when busy or stale) and stops the client. */
-  unmount(mountPoint: string): Promise<unknown>;
+  /**
+   * Unmounts (lazily when busy or stale), stops the client, and removes the mount's state
+   * directory `opts.stateDir`, except a cache that may hold writes not yet in S3, which is kept
+   * and reported in `writeBack`.
+   */
+  unmount(
+    mountPoint: string,
+    opts?: { readonly stateDir?: string },
+  ): Promise<{ readonly writeBack?: WriteBackReport } | void>;
   probe(mountPoint: string): Promise<"ok" | "stale" | "absent">;
   /**
    * The mount table (at least the mounts at or below `under`), read at most `maxAgeMs` ago and
@@ -105,6 +113,8 @@ export class Reconciler {
   private readonly dirty = new Set<string>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private readonly records: MountRecords;
+  /** Kept caches of gone pods already logged (see noteKept). */
+  private readonly keptNoticed = new Set<string>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: Logger;
@@ -514,18 +524,31 @@ export class Reconciler {
     recorded: MountSpec | undefined,
     /** The pod's state when the mount leaves for good: its status entry goes before "removed" is announced. */
     leaving?: PodState,
+    /** The pod finished or is gone: nothing mounts this entry again. */
+    podDone = false,
   ): Promise<void> {
     const mountPoint = join(dir, name);
     const started = Date.now();
     if (reason === "stale") this.metrics?.staleRecoveries.inc();
+    // Our own mounts have a state directory, which the engine removes, keeping a cache that may
+    // hold writes not yet in S3.
+    const stateDir = name.includes("/") ? undefined : this.records.stateDir(id, name);
+    let report: WriteBackReport | undefined;
     try {
-      await this.engine.unmount(mountPoint);
+      report = writeBackOf(await this.engine.unmount(mountPoint, stateDir !== undefined ? { stateDir } : {}));
       this.metrics?.unmountDuration.observe({ reason }, (Date.now() - started) / 1000);
     } catch (e) {
       this.log.error({ pod: view.key, name, err: (e as Error).message }, "unmount failed");
       throw e;
     }
-    if (!name.includes("/")) await this.records.remove(id, name);
+    if (stateDir !== undefined) {
+      const kept = await this.records.remove(id, name);
+      // An engine that did not look (or a cache that turned dirty since) is still reported.
+      report ??=
+        kept === undefined
+          ? undefined
+          : { outcome: "kept", mounter: recorded?.mounter, client: "unknown", graceMs: 0, ...kept };
+    }
     await rmdir(mountPoint).catch(() => undefined);
     this.log.info({ pod: view.key, name, reason }, "unmounted");
     if (leaving !== undefined) leaving.status = removeMountStatus(leaving.status, name);
@@ -537,6 +560,18 @@ export class Reconciler {
         "Unmounted",
         `unmounted ${recorded ? describe(recorded) : name} (${reason})`,
       );
+    if (report !== undefined) {
+      const next: WriteBackNext = podDone
+        ? "pod-done"
+        : reason === "stale"
+          ? "remount"
+          : reason === "changed"
+            ? "changed"
+            : "removed";
+      const e = writeBackEvent(name, report, next, recorded !== undefined ? entryOf(recorded) : undefined);
+      this.log.warn({ pod: view.key, name, reason, podGone: ref === undefined, event: e.reason }, e.message);
+      if (ref !== undefined) await this.event(ref, "Warning", e.reason, e.message);
+    }
   }
 
   /** Unmounts everything of a pod that is gone or finished and removes its directory, if it owned it. */
@@ -550,9 +585,9 @@ export class Reconciler {
         ? { namespace: view.namespace, name: view.name, uid: view.uid }
         : undefined;
     for (const m of await this.actualMounts(view.id, view.dir))
-      await this.unmountOne(view, ref, view.id, view.dir, m.name, "removed", m.recorded);
+      await this.unmountOne(view, ref, view.id, view.dir, m.name, "removed", m.recorded, undefined, true);
     if (live === undefined || live.uid !== view.uid) {
-      await this.records.removePod(view.id);
+      this.noteKept(await this.records.removePod(view.id));
       await this.removeStrayDirs(view.dir, new Set());
       await rmdir(view.dir).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== "ENOENT") this.log.warn({ dir: view.dir, err: e.code }, "pod directory not removed");
@@ -585,8 +620,13 @@ export class Reconciler {
       .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
     for (const m of orphanMounts) {
       this.log.info({ mountPoint: m.mountPoint }, "garbage: unmounting a mount of no live pod");
+      const [id, name, ...deeper] = m.mountPoint.slice(base.length + 1).split("/");
+      const stateDir =
+        id !== undefined && name !== undefined && deeper.length === 0
+          ? this.records.stateDir(id, name)
+          : undefined;
       await this.engine
-        .unmount(m.mountPoint)
+        .unmount(m.mountPoint, stateDir !== undefined ? { stateDir } : {})
         .catch((e: unknown) =>
           this.log.warn({ mountPoint: m.mountPoint, err: (e as Error).message }, "garbage unmount failed"),
         );
@@ -623,7 +663,23 @@ export class Reconciler {
       await this.removeStrayDirs(join(base, id), new Set());
       await rmdir(join(base, id)).catch(() => undefined);
     }
-    for (const id of await this.records.ids()) if (!claimed.has(id)) await this.records.removePod(id);
+    for (const id of await this.records.ids())
+      if (!claimed.has(id)) this.noteKept(await this.records.removePod(id));
+  }
+
+  /**
+   * Logs, once per directory and agent run, a cache kept for a pod that is gone: its writes wait
+   * for an operator (docs/troubleshooting.md), and garbage collection looks at it on every pass.
+   */
+  private noteKept(kept: readonly KeptCache[]): void {
+    for (const k of kept) {
+      if (this.keptNoticed.has(k.stateDir)) continue;
+      this.keptNoticed.add(k.stateDir);
+      this.log.warn(
+        { cacheDir: k.cacheDir, dirty: k.verdict.dirty.length, unsure: k.verdict.unsure.length },
+        "a deleted pod's cache is kept: it may hold writes not yet in S3; upload or remove it by hand",
+      );
+    }
   }
 
   private scheduleRetry(key: string, delayMs: number): void {
@@ -708,6 +764,18 @@ function summary(e: { bucket: string; prefix: string; readOnly: boolean }): {
   readOnly: boolean;
 } {
   return { bucket: e.bucket, prefix: e.prefix, readOnly: e.readOnly };
+}
+
+/** The engine's report on unmounted writes, from whatever an engine's unmount resolved to. */
+function writeBackOf(result: unknown): WriteBackReport | undefined {
+  return typeof result === "object" && result !== null
+    ? (result as { writeBack?: WriteBackReport }).writeBack
+    : undefined;
+}
+
+/** The annotation entry that mounts `s`: `name=bucket/prefix:rw`. */
+function entryOf(s: MountSpec): string {
+  return `${s.name}=${s.bucket}${s.prefix ? `/${s.prefix}` : ""}:${s.readOnly ? "ro" : "rw"}`;
 }
 
 function describe(s: MountSpec): string {
