@@ -5,13 +5,14 @@
  * Injection (DESIGN.md "Names"): a hostPath volume `dynamic-volumes` at `<root>/pods/<id>`
  * (DirectoryOrCreate), a read-only volumeMount with `mountPropagation: HostToContainer` at the
  * mount path in the selected containers, and the annotations `id`, `id-signature` and the resolved
- * `mount-path`.
+ * `mount-path`. What a pod may already claim on the host is checked first, in isolation.ts.
  */
 import { posix } from "node:path";
 import { describeBucketError, parseBuckets } from "../shared/buckets.js";
 import { describeValue } from "../shared/errors.js";
 import { ANNOTATIONS, MOUNTERS, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
-import { signPodId, verifyPodId } from "../shared/signing.js";
+import { signPodId } from "../shared/signing.js";
+import { CONTAINER_FIELDS, checkMounts, checkVolumes, injectedMount } from "./isolation.js";
 import type { AdmissionRequest, JsonPatchOp } from "./review.js";
 
 export interface MutateConfig {
@@ -108,20 +109,6 @@ export function normalizeMountPath(value: string): { path: string } | { error: s
   return { path };
 }
 
-function normalizeHostPath(p: string): string {
-  // A relative hostPath is resolved by the kubelet against its working directory, normally "/".
-  const n = posix.resolve("/", p);
-  return n.length > 1 ? n.replace(/\/+$/, "") : n;
-}
-
-/** How a hostPath relates to the root: inside it (or equal), an ancestor of it, or unrelated. */
-function relationToRoot(hostPath: string, root: string): "inside" | "ancestor" | "unrelated" {
-  const p = normalizeHostPath(hostPath);
-  if (p === root || p.startsWith(`${root}/`)) return "inside";
-  if (p === "/" || root.startsWith(`${p}/`)) return "ancestor";
-  return "unrelated";
-}
-
 function deny(message: string, code = 403, warnings: string[] = []): MutateResult {
   return { kind: "denied", code, message: `dynamic-volumes: ${message}`, warnings };
 }
@@ -156,60 +143,30 @@ function annotationWarnings(annotations: Record<string, unknown>): string[] {
 }
 
 /**
- * Checks the pod for an existing claim on the root. Returns "verified" when it carries our own,
- * signed injection for this namespace, "none" when it claims nothing, or a denial.
+ * The decision for a `pods/ephemeralcontainers` UPDATE, whose object is the whole pod: denied when an
+ * ephemeral container mounts `dynamic-volumes`, else admitted unchanged.
  */
-function existingClaim(
-  volumes: unknown[],
-  annotations: Record<string, unknown>,
-  namespace: string,
-  cfg: MutateConfig,
-): "verified" | "none" | MutateResult {
-  const id = annotations[ANNOTATIONS.id];
-  const sig = annotations[ANNOTATIONS.idSignature];
-  let ours = 0;
-  let verified = false;
-  for (const v of volumes) {
-    if (!isObject(v)) continue;
-    const hostPath =
-      isObject(v.hostPath) && typeof v.hostPath.path === "string" ? v.hostPath.path : undefined;
-    if (v.name === VOLUME_NAME) {
-      ours++;
-      const ok =
-        hostPath !== undefined &&
-        typeof id === "string" &&
-        typeof sig === "string" &&
-        isPodId(id) &&
-        normalizeHostPath(hostPath) === podDir(cfg.root, id) &&
-        verifyPodId(cfg.signingKey, namespace, id, sig);
-      if (!ok)
-        return deny(
-          `the pod already declares a volume named "${VOLUME_NAME}" that this webhook did not sign for namespace "${namespace}". ` +
-            `A copied or replayed injection would expose another pod's buckets. Remove that volume and its mounts (and the ${ANNOTATIONS.id} annotations) and create the pod again`,
-        );
-      verified = true;
-      continue;
-    }
-    if (hostPath === undefined) continue;
-    const rel = relationToRoot(hostPath, cfg.root);
-    const vname = typeof v.name === "string" ? v.name : "?";
-    if (rel === "inside")
-      return deny(
-        `volume "${vname}" mounts hostPath "${hostPath}", inside ${cfg.root}, which holds other pods' buckets. Remove that volume; dynamic-volumes gives the pod its own directory`,
-      );
-    if (rel === "ancestor")
-      return deny(
-        `volume "${vname}" mounts hostPath "${hostPath}", which contains ${cfg.root} and so every pod's buckets. Mount a narrower host directory, or opt the pod out with ${ANNOTATIONS.inject}: "false" in a namespace without the injection label`,
-      );
-  }
-  if (ours > 1) return deny(`the pod declares more than one volume named "${VOLUME_NAME}"`, 400);
-  return verified ? "verified" : "none";
+function admitEphemeralContainers(pod: unknown): MutateResult {
+  if (!isObject(pod) || !isObject(pod.spec)) return deny("the object is not a pod with a spec", 400);
+  const list = pod.spec.ephemeralContainers;
+  if (list !== undefined && list !== null && !Array.isArray(list))
+    return deny("spec.ephemeralContainers must be a list", 400);
+  const foreign = checkMounts(pod.spec, ["ephemeralContainers"], undefined);
+  if (foreign !== undefined) return deny(foreign.message, foreign.code);
+  return { kind: "skipped", reason: `no ephemeral container mounts ${VOLUME_NAME}`, warnings: [] };
 }
 
-/** Builds the admission decision for one AdmissionRequest. `mintId` returns a fresh 32-hex id. */
+/**
+ * Builds the admission decision for one AdmissionRequest: a pod CREATE, or a
+ * `pods/ephemeralcontainers` UPDATE; anything else is skipped. `mintId` returns a fresh 32-hex id.
+ */
 export function admitPod(req: AdmissionRequest, cfg: MutateConfig, mintId: () => string): MutateResult {
-  if (req.resource.group !== "" || req.resource.resource !== "pods" || req.subResource !== undefined)
+  if (req.resource.group !== "" || req.resource.resource !== "pods")
     return { kind: "skipped", reason: "not a pod", warnings: [] };
+  if (req.subResource === "ephemeralcontainers" && req.operation === "UPDATE")
+    return admitEphemeralContainers(req.object);
+  if (req.subResource !== undefined)
+    return { kind: "skipped", reason: `sub-resource ${req.subResource}`, warnings: [] };
   if (req.operation !== "CREATE")
     return { kind: "skipped", reason: `operation ${req.operation}`, warnings: [] };
   if (req.namespace === undefined || req.namespace === "")
@@ -236,10 +193,17 @@ export function mutatePod(
     return deny("spec.volumes must be a list", 400);
   const volumes: unknown[] = Array.isArray(spec.volumes) ? spec.volumes : [];
 
-  // The claim check comes before the opt-out, so that opting out cannot smuggle a hostPath into
-  // another pod's directory.
-  const claim = existingClaim(volumes, annotations, namespace, cfg);
-  if (claim !== "verified" && claim !== "none") return claim;
+  // The claim and mount checks come before the opt-out, so that opting out cannot smuggle a
+  // hostPath into another pod's directory, nor a writable mount into the pod's own.
+  const claim = checkVolumes(volumes, annotations, namespace, cfg);
+  if (typeof claim === "object") return deny(claim.message, claim.code);
+  const injectedPath = annotations[ANNOTATIONS.mountPath];
+  const foreign = checkMounts(
+    spec,
+    CONTAINER_FIELDS,
+    claim === "verified" && typeof injectedPath === "string" ? injectedPath : undefined,
+  );
+  if (foreign !== undefined) return deny(foreign.message, foreign.code);
 
   const warnings = annotationWarnings(annotations);
   if (annotations[ANNOTATIONS.inject] === "false")
@@ -363,12 +327,7 @@ function buildPatch(
   if (Array.isArray(spec.volumes)) patch.push({ op: "add", path: "/spec/volumes/-", value: volume });
   else patch.push({ op: "add", path: "/spec/volumes", value: [volume] });
 
-  const mount = {
-    name: VOLUME_NAME,
-    mountPath: inj.mountPath,
-    readOnly: true,
-    mountPropagation: "HostToContainer",
-  };
+  const mount = injectedMount(inj.mountPath);
   for (const t of targets) {
     const base = `/spec/${t.field}/${t.index}/volumeMounts`;
     if (Array.isArray(t.c.volumeMounts)) patch.push({ op: "add", path: `${base}/-`, value: mount });

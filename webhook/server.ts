@@ -14,11 +14,13 @@ import {
 } from "../shared/metrics.js";
 import { admitPod, type MutateConfig, type MutateResult } from "./mutate.js";
 import {
+  MAX_JSON_DEPTH,
   allowed,
   decodeAdmissionReview,
   denied,
   errored,
   findUid,
+  nestsDeeperThan,
   patched,
   type AdmissionReview,
 } from "./review.js";
@@ -58,6 +60,17 @@ export interface WebhookAppOptions {
 }
 
 const JSON_TYPES = ["application/json", "application/*+json"];
+
+/** body-parser's hook on the raw body, before the parse: an error thrown here carries its status. */
+function checkRawBody(_req: unknown, _res: unknown, body: Buffer, encoding: string | null): void {
+  // body-parser lets any "utf-" charset through; the depth scan reads UTF-8 bytes only.
+  if (encoding !== null && encoding !== "utf-8")
+    throw Object.assign(new Error(`charset ${encoding}`), { status: 415, type: "charset.unsupported" });
+  // JSON.parse and every walk over its result take time in proportion to the nesting, all of it
+  // on the event loop that serves every other review: refuse a deep body before parsing it.
+  if (nestsDeeperThan(body, MAX_JSON_DEPTH))
+    throw Object.assign(new Error("nested too deep"), { status: 400, type: "entity.too.deep" });
+}
 
 /**
  * Writes the review as JSON. Not `res.json`: express turns a body of 1000 characters or more into a
@@ -105,7 +118,7 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   // /mutate is registered first: the router tries routes in order, once per request.
   app.post(
     "/mutate",
-    express.json({ limit: maxBodyBytes, strict: true, type: JSON_TYPES }),
+    express.json({ limit: maxBodyBytes, strict: true, type: JSON_TYPES, verify: checkRawBody }),
     (req: Request, res: Response) => {
       const started = performance.now();
       const body: unknown = req.body;
@@ -194,6 +207,14 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
     const e = err as { type?: string; status?: number; message?: string };
     if (e.type === "entity.too.large") {
       badRequest(res, 413, `body is larger than the ${maxBodyBytes} byte limit`);
+      return;
+    }
+    if (e.type === "entity.too.deep") {
+      badRequest(
+        res,
+        400,
+        `body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels; an AdmissionReview never does`,
+      );
       return;
     }
     if (e.type === "entity.parse.failed" || e.status === 400) {

@@ -26,11 +26,11 @@ import { createLogger } from "../../shared/logger.js";
 import { ANNOTATIONS, VOLUME_NAME } from "../../shared/names.js";
 import { mintPodId, verifyPodId } from "../../shared/signing.js";
 import { admitPod, type MutateResult } from "../../webhook/mutate.js";
-import { decodeAdmissionReview, findUid, type JsonPatchOp } from "../../webhook/review.js";
+import { MAX_JSON_DEPTH, decodeAdmissionReview, findUid, type JsonPatchOp } from "../../webhook/review.js";
 import { createWebhookApp, createWebhookMetrics } from "../../webhook/server.js";
 import { applyJsonPatch, validatePod } from "../support/patch.js";
 import { TEST_SERVER_NAME, makeTestPki, type TestPki } from "../support/tls.js";
-import { Deep, ROOT, bodyText, materialize, relationOf, type Json } from "./arbitraries.js";
+import { Deep, Huge, ROOT, bodyText, materialize, relationOf, type Json } from "./arbitraries.js";
 import { announce, fuzzRuns, fuzzSeed, fuzzTimeoutMs } from "./fuzz-config.js";
 import { cfg, caseArb, key, review, type Case } from "./webhook-cases.js";
 
@@ -103,6 +103,8 @@ function get(agent: Agent, port: number, path: string): Promise<Reply> {
 type Expected =
   | { kind: "decision"; uid: string; result: MutateResult; pod: Json | undefined; namespace: string }
   | { kind: "bad_request"; uid: string }
+  /** Nested deeper than the bound: refused before the parse, so without the uid. */
+  | { kind: "too_deep" }
   /** The pure core threw: always a failure (regressions BUG-1/2/3). */
   | { kind: "core_threw"; uid: string; error: string }
   | { kind: "any_4xx" };
@@ -110,9 +112,18 @@ type Expected =
 let localIds = 0;
 const localMint = (): string => (++localIds).toString(16).padStart(32, "0");
 
+/** How deep the lazy value's JSON nests arrays and objects, a {@link Deep} counting as its depth. */
+function nesting(value: unknown): number {
+  if (value instanceof Deep) return value.depth;
+  if (value instanceof Huge || typeof value !== "object" || value === null) return 0;
+  const children = Array.isArray(value) ? value : Object.values(value);
+  return 1 + Math.max(0, ...children.map(nesting));
+}
+
 /** What the server must answer for a review case, from the pure core run here on the same JSON. */
 function expectedFor(c: Case, text: string): Expected {
   if (c.kind === "raw") return { kind: "any_4xx" };
+  if (nesting(c.review) > MAX_JSON_DEPTH) return { kind: "too_deep" };
   const body = JSON.parse(text) as unknown;
   const uid = findUid(body) ?? "";
   let req;
@@ -192,21 +203,44 @@ function at(doc: unknown, pointer: string): unknown {
   return cur;
 }
 
-/** Independent check: a pod CREATE with a hostPath at, inside or above the root must be refused. */
+/**
+ * Independent check: a pod CREATE with a hostPath at, inside or above the root, or with a mount of
+ * dynamic-volumes other than a verified injection's own, must be refused.
+ */
 function mustBeDenied(pod: Json | undefined, namespace: string): string | undefined {
-  const volumes = (pod?.spec as { volumes?: unknown } | undefined)?.volumes;
-  if (!Array.isArray(volumes)) return undefined;
+  const spec = (pod?.spec ?? {}) as Json;
   const annotations = ((pod?.metadata as Json | undefined)?.annotations ?? {}) as Json;
-  for (const v of volumes as Array<{ name?: unknown; hostPath?: { path?: unknown } }>) {
+  let verified = false;
+  for (const v of (Array.isArray(spec.volumes) ? spec.volumes : []) as Array<{
+    name?: unknown;
+    hostPath?: { path?: unknown };
+  }>) {
     const p = v?.hostPath?.path;
     if (v?.name === VOLUME_NAME) {
       const id = annotations[ANNOTATIONS.id];
       const sig = annotations[ANNOTATIONS.idSignature];
       const ok = typeof id === "string" && typeof sig === "string" && verifyPodId(key, namespace, id, sig);
       if (!ok) return `an unverified "${VOLUME_NAME}" volume`;
+      verified = true;
       continue;
     }
     if (typeof p === "string" && relationOf(p, ROOT) !== "unrelated") return `hostPath ${p}`;
+  }
+  const ours = JSON.stringify({
+    name: VOLUME_NAME,
+    mountPath: annotations[ANNOTATIONS.mountPath],
+    readOnly: true,
+    mountPropagation: "HostToContainer",
+  });
+  for (const field of ["containers", "initContainers", "ephemeralContainers"]) {
+    for (const c of (Array.isArray(spec[field]) ? spec[field] : []) as Array<{ volumeMounts?: unknown }>) {
+      const mounts = Array.isArray(c?.volumeMounts) ? (c.volumeMounts as Array<{ name?: unknown }>) : [];
+      for (const m of mounts) {
+        if (m?.name !== VOLUME_NAME) continue;
+        const exact = verified && field !== "ephemeralContainers" && JSON.stringify(m) === ours;
+        if (!exact) return `a volumeMount of "${VOLUME_NAME}" in ${field}: ${JSON.stringify(m)}`;
+      }
+    }
   }
   return undefined;
 }
@@ -254,6 +288,7 @@ describe("fuzz: the webhook over HTTPS", function () {
       patched: 0,
       denied: 0,
       allowed: 0,
+      tooDeep: 0,
     };
     const violations: string[] = [];
     const batches = Math.ceil(REVIEWS / BATCH);
@@ -310,7 +345,7 @@ describe("fuzz: the webhook over HTTPS", function () {
       throw new Error(`the admission code threw on this input: ${exp.error}`);
     } else if (exp.kind === "any_4xx") {
       expect(reply.status, reply.text.slice(0, 200)).to.be.oneOf([200, 400, 413, 415]);
-    } else if (exp.kind === "bad_request") {
+    } else if (exp.kind === "bad_request" || exp.kind === "too_deep") {
       expect(reply.status, reply.text.slice(0, 200)).to.equal(400);
     } else {
       expect(reply.status, reply.text.slice(0, 200)).to.equal(200);
@@ -325,7 +360,10 @@ describe("fuzz: the webhook over HTTPS", function () {
     }
     if (exp.kind === "bad_request" || exp.kind === "decision")
       expect(resp.uid, "the request uid is echoed").to.equal(exp.uid);
-    else if (reply.status !== 200) expect(resp.uid).to.be.a("string");
+    else if (exp.kind === "too_deep") {
+      stats.tooDeep!++;
+      expect(resp.status?.message).to.match(new RegExp(`deeper than ${MAX_JSON_DEPTH} levels`));
+    } else if (reply.status !== 200) expect(resp.uid).to.be.a("string");
     if (exp.kind !== "decision") return;
 
     // The same decision as the pure core.

@@ -3,11 +3,13 @@ import { X509Certificate } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
 import { Agent } from "node:https";
 import type { RequestListener } from "node:http";
+import { Worker } from "node:worker_threads";
 import { generateCa } from "../../../certs/generate.js";
 import { startHttpsServer, type RunningHttpsServer } from "../../../shared/https-server.js";
 import { createLogger } from "../../../shared/logger.js";
-import { ANNOTATIONS } from "../../../shared/names.js";
+import { ANNOTATIONS, VOLUME_NAME } from "../../../shared/names.js";
 import { mintPodId, verifyPodId } from "../../../shared/signing.js";
+import { MAX_JSON_DEPTH } from "../../../webhook/review.js";
 import { createWebhookApp, createWebhookMetrics } from "../../../webhook/server.js";
 import { admissionReview, deploymentPod, type Json } from "../../fixtures/pods.js";
 import { httpsRequest } from "../../support/https-client.js";
@@ -16,6 +18,15 @@ import { TEST_SERVER_NAME, makeServing, makeTestPki, type TestPki } from "../../
 
 const key = Buffer.from("integration-signing-key-0123456789");
 const silent = createLogger({ name: "test", level: "silent" });
+
+/** A review whose arrays and objects nest `depth` levels, the deepest in an unknown field of the spec. */
+function nestedReview(depth: number): string {
+  const pod = deploymentPod();
+  (pod.spec as Json)["x-nested"] = "NESTED";
+  // The review, its request, the pod and its spec take the first four levels.
+  const arrays = depth - 4;
+  return JSON.stringify(admissionReview(pod)).replace('"NESTED"', "[".repeat(arrays) + "]".repeat(arrays));
+}
 
 describe("webhook over HTTPS", function () {
   let pki: TestPki;
@@ -140,6 +151,21 @@ describe("webhook over HTTPS", function () {
         "",
       ],
       ["wrong content type", () => "a=b", 415, /Content-Type/, "", "application/x-www-form-urlencoded"],
+      [
+        "a charset other than UTF-8",
+        () => Buffer.from(JSON.stringify(admissionReview(deploymentPod())), "utf16le"),
+        415,
+        /UTF-8/,
+        "",
+        "application/json; charset=utf-16le",
+      ],
+      [
+        `JSON nested deeper than ${MAX_JSON_DEPTH} levels`,
+        () => nestedReview(MAX_JSON_DEPTH + 1),
+        400,
+        new RegExp(`deeper than ${MAX_JSON_DEPTH} levels`),
+        "",
+      ],
       ["empty body", () => "", 400, /malformed AdmissionReview: apiVersion/, ""],
       [
         "JSON parameters in the content type",
@@ -166,6 +192,69 @@ describe("webhook over HTTPS", function () {
     it("keeps serving after all of them", async () => {
       const r = await post(JSON.stringify(admissionReview(deploymentPod())));
       expect(r.status).to.equal(200);
+    });
+
+    it(`reads a review nested exactly ${MAX_JSON_DEPTH} levels, and brackets inside strings not at all`, async () => {
+      expect((await post(nestedReview(MAX_JSON_DEPTH))).status).to.equal(200);
+      const brackets = admissionReview(deploymentPod({ "example.com/note": '[{"\\'.repeat(5000) }));
+      const r = await post(JSON.stringify(brackets));
+      expect(r.status).to.equal(200);
+      expect((JSON.parse(r.text) as { response: Json }).response.patchType).to.equal("JSONPatch");
+    });
+  });
+
+  describe("a pods/ephemeralcontainers UPDATE (kubectl debug)", () => {
+    /** A pod as the API server holds it after this webhook's patch. */
+    async function injectedPod(): Promise<Json> {
+      const review = admissionReview(deploymentPod());
+      const r = await post(JSON.stringify(review));
+      const resp = (JSON.parse(r.text) as { response: { patch: string } }).response;
+      const patch = JSON.parse(Buffer.from(resp.patch, "base64").toString("utf8")) as [];
+      return applyJsonPatch((review.request as Json).object, patch) as Json;
+    }
+
+    function withDebugger(pod: Json, volumeMounts: Json[]): Json {
+      const spec = pod.spec as Json;
+      spec.ephemeralContainers = [
+        { name: "debugger", image: "busybox:1.36", targetContainerName: "trainer", volumeMounts },
+      ];
+      return pod;
+    }
+
+    const update = (pod: Json) =>
+      JSON.stringify(
+        admissionReview(pod, { operation: "UPDATE", subResource: "ephemeralcontainers", oldObject: pod }),
+      );
+
+    it("[attack] is denied when the ephemeral container mounts dynamic-volumes, with a message and the uid", async () => {
+      const pod = withDebugger(await injectedPod(), [
+        { name: VOLUME_NAME, mountPath: "/host", readOnly: false },
+      ]);
+      const r = await post(update(pod));
+      expect(r.status).to.equal(200);
+      const resp = (
+        JSON.parse(r.text) as {
+          response: { uid: string; allowed: boolean; status: { code: number; message: string } };
+        }
+      ).response;
+      expect(resp.uid).to.equal("705ab4f5-6393-11e8-b7cc-42010a800002");
+      expect(resp.allowed).to.equal(false);
+      expect(resp.status.code).to.equal(403);
+      expect(resp.status.message)
+        .to.include(
+          `ephemeral container "debugger" (spec.ephemeralContainers[0]) mounts volume "${VOLUME_NAME}"`,
+        )
+        .and.include("Remove that volumeMount");
+    });
+
+    it("is admitted unchanged when the ephemeral container mounts other volumes", async () => {
+      const pod = withDebugger(await injectedPod(), [
+        { name: "kube-api-access-7xk2p", mountPath: "/var/run/secrets/kubernetes.io/serviceaccount" },
+      ]);
+      const r = await post(update(pod));
+      expect(r.status).to.equal(200);
+      const resp = (JSON.parse(r.text) as { response: Json }).response;
+      expect(resp).to.deep.equal({ uid: "705ab4f5-6393-11e8-b7cc-42010a800002", allowed: true });
     });
   });
 
@@ -231,6 +320,143 @@ describe("webhook over HTTPS", function () {
       writeFileSync(pki.keyFile, other.keyPem);
       expect(srv.reload()).to.equal(true);
     });
+  });
+});
+
+/**
+ * A worker thread that, for each message it gets, posts every one of `bodies` at once, each on its own
+ * connection; it answers "written" when the first body has been handed to its socket, then the
+ * replies. The bodies' TLS work stays off the event loop under test, as an attacker's would.
+ */
+const FLOOD_WORKER = `
+const https = require("node:https");
+const { parentPort, workerData: w } = require("node:worker_threads");
+const bodies = w.bodies.map((b) => Buffer.from(b));
+const send = (body, written) =>
+  new Promise((resolve, reject) => {
+    const req = https.request(
+      { host: "127.0.0.1", port: w.port, path: "/mutate", method: "POST", ca: w.ca, servername: w.servername,
+        agent: false, headers: { "content-type": "application/json", "content-length": body.length } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c) => (text += c));
+        res.on("end", () => resolve({ status: res.statusCode, text: text.slice(0, 400) }));
+      },
+    );
+    req.on("error", reject);
+    req.on("finish", written);
+    req.end(body);
+  });
+parentPort.on("message", () => {
+  let first = true;
+  const written = () => first && !(first = false) && parentPort.postMessage("written");
+  Promise.all(bodies.map((b) => send(b, written))).then(
+    (replies) => parentPort.postMessage({ replies }),
+    (e) => parentPort.postMessage({ error: String(e) }),
+  );
+});
+`;
+
+describe("webhook under a flood of deeply nested bodies", function () {
+  this.timeout(120_000);
+  const MAX_BODY = 3 * 1024 * 1024;
+  const IN_FLIGHT = 8;
+  /**
+   * How much slower than idle a review may be while the bodies are in flight. Receiving 8 × 3 MiB
+   * over TLS costs the event loop about 200 ms on a 2-core machine whatever the bodies hold (about 10
+   * to 20 times an idle review); parsing them before the depth bound held it for about 2 s (over 200).
+   */
+  const MAX_SLOWDOWN = 50;
+  let pki: TestPki;
+  let srv: RunningHttpsServer;
+
+  before(async () => {
+    pki = makeTestPki();
+    srv = await startHttpsServer({
+      handler: createWebhookApp({
+        mutate: { root: "/var/lib/dynamic-volumes", defaultMountPath: "/datasets", signingKey: key },
+        log: silent,
+        metrics: createWebhookMetrics(),
+        mintId: mintPodId,
+        maxBodyBytes: MAX_BODY,
+      }),
+      tls: { certFile: pki.certFile, keyFile: pki.keyFile },
+      host: "127.0.0.1",
+      port: 0,
+      log: silent,
+    });
+  });
+
+  after(async () => {
+    await srv?.close(1000);
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  /** Milliseconds for one pod review over a fresh connection, as the API server sends it. */
+  async function reviewMs(): Promise<number> {
+    const started = performance.now();
+    const r = await httpsRequest({
+      port: srv.port,
+      path: "/mutate",
+      ca: pki.ca.certPem,
+      servername: TEST_SERVER_NAME,
+      body: JSON.stringify(admissionReview(deploymentPod())),
+    });
+    expect(r.status).to.equal(200);
+    return performance.now() - started;
+  }
+
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+  it(`[attack] answers a pod review sent while ${IN_FLIGHT} bodies of 3 MiB nesting are in flight within ${MAX_SLOWDOWN} times its idle latency`, async () => {
+    // Nested arrays filling the limit; and the same behind a long string, which the depth scan reads
+    // through before it finds the nesting.
+    const half = MAX_BODY / 2 - 8;
+    const arrays = "[".repeat(half) + "]".repeat(half);
+    const head = '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","pad":"';
+    const tail = `","request":${"[".repeat(5000)}${"]".repeat(5000)}}`;
+    const padded = head + "x".repeat(MAX_BODY - head.length - tail.length - 8) + tail;
+    const bodies = Array.from({ length: IN_FLIGHT }, (_, i) => (i % 2 === 0 ? arrays : padded));
+    for (const b of bodies) expect(Buffer.byteLength(b)).to.be.within(MAX_BODY - 64, MAX_BODY);
+
+    for (let i = 0; i < 3; i++) await reviewMs();
+    const idle: number[] = [];
+    for (let i = 0; i < 9; i++) idle.push(await reviewMs());
+
+    const flood = new Worker(FLOOD_WORKER, {
+      eval: true,
+      workerData: { port: srv.port, ca: pki.ca.certPem, servername: TEST_SERVER_NAME, bodies },
+    });
+    const next = (): Promise<unknown> =>
+      new Promise((resolve, reject) => {
+        flood.once("message", resolve);
+        flood.once("error", reject);
+      });
+    const loaded: number[] = [];
+    const replies: Array<{ status: number; text: string }> = [];
+    try {
+      for (let round = 0; round < 5; round++) {
+        flood.postMessage("go");
+        // Once a whole hostile body has been sent, the server has it, or soon will, to read.
+        expect(await next()).to.equal("written");
+        const [ms, done] = await Promise.all([reviewMs(), next()]);
+        const { replies: r, error } = done as { replies?: typeof replies; error?: string };
+        expect(error, "the flood itself failed").to.equal(undefined);
+        loaded.push(ms);
+        replies.push(...r!);
+      }
+    } finally {
+      await flood.terminate();
+    }
+
+    const summary = `idle ${idle.map((ms) => ms.toFixed(1)).join(", ")} ms; with the bodies in flight ${loaded.map((ms) => ms.toFixed(1)).join(", ")} ms`;
+    expect(median(loaded) / median(idle), summary).to.be.at.most(MAX_SLOWDOWN);
+    expect(replies).to.have.length(5 * IN_FLIGHT);
+    for (const r of replies) {
+      expect(r.status, r.text).to.equal(400);
+      expect(r.text).to.include(`deeper than ${MAX_JSON_DEPTH} levels`);
+    }
   });
 });
 

@@ -21,6 +21,7 @@ import {
   VOLUME_NAME,
 } from "../../../shared/names.js";
 import { WEBHOOK_OPTIONS, loadWebhookConfig } from "../../../webhook/config.js";
+import { KERNEL_ALIASES } from "../../../webhook/isolation.js";
 import { mutatePod } from "../../../webhook/mutate.js";
 import { createWebhookApp, createWebhookMetrics } from "../../../webhook/server.js";
 import {
@@ -387,7 +388,7 @@ describe("manifests match the code", function () {
       expect(selectorMatches(selector, labelled(NS))).to.equal(false);
     });
 
-    it("admits pod CREATEs with v1 reviews, no side effects, reinvocation, a short timeout and failurePolicy Fail", () => {
+    it("admits pod CREATEs and ephemeral container UPDATEs with v1 reviews, no side effects, reinvocation, a short timeout and failurePolicy Fail", () => {
       const w = mwcWebhook();
       expect(w.name).to.equal("pods.dynamic-volumes.io");
       expect(w.rules).to.deep.equal([
@@ -396,6 +397,13 @@ describe("manifests match the code", function () {
           apiGroups: [""],
           apiVersions: ["v1"],
           resources: ["pods"],
+          scope: "Namespaced",
+        },
+        {
+          operations: ["UPDATE"],
+          apiGroups: [""],
+          apiVersions: ["v1"],
+          resources: ["pods/ephemeralcontainers"],
           scope: "Namespaced",
         },
       ]);
@@ -569,11 +577,21 @@ describe("manifests match the code", function () {
         messageExpression?: string;
         reason?: string;
       }[];
-      expect(validations).to.have.length(1);
-      expect(validations[0]!.expression).to.equal("size(variables.offending) == 0");
+      expect(validations.map((v) => v.expression)).to.deep.equal([
+        "size(variables.offending) == 0",
+        "size(variables.throughKernel) == 0",
+      ]);
       expect(validations[0]!.messageExpression).to.include(DEFAULT_ROOT);
-      expect(validations[0]!.reason).to.equal("Forbidden");
+      for (const v of validations) expect(v.reason).to.equal("Forbidden");
       expect(specOf(policy).failurePolicy).to.equal("Fail");
+    });
+
+    it("denies hostPaths under the same kernel aliases as the webhook", () => {
+      const expression = (specOf(policy).variables as { name: string; expression: string }[]).find(
+        (v) => v.name === "throughKernel",
+      )!.expression;
+      const prefixes = [...expression.matchAll(/h\.dir\.startsWith\('([^']*)'\)/g)].map((m) => m[1]);
+      expect(prefixes).to.deep.equal(KERNEL_ALIASES.map((a) => `${a}/`));
     });
 
     it("is bound with Deny, to the policy by name", () => {

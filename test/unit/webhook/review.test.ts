@@ -1,14 +1,17 @@
 import { expect } from "chai";
+import fc from "fast-check";
 import { AppError } from "../../../shared/errors.js";
 import {
+  MAX_JSON_DEPTH,
   allowed,
   decodeAdmissionReview,
   denied,
   errored,
   findUid,
+  nestsDeeperThan,
   patched,
 } from "../../../webhook/review.js";
-import { admissionReview, barePod, type Json } from "../../fixtures/pods.js";
+import { admissionReview, barePod, deploymentPod, type Json } from "../../fixtures/pods.js";
 
 function rejects(body: unknown, message: RegExp): void {
   let caught: unknown;
@@ -113,5 +116,55 @@ describe("response constructors", () => {
 
   it("denied carries the code and message", () => {
     expect(denied("u", "because", 400).response.status).to.deep.include({ code: 400, message: "because" });
+  });
+});
+
+describe("nestsDeeperThan", () => {
+  const depthOf = (v: unknown): number =>
+    typeof v === "object" && v !== null
+      ? 1 + Math.max(0, ...(Array.isArray(v) ? v : Object.values(v)).map(depthOf))
+      : 0;
+  const scan = (text: string, max: number): boolean => nestsDeeperThan(Buffer.from(text, "utf8"), max);
+
+  const rows: Array<[string, string, number]> = [
+    ["[ok] a scalar", "1", 0],
+    ["[ok] an empty object", "{}", 1],
+    ["[ok] arrays and objects mixed", '{"a":[{"b":[1,{}]}],"c":{}}', 5],
+    ["[ok] brackets inside strings", '{"a":"[[[{{{"}', 1],
+    ["[ok] an escaped quote inside a string", '["\\"[[[", ["x"]]', 2],
+    ["[ok] an escaped backslash ending a string", '["\\\\", [[1]]]', 3],
+    ["[ok] a \\u escape", '["\\u005b\\u0022", [1]]', 2],
+    ["[ok] multi-byte characters", '{"ü€😀[":["ü€😀"]}', 2],
+  ];
+  for (const [label, text, depth] of rows)
+    it(`${label}: ${text} nests ${depth}`, () => {
+      expect(depthOf(JSON.parse(text)), "the row itself").to.equal(depth);
+      expect(scan(text, depth), `deeper than ${depth}`).to.equal(false);
+      if (depth > 0) expect(scan(text, depth - 1), `deeper than ${depth - 1}`).to.equal(true);
+    });
+
+  it("agrees with the parsed depth of random JSON", () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 12 }), (v) => {
+        const text = JSON.stringify(v);
+        const depth = depthOf(v);
+        expect(scan(text, depth)).to.equal(false);
+        if (depth > 0) expect(scan(text, depth - 1)).to.equal(true);
+      }),
+      { seed: 4_2025, numRuns: 2000 },
+    );
+  });
+
+  it("[attack] finds 3 MiB of nested arrays too deep, with or without a long string before them", () => {
+    const half = 1.5 * 1024 * 1024;
+    expect(scan("[".repeat(half) + "]".repeat(half), MAX_JSON_DEPTH)).to.equal(true);
+    const padded = `{"pad":"${"x".repeat(half)}","deep":${"[".repeat(MAX_JSON_DEPTH + 1)}${"]".repeat(MAX_JSON_DEPTH + 1)}}`;
+    expect(scan(padded, MAX_JSON_DEPTH)).to.equal(true);
+  });
+
+  it(`leaves room above the nesting of a real pod review (${MAX_JSON_DEPTH} levels)`, () => {
+    const depth = depthOf(admissionReview(deploymentPod()));
+    expect(depth).to.be.within(10, 20);
+    expect(MAX_JSON_DEPTH).to.be.at.least(4 * depth);
   });
 });
