@@ -17,6 +17,8 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createHash, randomBytes } from "node:crypto";
+import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { unmount as execUnmount } from "../../../agent/exec.js";
 import { FuseMounter, type MountResult } from "../../../agent/fuse-mount.js";
 import { findMount, mountsUnder, parseMountinfo } from "../../../agent/mountinfo.js";
@@ -252,6 +254,68 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
         return b === "via rclone\n" ? b : undefined;
       });
       expect(body).to.equal("via rclone\n");
+    });
+  });
+
+  describe("rclone writes not uploaded within the upload grace", () => {
+    // Larger than the loopback socket buffers take in, so that a frozen server cannot have received
+    // the whole upload, and a client stopped meanwhile has not uploaded it.
+    const SIZE = 16 * 1024 * 1024;
+    const digestOf = async (key: string): Promise<string> => {
+      try {
+        const r = await s3.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+        const body = await r.Body!.transformToByteArray();
+        return body.length === SIZE
+          ? createHash("sha256").update(body).digest("hex")
+          : `${body.length} bytes`;
+      } catch (e) {
+        return (e as Error).name;
+      }
+    };
+
+    it("keeps the cache when S3 does not answer, and the next mount over the same state directory uploads them", async () => {
+      const impatient = new FuseMounter({
+        readyTimeoutMs: 15_000,
+        settleMs: 300,
+        stopGraceMs: 1000,
+        uploadGraceMs: 1500,
+      });
+      const req = request();
+      const r = await impatient.mount(req, "rclone");
+      pids.push(r.pid);
+      const data = randomBytes(SIZE);
+      const digest = createHash("sha256").update(data).digest("hex");
+      // Created while S3 answers (rclone may fail to create a file while it does not), closed while not.
+      const fh = await open(join(req.mountPoint, "pending.bin"), "w");
+      process.kill(s3.pid, "SIGSTOP");
+      let u: Awaited<ReturnType<FuseMounter["unmount"]>>;
+      try {
+        await fh.write(data);
+        await fh.close();
+        u = await impatient.unmount(req.mountPoint);
+      } finally {
+        process.kill(s3.pid, "SIGCONT");
+      }
+      expect(u.writeBack).to.deep.include({ outcome: "kept", mounter: "rclone", client: "stopped" });
+      expect(u.writeBack?.outcome === "kept" && u.writeBack.verdict.dirty).to.deep.equal([
+        `${BUCKET}/pending.bin`,
+      ]);
+      expect(await exists(join(req.stateDir, "cache"))).to.equal(true);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(await digestOf("pending.bin"), "the stopped client did not upload it").to.not.equal(digest);
+
+      await mountOk(req, "rclone");
+      expect(
+        await waitFor(
+          "the kept write in S3",
+          async () => ((await digestOf("pending.bin")) === digest ? digest : undefined),
+          30_000,
+        ),
+      ).to.equal(digest);
+      // Uploaded now: the next unmount removes the state directory like any other.
+      const again = await mounter.unmount(req.mountPoint);
+      expect(again.writeBack).to.equal(undefined);
+      expect(await exists(req.stateDir)).to.equal(false);
     });
   });
 

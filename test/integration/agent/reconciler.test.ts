@@ -297,6 +297,112 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     expect(engine.stale.size).to.equal(0);
   });
 
+  describe("writes not uploaded yet", () => {
+    /** rclone's data and metadata for `path` in the cache of mount `name` of pod `id`. */
+    const cached = (id: string, name: string, path: string, dirty: boolean): string => {
+      const cacheDir = join(root, "agent", "mounts", id, name, "cache");
+      for (const [tree, content] of [
+        ["vfs", "data"],
+        ["vfsMeta", JSON.stringify({ Size: 4, Dirty: dirty })],
+      ] as const) {
+        const file = join(cacheDir, tree, "dv{a1B2c}", path);
+        mkdirSync(join(file, ".."), { recursive: true });
+        writeFileSync(file, content);
+      }
+      return cacheDir;
+    };
+    const warnings = (): Array<{ reason: string; message: string; name: string; type?: string }> =>
+      events().filter((e) => e.reason === "WriteBackPending");
+
+    it("an entry removed with a dirty cache: Unmounted and a WriteBackPending warning, the cache kept, and the entry added back mounts over it", async () => {
+      const pod = mk("trainer", "out=bucket-a/p");
+      writePod("trainer.json", pod);
+      await rec.start();
+      await until("mounted", () => engine.mounted.size === 1);
+      const cacheDir = cached(podIdOf(pod), "out", "bucket-a/p/big.bin", true);
+      writePod("trainer.json", withBuckets(pod, ""));
+      await until("unmounted", () => engine.mounted.size === 0);
+      await rec.idle();
+      expect(events().filter((e) => e.reason === "Unmounted")).to.have.length(1);
+      const w = warnings();
+      expect(w).to.have.length(1);
+      expect(w[0]!.type).to.equal("Warning");
+      expect(w[0]!.message).to.equal(
+        `out: 1 file written through this mount is not in S3 yet (bucket-a/p/big.bin): they were not uploaded when the mount went. ` +
+          `The cache is kept in ${cacheDir}; add "out=bucket-a/p:rw" back to dynamic-volumes/buckets (same Secret) to upload them.`,
+      );
+      expect(existsSync(join(cacheDir, "vfsMeta", "dv{a1B2c}", "bucket-a", "p", "big.bin"))).to.equal(true);
+      expect(status("trainer.json").out).to.equal(undefined);
+      writePod("trainer.json", withBuckets(pod, "out=bucket-a/p"));
+      await until("mounted again", () => status("trainer.json").out?.state === "mounted");
+      expect([...engine.mounted.values()][0]!.req.stateDir).to.equal(join(cacheDir, ".."));
+      expect(existsSync(join(cacheDir, "vfs", "dv{a1B2c}", "bucket-a", "p", "big.bin"))).to.equal(true);
+    });
+
+    it("a stale mount whose engine reports a kept cache: the warning says the new mount uploads it", async () => {
+      const report = {
+        outcome: "kept",
+        mounter: "rclone",
+        client: "died",
+        graceMs: 60_000,
+        stateDir: "/x",
+        cacheDir: "/x/cache",
+        verdict: { pending: true, dirty: ["bucket-a/f"], unsure: [], incomplete: false },
+      } as const;
+      const unmount = engine.unmount.bind(engine);
+      engine.unmount = async (mp: string) => {
+        await unmount(mp);
+        return { writeBack: report } as unknown as void;
+      };
+      const pod = mk("trainer", "a=bucket-a");
+      writePod("trainer.json", pod);
+      await rec.start();
+      await until("mounted", () => engine.mounted.size === 1);
+      engine.stale.add([...engine.mounted.keys()][0]!);
+      await until("remounted", () => engine.calls.filter((c) => c.startsWith("mount")).length === 2);
+      await until("warned", () => warnings().length === 1);
+      expect(warnings()[0]!.message).to.match(
+        /^a: 1 file .* \(bucket-a\/f\): rclone died before uploading them\. The cache is kept in \/x\/cache and the new mount of a uploads them once S3 answers\.$/,
+      );
+    });
+
+    it("a pod deleted with a dirty cache: the cache outlives teardown and garbage collection, a clean one goes", async () => {
+      const pod = mk("trainer", "dirty=bucket-a, clean=bucket-b");
+      writePod("trainer.json", pod);
+      await rec.start();
+      await until("mounted", () => engine.mounted.size === 2);
+      const id = podIdOf(pod);
+      const dirty = cached(id, "dirty", "bucket-a/x.bin", true);
+      const clean = cached(id, "clean", "bucket-b/y.bin", false);
+      unlinkSync(join(podsDir, "trainer.json"));
+      await until("unmounted", () => engine.mounted.size === 0);
+      await rec.idle();
+      await rec.collectGarbage();
+      await rec.collectGarbage();
+      expect(existsSync(join(root, "pods", id))).to.equal(false);
+      expect(existsSync(dirty)).to.equal(true);
+      expect(existsSync(join(clean, ".."))).to.equal(false);
+      // No pod to record it on: the agent logs it instead.
+      expect(warnings()).to.deep.equal([]);
+      // Once an operator has uploaded the writes (here: the metadata says so), the agent collects it.
+      cached(id, "dirty", "bucket-a/x.bin", false);
+      await rec.collectGarbage();
+      expect(existsSync(join(root, "agent", "mounts", id))).to.equal(false);
+    });
+
+    it("a finished pod with a dirty cache: the warning says nothing will upload it", async () => {
+      const pod = mk("job", "out=bucket-a");
+      writePod("job.json", pod);
+      await rec.start();
+      await until("mounted", () => engine.mounted.size === 1);
+      cached(podIdOf(pod), "out", "bucket-a/result.bin", true);
+      writePod("job.json", { ...pod, status: { phase: "Succeeded" } } as Pod);
+      await until("unmounted", () => engine.mounted.size === 0);
+      await until("warned", () => warnings().length === 1);
+      expect(warnings()[0]!.message).to.include("The pod has finished, so no mount will upload them");
+    });
+  });
+
   it("collects orphan mounts and directories at start-up", async () => {
     const orphan = join(root, "pods", "ffffffffffffffffffffffffffffffff");
     mkdirSync(join(orphan, "x"), { recursive: true });

@@ -1,5 +1,16 @@
 import { expect } from "chai";
-import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import {
+  access,
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClientProcess, ExitStatus, UnmountOutcome } from "../../../agent/exec.js";
@@ -48,6 +59,9 @@ class FakeSystem implements ProcessRunner {
     [];
   unmounts: string[] = [];
   onStart: () => void = () => undefined;
+  /** The unmount reports a lazy detach, as for a busy or stale mount. */
+  lazyUnmount = false;
+  onUnmount: () => void = () => undefined;
   constructor(private readonly mountPoint: () => string) {}
   start(cmd: string, argv: readonly string[], opts: { env: Readonly<Record<string, string | undefined>> }) {
     this.starts.push({ cmd, argv, env: opts.env });
@@ -58,9 +72,10 @@ class FakeSystem implements ProcessRunner {
     this.unmounts.push(path);
     const was = this.mounted;
     this.mounted = false;
+    if (was) this.onUnmount();
     return Promise.resolve({
       unmounted: was,
-      lazy: false,
+      lazy: was && this.lazyUnmount,
       method: was ? "fusermount3" : "none",
       attempts: [],
     });
@@ -279,6 +294,143 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       const r = await mounter().unmount(req.mountPoint, { stateDir });
       expect(r).to.deep.equal({ unmounted: true, lazy: false, processStopped: false });
       expect(await exists(stateDir)).to.equal(false);
+    });
+  });
+
+  describe("unmount with writes not uploaded yet (rclone's cache)", () => {
+    /** Writes rclone's data and metadata for `path` (`<bucket>/<key>`) in the cache of `stateDir`. */
+    async function cached(stateDir: string, path: string, dirty: boolean): Promise<void> {
+      for (const [tree, content] of [
+        ["vfs", "data"],
+        ["vfsMeta", JSON.stringify({ Size: 4, Fingerprint: "", Dirty: dirty })],
+      ] as const) {
+        const file = join(stateDir, "cache", tree, "dv{a1B2c}", path);
+        await mkdir(join(file, ".."), { recursive: true });
+        await writeFile(file, content);
+      }
+    }
+
+    async function mounted(mounter: "rclone" | "geesefs", over = {}): Promise<FuseMounter> {
+      sys.onStart = () => (sys.mounted = true);
+      const m = mounterFor(over);
+      await m.mount(req, mounter);
+      return m;
+    }
+    const mounterFor = (over: Partial<ConstructorParameters<typeof FuseMounter>[0]>): FuseMounter =>
+      mounter({ uploadPollMs: 10, ...over });
+
+    it("keeps a dirty cache when the client has not finished within the upload grace, stops the client, and reports it", async () => {
+      const m = await mounted("rclone", { uploadGraceMs: 100 });
+      await cached(req.stateDir, "data/a.bin", true);
+      await cached(req.stateDir, "data/done.bin", false);
+      await writeFile(join(req.stateDir, "credentials"), "secret");
+      const r = await m.unmount(req.mountPoint);
+      expect(r).to.include({ unmounted: true, lazy: false, processStopped: true });
+      expect(r.writeBack).to.deep.include({
+        outcome: "kept",
+        mounter: "rclone",
+        client: "stopped",
+        graceMs: 100,
+        stateDir: req.stateDir,
+        cacheDir: join(req.stateDir, "cache"),
+      });
+      expect(r.writeBack?.outcome === "kept" && r.writeBack.verdict.dirty).to.deep.equal(["data/a.bin"]);
+      expect(sys.client.signals).to.include("SIGTERM");
+      // The cache stays whole; everything else of the state directory, credentials first, goes.
+      expect(await readdir(req.stateDir)).to.deep.equal(["cache"]);
+      expect(await exists(join(req.stateDir, "cache", "vfs", "dv{a1B2c}", "data", "done.bin"))).to.equal(
+        true,
+      );
+    });
+
+    it("waits for a client that finishes its uploads and exits, and then removes its clean cache", async () => {
+      const m = await mounted("rclone", { uploadGraceMs: 5000 });
+      await cached(req.stateDir, "data/a.bin", true);
+      sys.onUnmount = () =>
+        setTimeout(() => {
+          void cached(req.stateDir, "data/a.bin", false).then(() =>
+            sys.client.exit({ code: 0, signal: null }),
+          );
+        }, 50);
+      const t0 = Date.now();
+      const r = await m.unmount(req.mountPoint);
+      expect(Date.now() - t0).to.be.within(40, 2000);
+      expect(r).to.deep.equal({ unmounted: true, lazy: false, processStopped: true });
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("keeps the cache of a client that died before the unmount, without waiting for it", async () => {
+      const m = await mounted("rclone", { uploadGraceMs: 5000 });
+      await cached(req.stateDir, "data/a.bin", true);
+      sys.client.exit({ code: null, signal: "SIGKILL" });
+      const t0 = Date.now();
+      const r = await m.unmount(req.mountPoint);
+      expect(Date.now() - t0).to.be.lessThan(1000);
+      expect(r.writeBack).to.deep.include({ outcome: "kept", client: "died" });
+      expect(await exists(join(req.stateDir, "cache", "vfsMeta"))).to.equal(true);
+    });
+
+    it("for a mount it did not start: waits while the client answers and its cache turns clean", async () => {
+      sys.mounted = true;
+      await mkdir(req.mountPoint, { recursive: true });
+      await cached(req.stateDir, "data/a.bin", true);
+      sys.onUnmount = () => setTimeout(() => void cached(req.stateDir, "data/a.bin", false), 100);
+      const t0 = Date.now();
+      const r = await mounterFor({ uploadGraceMs: 5000 }).unmount(req.mountPoint, { stateDir: req.stateDir });
+      expect(Date.now() - t0).to.be.within(90, 4000);
+      expect(r).to.deep.equal({ unmounted: true, lazy: false, processStopped: false });
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("for a mount it did not start whose client no longer answers: keeps the dirty cache at once", async () => {
+      sys.mounted = true; // in mountinfo, but the mount point cannot be stat'ed: no client behind it
+      await cached(req.stateDir, "data/a.bin", true);
+      const t0 = Date.now();
+      const r = await mounterFor({ uploadGraceMs: 5000 }).unmount(req.mountPoint, { stateDir: req.stateDir });
+      expect(Date.now() - t0).to.be.lessThan(1000);
+      expect(r.writeBack).to.deep.include({ outcome: "kept", client: "unknown", mounter: "s3fs" });
+    });
+
+    it("a lazily detached client with a clean cache gets the stop grace, not the upload grace", async () => {
+      const m = await mounted("rclone", { uploadGraceMs: 5000, stopGraceMs: 50 });
+      sys.lazyUnmount = true;
+      const t0 = Date.now();
+      const r = await m.unmount(req.mountPoint);
+      expect(Date.now() - t0).to.be.within(40, 1000);
+      expect(r).to.deep.equal({ unmounted: true, lazy: true, processStopped: true });
+    });
+
+    it("a lazily detached client gets more time while its cache still holds uploads", async () => {
+      const m = await mounted("rclone", { uploadGraceMs: 5000, stopGraceMs: 50 });
+      await cached(req.stateDir, "data/a.bin", true);
+      sys.lazyUnmount = true;
+      sys.onUnmount = () => setTimeout(() => void cached(req.stateDir, "data/a.bin", false), 300);
+      const t0 = Date.now();
+      const r = await m.unmount(req.mountPoint);
+      expect(Date.now() - t0).to.be.within(290, 4000);
+      expect(r.writeBack).to.equal(undefined);
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("a failed mount keeps the dirty cache an earlier client left, for the next attempt", async () => {
+      await cached(req.stateDir, "data/a.bin", true);
+      const e = await failure(mounter().mount(req, "rclone"));
+      expect(e.code).to.equal("MountFailed");
+      expect(await exists(join(req.stateDir, "cache", "vfsMeta", "dv{a1B2c}", "data", "a.bin"))).to.equal(
+        true,
+      );
+    });
+
+    it("geesefs stopped after the upload grace may have lost writes it held in memory: reported", async () => {
+      const m = await mounted("geesefs", { uploadGraceMs: 50 });
+      const r = await m.unmount(req.mountPoint);
+      expect(r.writeBack).to.deep.equal({
+        outcome: "maybe-lost",
+        mounter: "geesefs",
+        client: "stopped",
+        graceMs: 50,
+      });
+      expect(await exists(req.stateDir)).to.equal(false);
     });
   });
 
