@@ -6,7 +6,7 @@
  * The Kubernetes API is reached through the small {@link CertsApi} interface, implemented for a real
  * cluster by `kube-client.ts` and faked in tests. Key material is never logged.
  */
-import type { V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
 import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import {
@@ -29,7 +29,7 @@ export const TLS_KEY_KEY = "tls.key";
 export const CA_CERT_KEY = "ca.crt";
 
 /** How many times a read-modify-write is retried after losing a race to another writer. */
-const MAX_ATTEMPTS = 3;
+export const MAX_ATTEMPTS = 3;
 
 /** One RFC 6902 operation. */
 export interface JsonPatchOperation {
@@ -57,6 +57,12 @@ export interface CertsApi {
     name: string,
     patch: readonly JsonPatchOperation[],
   ): Promise<V1MutatingWebhookConfiguration>;
+  /** The ConfigMap, or undefined when it does not exist. */
+  readConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
+  /** Creates the ConfigMap; `Conflict` when one with that name exists. */
+  createConfigMap(namespace: string, configMap: V1ConfigMap): Promise<V1ConfigMap>;
+  /** Replaces the ConfigMap; `Conflict` when `metadata.resourceVersion` is no longer current. */
+  replaceConfigMap(namespace: string, name: string, configMap: V1ConfigMap): Promise<V1ConfigMap>;
 }
 
 export interface EnsureServingSecretOptions {
@@ -283,18 +289,14 @@ export function caBundlePatch(
   const patch: JsonPatchOperation[] = [];
   const patched: string[] = [];
   const unchanged: string[] = [];
-  const ca = normalizePem(caPem);
   (config.webhooks ?? []).forEach((webhook, i) => {
     const have = webhook.clientConfig?.caBundle;
-    const kept = pemCertificates(decode(have)).filter((c) => c !== ca && !expired(c, now));
-    const bundle = [ca, ...kept].join("\n");
-    if (have !== undefined && pemCertificates(decode(have)).join("\n") === bundle) {
+    const bundle = trustBundle(caPem, have === undefined ? undefined : decode(have), now);
+    if (bundle.unchanged) {
       unchanged.push(webhook.name);
       return;
     }
-    // The CA as given (its line endings too); the CAs kept after it.
-    const text = kept.length === 0 ? caPem : `${caPem.trimEnd()}\n${kept.join("\n")}\n`;
-    const want = Buffer.from(text, "utf8").toString("base64");
+    const want = Buffer.from(bundle.text, "utf8").toString("base64");
     patch.push({ op: "test", path: `/webhooks/${i}/name`, value: webhook.name });
     if (webhook.clientConfig === undefined)
       patch.push({ op: "add", path: `/webhooks/${i}/clientConfig`, value: { caBundle: want } });
@@ -307,6 +309,23 @@ export function caBundlePatch(
     patched.push(webhook.name);
   });
   return { patch, patched, unchanged };
+}
+
+/**
+ * Pure: the PEM bundle that trusts `caPem` first, then the other CAs of `previous` (a PEM bundle)
+ * that have not expired at `now`; `unchanged` when `previous` holds exactly those already. The CA is
+ * kept as given (its line endings too).
+ */
+export function trustBundle(
+  caPem: string,
+  previous: string | undefined,
+  now: Date,
+): { text: string; unchanged: boolean } {
+  const ca = normalizePem(caPem);
+  const have = pemCertificates(previous ?? "");
+  const kept = have.filter((c) => c !== ca && !expired(c, now));
+  const unchanged = previous !== undefined && have.join("\n") === [ca, ...kept].join("\n");
+  return { text: kept.length === 0 ? caPem : `${caPem.trimEnd()}\n${kept.join("\n")}\n`, unchanged };
 }
 
 function normalizePem(pem: string): string {

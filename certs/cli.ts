@@ -4,8 +4,9 @@
  * - `generate`: write a new CA and serving certificate to a directory (ca.crt, ca.key, tls.crt,
  *   tls.key; keys mode 0600), for local runs and the demo.
  * - `bootstrap`: in a cluster, as kube-webhook-certgen does: keep the serving bundle in a
- *   `kubernetes.io/tls` Secret, patch the MutatingWebhookConfiguration's caBundle, and optionally
- *   write the PEMs to a directory (run as the webhook's init container).
+ *   `kubernetes.io/tls` Secret, patch the MutatingWebhookConfiguration's caBundle, optionally write
+ *   the PEMs to a directory (run as the webhook's init container), and optionally publish the CA,
+ *   without its key, in a ConfigMap that console users may read.
  *
  * Every flag has an environment variable (`DV_` + the flag in upper snake case). List flags take
  * comma-separated values. Exit codes: 0 done, 1 failed, 2 usage (a bad or missing flag).
@@ -24,6 +25,7 @@ import {
 import { AppError, ConfigError, isAppError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { ensureServingSecret, patchCaBundle, type CertsApi } from "./bootstrap.js";
+import { publishCaConfigMap, type PublishCaOutcome } from "./ca-config-map.js";
 import { writePemFiles } from "./files.js";
 import {
   DEFAULT_CA_VALIDITY_DAYS,
@@ -66,6 +68,10 @@ const CA_VALIDITY = spec("ca-validity-days", "validity of the CA", {
 const SECRET_NAME = spec("secret-name", "the kubernetes.io/tls Secret that holds the serving bundle");
 const WEBHOOK_CONFIG = spec("webhook-config", "the MutatingWebhookConfiguration whose caBundle is set");
 const WRITE_DIR = spec("write-dir", "also write ca.crt, tls.crt and tls.key to this directory");
+const CA_CONFIG_MAP = spec(
+  "ca-config-map",
+  "also publish the CA (ca.crt, no key) in this ConfigMap of --namespace, for console users",
+);
 const RENEW_BEFORE = spec("renew-before-days", "renew when the certificate expires within this many days", {
   default: "30",
 });
@@ -77,6 +83,7 @@ const BOOTSTRAP_SPECS = [
   SERVICE,
   WEBHOOK_CONFIG,
   WRITE_DIR,
+  CA_CONFIG_MAP,
   RENEW_BEFORE,
   EXTRA_DNS,
   EXTRA_IP,
@@ -170,6 +177,7 @@ async function bootstrap(argv: readonly string[], deps: CliDeps): Promise<number
       `--${RENEW_BEFORE.flag} (${renewBeforeDays}) must be less than --${VALIDITY.flag} (${validityDays}), or every run would renew`,
     );
   const writeDir = raw[WRITE_DIR.flag] ? resolve(raw[WRITE_DIR.flag]!) : undefined;
+  const caConfigMap = raw[CA_CONFIG_MAP.flag] || undefined;
   const log = (deps.log ?? createLogger({ name: "certs" })).child({ component: "bootstrap" });
   const api = (deps.kubeApi ?? defaultKubeApi)();
 
@@ -196,6 +204,26 @@ async function bootstrap(argv: readonly string[], deps: CliDeps): Promise<number
       { name: "tls.key", content: bundle.keyPem, secret: true },
     ]);
   }
+  let published: PublishCaOutcome | "failed" | undefined;
+  if (caConfigMap !== undefined) {
+    // Only dvctl's discovery reads the ConfigMap: failing here would keep the webhook from starting
+    // (the bootstrap is its init container) and so block pod creation, for a convenience.
+    try {
+      published = await publishCaConfigMap(api, {
+        namespace: names.namespace,
+        name: caConfigMap,
+        caPem: bundle.caPem,
+        now: deps.now?.() ?? new Date(),
+        log,
+      });
+    } catch (e) {
+      published = "failed";
+      log.warn(
+        { configMap: `${names.namespace}/${caConfigMap}`, err: isAppError(e) ? e.message : String(e) },
+        "cannot publish the CA in its ConfigMap; until it is, dvctl needs --ca-file",
+      );
+    }
+  }
   log.info(
     {
       secret: `${names.namespace}/${secretName}`,
@@ -205,6 +233,7 @@ async function bootstrap(argv: readonly string[], deps: CliDeps): Promise<number
       webhookConfiguration: webhookConfigName,
       caBundlePatched: patched.patched,
       ...(writeDir !== undefined ? { writeDir } : {}),
+      ...(published !== undefined ? { caConfigMap: `${caConfigMap}: ${published}` } : {}),
     },
     "certificate bootstrap done",
   );

@@ -8,6 +8,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
   type KubeConfig,
+  type V1ConfigMap,
   type V1MutatingWebhookConfiguration,
   type V1Secret,
 } from "@kubernetes/client-node";
@@ -17,7 +18,7 @@ import type { CertsApi, JsonPatchOperation } from "./bootstrap.js";
 
 /** What the bootstrap's service account must be allowed to do; quoted in Forbidden errors. */
 export const REQUIRED_RBAC =
-  "get, create and update on secrets in its namespace, and get and patch on mutatingwebhookconfigurations";
+  "get, create and update on secrets and configmaps in its namespace, and get and patch on mutatingwebhookconfigurations";
 
 export class KubernetesCertsApi implements CertsApi {
   private readonly core: CoreV1Api;
@@ -77,6 +78,31 @@ export class KubernetesCertsApi implements CertsApi {
       );
     } catch (e) {
       throw this.error(e, `patching MutatingWebhookConfiguration ${name}`);
+    }
+  }
+
+  async readConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
+    try {
+      return await this.core.readNamespacedConfigMap({ name, namespace });
+    } catch (e) {
+      if (statusOf(e) === 404) return undefined;
+      throw this.error(e, `reading ConfigMap ${namespace}/${name}`);
+    }
+  }
+
+  async createConfigMap(namespace: string, configMap: V1ConfigMap): Promise<V1ConfigMap> {
+    try {
+      return await this.core.createNamespacedConfigMap({ namespace, body: configMap });
+    } catch (e) {
+      throw this.error(e, `creating ConfigMap ${namespace}/${configMap.metadata?.name ?? ""}`);
+    }
+  }
+
+  async replaceConfigMap(namespace: string, name: string, configMap: V1ConfigMap): Promise<V1ConfigMap> {
+    try {
+      return await this.core.replaceNamespacedConfigMap({ name, namespace, body: configMap });
+    } catch (e) {
+      throw this.error(e, `replacing ConfigMap ${namespace}/${name}`);
     }
   }
 

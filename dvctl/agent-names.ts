@@ -12,3 +12,11 @@ export const AGENT_PORT = 9443;
  * headless Service's name, which the serving certificate of `dynamic-volumes-tls` carries).
  */
 export const DEFAULT_AGENT_SERVER_NAME = `dynamic-volumes-agent.${AGENT_NAMESPACE}.svc`;
+/**
+ * The ConfigMap of {@link AGENT_NAMESPACE} in which the certificate bootstrap publishes the CA of
+ * the agents' certificates (key {@link CA_CONFIG_MAP_KEY}, no private key), readable by every
+ * authenticated user. dvctl verifies the agent with it when it finds the agent itself and no
+ * `--ca-file` is given.
+ */
+export const CA_CONFIG_MAP = "dynamic-volumes-ca";
+export const CA_CONFIG_MAP_KEY = "ca.crt";

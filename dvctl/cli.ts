@@ -7,7 +7,7 @@ import { Command, CommanderError, Option } from "commander";
 import { envName } from "../shared/config.js";
 import { addOperationCommands } from "./commands.js";
 import { resolveEndpoint, settingsFrom, type Endpoint, type EndpointIo, type Settings } from "./connect.js";
-import { DEFAULT_AGENT_SERVER_NAME } from "./agent-names.js";
+import { AGENT_NAMESPACE, CA_CONFIG_MAP, DEFAULT_AGENT_SERVER_NAME } from "./agent-names.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeOf, messageOf } from "./errors.js";
 import { printable } from "./format.js";
 import { defaultHistoryFile } from "./history.js";
@@ -32,9 +32,10 @@ const DISCOVERY = `Finding the agent:
   Without it, dvctl reads the kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster),
   looks up the node of the pod the command names (or --node), finds the agent pod on that node
   (namespace dynamic-volumes, label app.kubernetes.io/name=dynamic-volumes-agent), and reaches its
-  port 9443 through an API port-forward. The certificate is checked against --ca-file as
-  ${DEFAULT_AGENT_SERVER_NAME} (--tls-server-name), and the kubeconfig user's bearer token is
-  sent unless --token or --token-file is given.`;
+  port 9443 through an API port-forward. The certificate is checked as
+  ${DEFAULT_AGENT_SERVER_NAME} (--tls-server-name) against --ca-file, or without it against the
+  CA in ConfigMap ${CA_CONFIG_MAP} (namespace ${AGENT_NAMESPACE}), and the kubeconfig user's bearer
+  token is sent unless --token or --token-file is given.`;
 
 const EXAMPLES = `Examples:
   dvctl --agent wss://10.0.0.5:9443 --token-file ~/.dv-token --ca-file ca.crt ls
@@ -64,7 +65,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .addOption(
       globalOption(
         "--ca-file <file>",
-        "PEM CA bundle that signed the agent's certificate (default: system CAs)",
+        `PEM CA bundle that signed the agent's certificate (default: with discovery, ConfigMap ${CA_CONFIG_MAP}; with --agent, the system CAs)`,
       ),
     )
     .addOption(

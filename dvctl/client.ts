@@ -19,6 +19,7 @@ import {
   type StateEvent,
   type WatchRequest,
 } from "../shared/protocol.js";
+import { AGENT_NAMESPACE, CA_CONFIG_MAP } from "./agent-names.js";
 import type { Unnumbered } from "./args.js";
 
 export interface ConnectOptions {
@@ -77,7 +78,7 @@ function connectError(url: string, e: Error & { code?: string }): AppError {
   if (e.code !== undefined && TLS_CODES.has(e.code))
     return new AppError(
       "Unavailable",
-      `cannot verify the agent's certificate at ${url} (${e.code}: ${e.message}); pass the CA that signed it with --ca-file (in a cluster: ca.crt of Secret dynamic-volumes/dynamic-volumes-tls), or --tls-server-name when the certificate names another host`,
+      `cannot verify the agent's certificate at ${url} (${e.code}: ${e.message}); pass the CA that signed it with --ca-file (in a cluster: ca.crt of ConfigMap ${CA_CONFIG_MAP} in namespace ${AGENT_NAMESPACE}, which dvctl reads itself when it finds the agent), or --tls-server-name when the certificate names another host`,
       { cause: e },
     );
   return new AppError(

@@ -4,6 +4,8 @@
  * are read here, once per run.
  *
  * Tokens: `--token`, else `--token-file`; with discovery, else the kubeconfig user's bearer token.
+ * The agent's CA: `--ca-file`; with discovery, else the ConfigMap the certificate bootstrap
+ * publishes it in (never the TLS Secret, which holds the private keys).
  * With `--agent` the kubeconfig's credentials are never used: an address typed on the command line
  * must not receive the user's cluster token.
  */
@@ -18,7 +20,7 @@ import {
   type PodRef,
 } from "./args.js";
 import { DvctlClient } from "./client.js";
-import { AGENT_PORT, DEFAULT_AGENT_SERVER_NAME } from "./agent-names.js";
+import { AGENT_PORT, CA_CONFIG_MAP, DEFAULT_AGENT_SERVER_NAME } from "./agent-names.js";
 import { UsageError } from "./errors.js";
 import { PortForwardTunnel } from "./port-forward.js";
 
@@ -157,7 +159,8 @@ async function discover(
     );
   // Loaded only here: --agent does not need the Kubernetes client, which takes a while to import.
   const k8s = await import("@kubernetes/client-node");
-  const { agentPodOnNode, kubeconfigBearerToken, nodeOfPod } = await import("./discovery.js");
+  const { agentCaFromConfigMap, agentPodOnNode, kubeconfigBearerToken, nodeOfPod } =
+    await import("./discovery.js");
   const kc = new k8s.KubeConfig();
   try {
     if (s.kubeconfig !== undefined) kc.loadFromFile(s.kubeconfig);
@@ -172,6 +175,11 @@ async function discover(
   const node = target.pod !== undefined ? await nodeOfPod(core, target.pod, server) : s.node!;
   const agent = await agentPodOnNode(core, node, server);
   io.debug(`node ${node}: agent pod ${agent.namespace}/${agent.name}`);
+  let ca = tls.ca;
+  if (ca === undefined && !tls.insecureSkipTlsVerify) {
+    ca = await agentCaFromConfigMap(core, server);
+    io.debug(`the agent's CA: ConfigMap ${CA_CONFIG_MAP} in namespace ${agent.namespace}`);
+  }
   if (token === undefined) {
     token = await kubeconfigBearerToken(kc);
     if (token === undefined)
@@ -191,7 +199,14 @@ async function discover(
   const bearer = token;
   return {
     connect: () =>
-      DvctlClient.connect({ url, token: bearer, ...tls, servername, explainFailure: () => tunnel.lastError }),
+      DvctlClient.connect({
+        url,
+        token: bearer,
+        ...tls,
+        ...(ca !== undefined ? { ca } : {}),
+        servername,
+        explainFailure: () => tunnel.lastError,
+      }),
     close: () => tunnel.close(),
   };
 }

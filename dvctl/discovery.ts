@@ -1,25 +1,29 @@
 /**
  * Finding the agent without `--agent`, through the kubeconfig: the pod's `spec.nodeName`, then the
- * agent pod of that DaemonSet on that node, and the kubeconfig user's bearer token for the console.
- * dvctl never reads the agents' TLS Secret (it holds their private key): the CA comes from
- * `--ca-file`. The Kubernetes API is passed in (a `CoreV1Api` or a
- * fake), so these functions only import the client's types and its error class.
+ * agent pod of that DaemonSet on that node, the CA that signed its certificate, and the kubeconfig
+ * user's bearer token for the console. dvctl never reads the agents' TLS Secret (it holds their
+ * private key): the CA comes from `--ca-file`, or else from the ConfigMap in which the certificate
+ * bootstrap publishes it alone. The Kubernetes API is passed in (a `CoreV1Api` or a fake), so these
+ * functions only import the client's types and its error class.
  */
 import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
 import type { RequestOptions } from "node:https";
 import { AppError } from "../shared/errors.js";
 import { kubeError } from "../shared/kube-errors.js";
-import { AGENT_LABEL_SELECTOR, AGENT_NAMESPACE } from "./agent-names.js";
+import { AGENT_LABEL_SELECTOR, AGENT_NAMESPACE, CA_CONFIG_MAP, CA_CONFIG_MAP_KEY } from "./agent-names.js";
 import type { PodRef } from "./args.js";
 
 export {
   AGENT_LABEL_SELECTOR,
   AGENT_NAMESPACE,
   AGENT_PORT,
+  CA_CONFIG_MAP,
+  CA_CONFIG_MAP_KEY,
   DEFAULT_AGENT_SERVER_NAME,
 } from "./agent-names.js";
 
 export type PodApi = Pick<CoreV1Api, "readNamespacedPod" | "listNamespacedPod">;
+export type ConfigMapApi = Pick<CoreV1Api, "readNamespacedConfigMap">;
 
 export interface AgentPod {
   readonly namespace: string;
@@ -94,6 +98,42 @@ export async function agentPodOnNode(api: PodApi, node: string, server: string):
     );
   }
   return { namespace: AGENT_NAMESPACE, name: chosen.metadata!.name!, node };
+}
+
+/** The way round a missing ConfigMap, for the errors below. */
+const CA_FILE_HINT = "or pass the CA that signed the agents' certificates with --ca-file";
+
+/**
+ * The CA (PEM) that signed the agents' certificates, from the ConfigMap {@link CA_CONFIG_MAP} that
+ * the certificate bootstrap writes. Unavailable, saying what to do, when it is missing or holds no
+ * certificate; Forbidden, naming the RBAC, when the user may not read it.
+ */
+export async function agentCaFromConfigMap(api: ConfigMapApi, server: string): Promise<string> {
+  const where = `ConfigMap ${CA_CONFIG_MAP} in namespace ${AGENT_NAMESPACE}`;
+  let data: Record<string, string> | undefined;
+  try {
+    data = (await api.readNamespacedConfigMap({ namespace: AGENT_NAMESPACE, name: CA_CONFIG_MAP })).data;
+  } catch (e) {
+    const err = kubeError(
+      e,
+      `reading the agents' CA from ${where}`,
+      server,
+      `get on configmaps "${CA_CONFIG_MAP}" in namespace "${AGENT_NAMESPACE}" (the manifests grant it to every authenticated user)`,
+    );
+    if (err.code !== "NotFound") throw err;
+    throw new AppError(
+      "Unavailable",
+      `cannot verify the agent: the ${where} does not exist. The webhook's certificate bootstrap writes it when a webhook pod starts (see its init container: kubectl -n ${AGENT_NAMESPACE} logs deployment/dynamic-volumes-webhook -c certs); with cert-manager, publish it as docs/install.md says; ${CA_FILE_HINT}`,
+      { cause: e },
+    );
+  }
+  const pem = data?.[CA_CONFIG_MAP_KEY];
+  if (pem === undefined || !pem.includes("-----BEGIN CERTIFICATE-----"))
+    throw new AppError(
+      "Unavailable",
+      `cannot verify the agent: the ${where} has no certificate under "${CA_CONFIG_MAP_KEY}"; ${CA_FILE_HINT}`,
+    );
+  return pem;
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { X509Certificate } from "node:crypto";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
@@ -13,6 +13,7 @@ import {
   patchCaBundle,
   type EnsureServingSecretOptions,
 } from "../../../certs/bootstrap.js";
+import { publishCaConfigMap } from "../../../certs/ca-config-map.js";
 import { runCli } from "../../../certs/cli.js";
 import {
   certExpiry,
@@ -41,6 +42,14 @@ const SECRETS = { apiPath: CORE_V1, resource: "secrets", namespace: NS };
 const MWCS = { apiPath: ADMISSIONREGISTRATION_V1, resource: "mutatingwebhookconfigurations" };
 const SECRET_PATH = `/api/v1/namespaces/${NS}/secrets/${SECRET}`;
 const MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/dynamic-volumes";
+const CA_CM = "dynamic-volumes-ca";
+const CONFIGMAPS = { apiPath: CORE_V1, resource: "configmaps", namespace: NS };
+const CA_CM_PATH = `/api/v1/namespaces/${NS}/configmaps/${CA_CM}`;
+/** The certificates of a PEM bundle, line endings normalized. */
+const pemCerts = (bundle: string): string[] =>
+  (bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map((p) =>
+    p.replace(/\r\n/g, "\n").trim(),
+  );
 
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 const unb64 = (s: string | undefined) => Buffer.from(s ?? "", "base64").toString("utf8");
@@ -384,6 +393,92 @@ describe("certificate bootstrap against the fake API server with the real client
     });
   });
 
+  describe("publishCaConfigMap", () => {
+    const storedCm = () => api.store.get(CONFIGMAPS, CA_CM) as (KubeObject & V1ConfigMap) | undefined;
+    const newCa = (now = T0) => generateCa({ commonName: "a CA", now }).certPem;
+
+    it("creates the ConfigMap with ca.crt and nothing else, then leaves it alone while the CA is the same", async () => {
+      const ca = newCa();
+      expect(await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: ca, now: T0 })).to.equal(
+        "created",
+      );
+      const cm = storedCm()!;
+      expect(cm.data).to.deep.equal({ "ca.crt": ca });
+      expect(cm.binaryData).to.equal(undefined);
+      expect(cm.metadata?.labels?.["app.kubernetes.io/managed-by"]).to.equal("dynamic-volumes-certs");
+      expect(await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: ca, now: T0 })).to.equal(
+        "unchanged",
+      );
+      expect(api.requestsTo("PUT", CA_CM_PATH)).to.have.length(0);
+    });
+
+    it("puts a new CA first and keeps the previous one until it expires, for agents not yet reloaded", async () => {
+      const oldCa = newCa();
+      await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: oldCa, now: T0 });
+      const renewed = newCa();
+      expect(
+        await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: renewed, now: T0 }),
+      ).to.equal("updated");
+      expect(pemCerts(storedCm()!.data!["ca.crt"]!)).to.deep.equal(pemCerts(renewed + oldCa));
+      const later = new Date(T0.getTime() + 20 * 365 * DAY);
+      const newest = newCa(later);
+      await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: newest, now: later });
+      expect(storedCm()!.data).to.deep.equal({ "ca.crt": newest });
+    });
+
+    it("replaces content it did not write: other keys, binaryData", async () => {
+      const ca = newCa();
+      api.store.create(CONFIGMAPS, {
+        metadata: { name: CA_CM, labels: { team: "x" } },
+        data: { "ca.crt": ca, "evil.crt": newCa() },
+        binaryData: { "ca.der": b64("x") },
+      });
+      expect(await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: ca, now: T0 })).to.equal(
+        "updated",
+      );
+      const cm = storedCm()!;
+      expect(cm.data).to.deep.equal({ "ca.crt": ca });
+      expect(cm.binaryData ?? {}).to.deep.equal({});
+      expect(cm.metadata?.labels?.team).to.equal("x");
+    });
+
+    it("reads again when another replica creates it first (409), and when its replace loses a race", async () => {
+      const theirs = newCa();
+      const ours = newCa();
+      api.inject({
+        method: "POST",
+        path: `/api/v1/namespaces/${NS}/configmaps`,
+        before: () => {
+          api.store.create(CONFIGMAPS, { metadata: { name: CA_CM }, data: { "ca.crt": theirs } });
+        },
+      });
+      expect(
+        await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: ours, now: T0 }),
+      ).to.equal("updated");
+      expect(api.requestsTo("POST", `/api/v1/namespaces/${NS}/configmaps`)[0]?.status).to.equal(409);
+      expect(pemCerts(storedCm()!.data!["ca.crt"]!)).to.deep.equal(pemCerts(ours + theirs));
+      const newest = newCa();
+      api.inject({
+        method: "PUT",
+        path: CA_CM_PATH,
+        before: () => {
+          api.store.update(CONFIGMAPS, CA_CM, { ...storedCm()!, data: { "ca.crt": newest } });
+        },
+      });
+      expect(
+        await publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: newest, now: T0 }),
+      ).to.equal("unchanged");
+      expect(api.requestsTo("PUT", CA_CM_PATH).map((r) => r.status)).to.deep.equal([200, 409]);
+    });
+
+    it("[error] reports Forbidden with the RBAC it needs", async () => {
+      api.inject({ method: "GET", path: CA_CM_PATH, status: 403 });
+      const e = await failure(publishCaConfigMap(certsApi, { namespace: NS, name: CA_CM, caPem: newCa() }));
+      expect(e.code).to.equal("Forbidden");
+      expect(e.message).to.match(/reading ConfigMap dynamic-volumes\/dynamic-volumes-ca: .*configmaps/);
+    });
+  });
+
   describe("certs bootstrap (command line)", () => {
     let dir: string;
     beforeEach(async () => {
@@ -436,6 +531,65 @@ describe("certificate bootstrap against the fake API server with the real client
       expect(unb64(mwc.webhooks?.[0]?.clientConfig.caBundle)).to.equal(files["ca.crt"]);
       expect(logs.join("\n")).to.not.match(/PRIVATE KEY/);
       expect(logs.join("\n")).to.match(/certificate bootstrap done/);
+    });
+
+    const bootstrapArgs = (...more: string[]): string[] => [
+      "bootstrap",
+      "--namespace",
+      NS,
+      "--secret-name",
+      SECRET,
+      "--service",
+      SERVICE,
+      "--webhook-config",
+      "dynamic-volumes",
+      ...more,
+    ];
+    const run = async (args: string[], logs: string[]): Promise<number> =>
+      runCli(args, {
+        env: {},
+        stdout: (l) => logs.push(l),
+        stderr: (l) => logs.push(l),
+        kubeApi: () => certsApi,
+        log: pino({ level: "info" }, { write: (l: string) => void logs.push(l) }),
+        now: () => T0,
+      });
+
+    it("with --ca-config-map, publishes the Secret's CA, and only it, in that ConfigMap", async () => {
+      api.store.create(MWCS, {
+        metadata: { name: "dynamic-volumes" },
+        webhooks: [webhook("a.dynamic-volumes.io")],
+      });
+      const logs: string[] = [];
+      expect(await run(bootstrapArgs("--ca-config-map", CA_CM), logs), logs.join("\n")).to.equal(0);
+      const cm = api.store.get(CONFIGMAPS, CA_CM) as (KubeObject & V1ConfigMap) | undefined;
+      expect(Object.keys(cm?.data ?? {})).to.deep.equal(["ca.crt"]);
+      expect(cm!.data!["ca.crt"]).to.equal(unb64(stored()!.data?.[CA_CERT_KEY]));
+      expect(JSON.stringify(cm)).to.not.match(/PRIVATE KEY/);
+      expect(logs.join("\n")).to.match(/"caConfigMap":"dynamic-volumes-ca: created"/);
+      // Without the flag, no ConfigMap is touched.
+      const before = api.requests.length;
+      expect(await run(bootstrapArgs(), logs)).to.equal(0);
+      expect(api.requests.slice(before).filter((r) => r.path.includes("/configmaps"))).to.deep.equal([]);
+    });
+
+    it("a ConfigMap it may not write is a warning: the webhook still starts", async () => {
+      api.store.create(MWCS, {
+        metadata: { name: "dynamic-volumes" },
+        webhooks: [webhook("a.dynamic-volumes.io")],
+      });
+      api.inject({ path: /\/configmaps/, status: 403, times: Infinity });
+      const logs: string[] = [];
+      expect(
+        await run(bootstrapArgs("--ca-config-map", CA_CM, "--write-dir", join(dir, "out")), logs),
+      ).to.equal(0);
+      expect(logs.join("\n")).to.match(
+        /cannot publish the CA in its ConfigMap; until it is, dvctl needs --ca-file/,
+      );
+      expect(logs.join("\n")).to.match(/"caConfigMap":"dynamic-volumes-ca: failed"/);
+      expect(await readFile(join(dir, "out", "ca.crt"), "utf8")).to.equal(
+        unb64(stored()!.data?.[CA_CERT_KEY]),
+      );
     });
 
     it("exits 1 with the reason when the API refuses", async () => {

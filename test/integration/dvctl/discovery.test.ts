@@ -2,7 +2,8 @@
  * dvctl without `--agent`: the pod → node → agent pod lookup against the fake API server with the
  * real `@kubernetes/client-node`, and the whole path through the fake's `portforward` subresource
  * (client side real: `PortForward`; kubelet side: test/support/kube-api-portforward.ts) to an agent
- * console whose certificate names the agents' Service.
+ * console whose certificate names the agents' Service, verified with `--ca-file` or, without it,
+ * with the CA the certificate bootstrap publishes in a ConfigMap.
  */
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { expect } from "chai";
@@ -14,10 +15,13 @@ import {
   StaticTokenAuthenticator,
   parseTokenAuthFile,
 } from "../../../agent/auth.js";
+import { generateCa } from "../../../certs/generate.js";
 import {
   AGENT_LABEL_SELECTOR,
   AGENT_NAMESPACE,
+  CA_CONFIG_MAP,
   DEFAULT_AGENT_SERVER_NAME,
+  agentCaFromConfigMap,
   agentPodOnNode,
   kubeconfigBearerToken,
   nodeOfPod,
@@ -30,6 +34,8 @@ import { CORE_V1, FakeKubeApiServer } from "../../support/kube-api-server.js";
 import { TEST_AGENT_SERVER_NAME, makeAgentTestPki, type TestPki } from "../../support/tls.js";
 
 const pods = (namespace: string) => ({ apiPath: CORE_V1, resource: "pods", namespace });
+const CONFIGMAPS = { apiPath: CORE_V1, resource: "configmaps", namespace: AGENT_NAMESPACE };
+const CA_CM_PATH = `/api/v1/namespaces/${AGENT_NAMESPACE}/configmaps/${CA_CONFIG_MAP}`;
 
 function agentPod(name: string, node: string, phase = "Running", ready = true) {
   return {
@@ -182,6 +188,52 @@ describe("dvctl agent discovery through the kubeconfig", function () {
       expect(exitCodeOf(e)).to.equal(3);
     });
 
+    describe("the agents' CA from its ConfigMap", () => {
+      afterEach(() => {
+        if (api.store.get(CONFIGMAPS, CA_CONFIG_MAP) !== undefined)
+          api.store.delete(CONFIGMAPS, CA_CONFIG_MAP);
+      });
+
+      it("reads ca.crt", async () => {
+        api.store.create(CONFIGMAPS, {
+          metadata: { name: CA_CONFIG_MAP },
+          data: { "ca.crt": pki.ca.certPem },
+        });
+        expect(await agentCaFromConfigMap(core, api.url)).to.equal(pki.ca.certPem);
+      });
+
+      const failures: Array<[string, () => void, RegExp, number]> = [
+        [
+          "[error] no ConfigMap: 4, saying who writes it and what else to do",
+          () => undefined,
+          /ConfigMap dynamic-volumes-ca in namespace dynamic-volumes does not exist\. The webhook's certificate bootstrap writes it .*--ca-file/,
+          4,
+        ],
+        [
+          "[error] a ConfigMap without a certificate: 4",
+          () => api.store.create(CONFIGMAPS, { metadata: { name: CA_CONFIG_MAP }, data: { "ca.crt": "" } }),
+          /has no certificate under "ca\.crt"; or pass .* --ca-file/,
+          4,
+        ],
+        [
+          "[error] not allowed to read it: 3, naming the permission",
+          () => api.inject({ path: CA_CM_PATH, status: 403 }),
+          /get on configmaps "dynamic-volumes-ca" in namespace "dynamic-volumes"/,
+          3,
+        ],
+      ];
+      for (const [name, arrange, re, code] of failures)
+        it(name, async () => {
+          arrange();
+          const e = await agentCaFromConfigMap(core, api.url).then(
+            () => undefined,
+            (x: unknown) => x,
+          );
+          expect((e as Error).message).to.match(re);
+          expect(exitCodeOf(e)).to.equal(code);
+        });
+    });
+
     it("reads the kubeconfig user's bearer token; none for a client-certificate user", async () => {
       expect(await kubeconfigBearerToken(api.kubeConfig())).to.equal(api.token);
       const kc = new KubeConfig();
@@ -277,6 +329,62 @@ describe("dvctl agent discovery through the kubeconfig", function () {
       const forbidden = await dv(["status", "team-a/trainer"]);
       expect(forbidden.code, explain(forbidden)).to.equal(3);
       expect(forbidden.stderr).to.match(/"create" on pods\/portforward in namespace dynamic-volumes/);
+    });
+  });
+
+  describe("the command line without --ca-file", () => {
+    const dv = (args: string[]): Promise<DvctlResult> =>
+      runDvctl(["--kubeconfig", kubeconfig, ...args], { env: { HOME: dir } });
+    const publish = (caPem: string): void => {
+      if (api.store.get(CONFIGMAPS, CA_CONFIG_MAP) !== undefined) api.store.delete(CONFIGMAPS, CA_CONFIG_MAP);
+      api.store.create(CONFIGMAPS, { metadata: { name: CA_CONFIG_MAP }, data: { "ca.crt": caPem } });
+    };
+    after(() => {
+      if (api.store.get(CONFIGMAPS, CA_CONFIG_MAP) !== undefined) api.store.delete(CONFIGMAPS, CA_CONFIG_MAP);
+    });
+
+    it("verifies the agent with the CA of the ConfigMap the bootstrap publishes", async () => {
+      publish(pki.ca.certPem);
+      const r = await dv(["--debug", "-o", "json", "status", "team-a/trainer"]);
+      expect(r.code, explain(r)).to.equal(0);
+      expect((JSON.parse(r.stdout) as PodSummary).mounts[0]?.state).to.equal("mounted");
+      expect(r.stderr).to.match(
+        /debug: the agent's CA: ConfigMap dynamic-volumes-ca in namespace dynamic-volumes/,
+      );
+      expect(api.requestsTo("GET", CA_CM_PATH).at(-1)?.status).to.equal(200);
+    });
+
+    it("refuses an agent whose certificate another CA signed: the ConfigMap's CA is what it trusts", async () => {
+      publish(generateCa({ commonName: "some other CA" }).certPem);
+      const r = await dv(["status", "team-a/trainer"]);
+      expect(r.code, explain(r)).to.equal(4);
+      expect(r.stderr).to.match(
+        /cannot verify the agent's certificate .*(SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER)/,
+      );
+      expect(r.stdout).to.equal("");
+    });
+
+    it("without the ConfigMap, exits 4 naming it, before any port-forward", async () => {
+      if (api.store.get(CONFIGMAPS, CA_CONFIG_MAP) !== undefined) api.store.delete(CONFIGMAPS, CA_CONFIG_MAP);
+      const before = api.requestsTo("GET", /\/portforward$/).length;
+      const r = await dv(["status", "team-a/trainer"]);
+      expect(r.code, explain(r)).to.equal(4);
+      expect(r.stderr).to.match(
+        /^dvctl: cannot verify the agent: the ConfigMap dynamic-volumes-ca in namespace dynamic-volumes does not exist\./,
+      );
+      expect(r.stderr).to.match(/--ca-file/);
+      expect(api.requestsTo("GET", /\/portforward$/).length).to.equal(before);
+    });
+
+    it("--ca-file wins over the ConfigMap, and --insecure-skip-tls-verify does not read it", async () => {
+      publish(generateCa({ commonName: "some other CA" }).certPem);
+      const reads = (): number => api.requestsTo("GET", CA_CM_PATH).length;
+      const before = reads();
+      const withFile = await dv(["--ca-file", pki.caFile, "status", "team-a/trainer"]);
+      expect(withFile.code, explain(withFile)).to.equal(0);
+      const insecure = await dv(["--insecure-skip-tls-verify", "status", "team-a/trainer"]);
+      expect(insecure.code, explain(insecure)).to.equal(0);
+      expect(reads()).to.equal(before);
     });
   });
 });

@@ -1,4 +1,4 @@
-import type { V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { runCli } from "../../../certs/cli.js";
 import { certSubjectAltNames, serviceDnsNames } from "../../../certs/generate.js";
 import { KubernetesCertsApi } from "../../../certs/kube-client.js";
+import { AGENT_NAMESPACE, CA_CONFIG_MAP, CA_CONFIG_MAP_KEY } from "../../../dvctl/agent-names.js";
 import { createLogger } from "../../../shared/logger.js";
 import {
   ADMISSIONREGISTRATION_V1,
@@ -47,17 +48,33 @@ interface Attributes {
   name: string | undefined;
 }
 
+interface Subject {
+  kind: string;
+  name: string;
+  namespace?: string;
+}
+
 /** The rules that apply to a service account, each with the namespace it is limited to (undefined: all). */
 function rulesFor(
   objects: readonly KubeObject[],
   serviceAccount: string,
 ): { rule: Rule; namespace?: string; from: string }[] {
+  return rulesOf(
+    objects,
+    (s) => s.kind === "ServiceAccount" && s.name === serviceAccount && s.namespace === NS,
+  );
+}
+
+/** The rules bound to any subject that `matches`, each with the namespace it is limited to. */
+function rulesOf(
+  objects: readonly KubeObject[],
+  matches: (s: Subject) => boolean,
+): { rule: Rule; namespace?: string; from: string }[] {
   const out: { rule: Rule; namespace?: string; from: string }[] = [];
   for (const b of objects) {
     if (b.kind !== "ClusterRoleBinding" && b.kind !== "RoleBinding") continue;
-    const subjects = (b.subjects ?? []) as { kind: string; name: string; namespace?: string }[];
-    if (!subjects.some((s) => s.kind === "ServiceAccount" && s.name === serviceAccount && s.namespace === NS))
-      continue;
+    const subjects = (b.subjects ?? []) as Subject[];
+    if (!subjects.some(matches)) continue;
     const ref = b.roleRef as { kind: string; name: string };
     const role = findObject(objects, ref.kind, ref.name);
     if (ref.kind === "Role" && role.metadata.namespace !== b.metadata.namespace)
@@ -199,6 +216,46 @@ describe("RBAC", function () {
     });
   });
 
+  describe("console users", () => {
+    const authenticated = (s: Subject): boolean => s.kind === "Group" && s.name === "system:authenticated";
+    const get = (resource: string, name: string | undefined, verb = "get", namespace = NS): Attributes => ({
+      verb,
+      group: "",
+      resource,
+      namespace,
+      name,
+    });
+
+    for (const [tree, dir] of [
+      ["the base", MANIFESTS_DIR],
+      ["the cert-manager overlay", CERT_MANAGER_OVERLAY_DIR],
+    ] as const)
+      it(`may read the CA's ConfigMap, which dvctl reads, and nothing else (${tree})`, () => {
+        const rules = rulesOf(render(dir).objects, authenticated);
+        const allowed = (a: Attributes): boolean => rules.some((r) => ruleAllows(r.rule, r.namespace, a));
+        expect(AGENT_NAMESPACE).to.equal(NS);
+        expect(allowed(get("configmaps", CA_CONFIG_MAP))).to.equal(true);
+        const refused: Attributes[] = [
+          get("configmaps", CA_CONFIG_MAP, "list"),
+          get("configmaps", CA_CONFIG_MAP, "watch"),
+          get("configmaps", CA_CONFIG_MAP, "update"),
+          get("configmaps", undefined, "list"),
+          get("configmaps", "kube-root-ca.crt"),
+          get("configmaps", CA_CONFIG_MAP, "get", "team-a"),
+          get("secrets", "dynamic-volumes-tls"),
+          get("secrets", "dynamic-volumes-signing-key"),
+        ];
+        expect(refused.filter(allowed)).to.deep.equal([]);
+        expect(rules.map((r) => [r.from, r.namespace, r.rule])).to.deep.equal([
+          [
+            "Role/dynamic-volumes-ca-reader",
+            NS,
+            { apiGroups: [""], resources: ["configmaps"], resourceNames: [CA_CONFIG_MAP], verbs: ["get"] },
+          ],
+        ]);
+      });
+  });
+
   describe("the webhook's certificate bootstrap, run with the init container's arguments against a fake API server", () => {
     let api: FakeKubeApiServer;
     let dir: string;
@@ -306,6 +363,18 @@ describe("RBAC", function () {
         mwc.webhooks as { clientConfig: { service: { name: string; namespace: string } } }[]
       )[0]!.clientConfig.service;
       expect(sans.dns).to.include.members(serviceDnsNames(service.name, service.namespace));
+    });
+
+    it("publishes its CA, and nothing else, in the ConfigMap that dvctl reads", () => {
+      const cm = api.store.get({ apiPath: CORE_V1, resource: "configmaps", namespace: NS }, CA_CONFIG_MAP) as
+        (StoreObject & V1ConfigMap) | undefined;
+      expect(Object.keys(cm?.data ?? {})).to.deep.equal([CA_CONFIG_MAP_KEY]);
+      const secret = api.store.get(SECRETS, "dynamic-volumes-tls") as (StoreObject & V1Secret) | undefined;
+      const ca = Buffer.from(secret!.data!["ca.crt"]!, "base64").toString("utf8");
+      // After the renewal: the new CA first, the first run's CA after it for agents not yet reloaded.
+      expect(cm!.data![CA_CONFIG_MAP_KEY]!.startsWith(ca.trimEnd())).to.equal(true);
+      expect(cm!.data![CA_CONFIG_MAP_KEY]!.match(/-----BEGIN CERTIFICATE-----/g)).to.have.length(2);
+      expect(JSON.stringify(cm)).to.not.match(/PRIVATE KEY/);
     });
 
     it("puts its CA into the caBundle of the MutatingWebhookConfiguration, and the PEM files into the write directory", async () => {
