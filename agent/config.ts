@@ -2,6 +2,7 @@
  * The agent's configuration, read once at start-up from flags and environment variables and
  * returned frozen. A bad value fails here with a message naming the flag and the variable.
  */
+import type { KeyObject } from "node:crypto";
 import {
   LOG_LEVEL_OPTION,
   option,
@@ -121,7 +122,7 @@ export interface AgentConfig {
   readonly root: string;
   readonly nodeName: string;
   readonly local: { podsDir: string; secretsDir: string } | undefined;
-  readonly signingKey: Buffer;
+  readonly signingKey: KeyObject;
   readonly defaultMounter: MounterName;
   readonly concurrency: number;
   readonly mountTimeoutMs: number;

@@ -15,7 +15,7 @@ import {
   podsDir,
   type MounterName,
 } from "../shared/names.js";
-import { verifyPodId } from "../shared/signing.js";
+import { verifyPodId, type SigningKey } from "../shared/signing.js";
 
 /** The subset of a Kubernetes Pod that the agent reads. */
 export interface PodObject {
@@ -65,7 +65,7 @@ export interface PodView {
 
 export interface PodReadConfig {
   readonly root: string;
-  readonly signingKey: Uint8Array;
+  readonly signingKey: SigningKey;
   readonly defaultMounter: MounterName;
 }
 

@@ -2,10 +2,11 @@
  * Reading a program's configuration once at start-up: every option is a `--flag` with an environment
  * variable of the same meaning; the flag wins. A bad value fails with a message that names both.
  */
+import type { KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ConfigError } from "./errors.js";
-import { signingKeyFromText } from "./signing.js";
+import { signingKeyFromText, signingKeyObject } from "./signing.js";
 
 export interface OptionSpec {
   /** Flag name without dashes, e.g. `tls-cert-file`. */
@@ -134,14 +135,17 @@ export function readOptionFile(spec: OptionSpec, path: string): string {
   }
 }
 
-/** Reads the id-signing key (DESIGN.md "Local mode"): trimmed, UTF-8, at least 16 bytes. */
-export function readSigningKey(spec: OptionSpec, path: string): Buffer {
+/**
+ * Reads the id-signing key (DESIGN.md "Local mode"): trimmed, UTF-8, at least 16 bytes. Returns it
+ * as a secret KeyObject, made once here for every signature and verification that follows.
+ */
+export function readSigningKey(spec: OptionSpec, path: string): KeyObject {
   const key = signingKeyFromText(readOptionFile(spec, path));
   if (key.length < 16)
     throw new ConfigError(
       `${where(spec)}: the signing key in "${path}" is ${key.length} bytes; use at least 16 random bytes (for example: head -c 32 /dev/urandom | base64)`,
     );
-  return key;
+  return signingKeyObject(key);
 }
 
 /** Usage text for `--help`. */

@@ -81,20 +81,10 @@ export function agentDir(root: string): string {
 }
 
 function trimSlash(p: string): string {
-  // Checked first because the webhook builds a pod directory on every admission.
-  return p.length > 1 && p.endsWith("/") ? p.replace(/\/+$/, "") : p;
+  return p.length > 1 ? p.replace(/\/+$/, "") : p;
 }
 
-/**
- * Whether `s` is a pod id: 128 bits as 32 lowercase hex digits (`^[0-9a-f]{32}$`). A loop rather
- * than a regular expression because the webhook checks every id it mints (see isNormalPath in
- * webhook/mutate.ts).
- */
+/** Whether `s` is a pod id: 128 bits as 32 lowercase hex digits. */
 export function isPodId(s: string): boolean {
-  if (s.length !== 32) return false;
-  for (let i = 0; i < 32; i++) {
-    const c = s.charCodeAt(i);
-    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
-  }
-  return true;
+  return /^[0-9a-f]{32}$/.test(s);
 }

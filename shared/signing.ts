@@ -1,44 +1,44 @@
 /**
  * Per-pod ids and their signatures (DESIGN.md "Forgery"). The webhook mints and signs; the agent
- * verifies. Signature: lowercase hex HMAC-SHA256(key, "<namespace>/<id>").
+ * verifies. Signature: lowercase hex HMAC-SHA256(key, "<namespace>/<id>"), the key being the key
+ * file's text, trimmed, as UTF-8 bytes.
  */
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { isPodId } from "./names.js";
-import { hmacSha256Hex } from "./sha256.js";
 
-// Ids are minted 256 at a time, each handed out once. Converting and wiping a batch at once, instead
-// of calling into native code (a Buffer's hex conversion and wipe) for every id, took about 1.3 µs
-// off each admission measured inside the loaded webhook, where that code is cold by the next request.
-const BATCH = 256;
-const ids: string[] = new Array<string>(BATCH).fill("");
-let next = BATCH;
+/**
+ * The id-signing key. The programs load it once as a secret KeyObject ({@link signingKeyObject});
+ * raw bytes are accepted too, for tests and tools.
+ */
+export type SigningKey = KeyObject | Uint8Array;
 
 /** 128 random bits as 32 lowercase hex digits. */
 export function mintPodId(): string {
-  if (next >= BATCH) {
-    const bytes = randomBytes(16 * BATCH);
-    for (let i = 0; i < BATCH; i++) ids[i] = bytes.toString("hex", i * 16, i * 16 + 16);
-    bytes.fill(0);
-    next = 0;
-  }
-  const id = ids[next]!;
-  // Handed out once: the batch keeps no reference to an id in use.
-  ids[next++] = "";
-  return id;
+  return randomBytes(16).toString("hex");
 }
 
-export function signPodId(key: Uint8Array, namespace: string, id: string): string {
+/** Lowercase hex HMAC-SHA256 of the UTF-8 bytes of `message` under `key`. */
+export function hmacSha256Hex(key: SigningKey, message: string): string {
+  return createHmac("sha256", key).update(message, "utf8").digest("hex");
+}
+
+/** The signature of a pod id: {@link hmacSha256Hex} of `<namespace>/<id>`. */
+export function signPodId(key: SigningKey, namespace: string, id: string): string {
   return hmacSha256Hex(key, `${namespace}/${id}`);
 }
 
 /** Constant-time check that `signature` signs `<namespace>/<id>` and that `id` is well-formed. */
-export function verifyPodId(key: Uint8Array, namespace: string, id: string, signature: string): boolean {
+export function verifyPodId(key: SigningKey, namespace: string, id: string, signature: string): boolean {
   if (!isPodId(id) || !/^[0-9a-f]{64}$/.test(signature)) return false;
-  const want = Buffer.from(signPodId(key, namespace, id), "hex");
-  return timingSafeEqual(want, Buffer.from(signature, "hex"));
+  return timingSafeEqual(Buffer.from(signPodId(key, namespace, id), "hex"), Buffer.from(signature, "hex"));
 }
 
-/** The key from a file's text: surrounding whitespace trimmed, UTF-8 bytes. */
+/** The key's bytes from a file's text: surrounding whitespace trimmed, UTF-8. */
 export function signingKeyFromText(text: string): Buffer {
   return Buffer.from(text.trim(), "utf8");
+}
+
+/** The key as a secret KeyObject, made once when it is loaded rather than on every signature. */
+export function signingKeyObject(bytes: Uint8Array): KeyObject {
+  return createSecretKey(bytes);
 }

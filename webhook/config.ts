@@ -2,6 +2,7 @@
  * The webhook's configuration, read once at start-up from flags and environment variables and
  * returned frozen. A bad value fails here with a message naming the flag and the variable.
  */
+import type { KeyObject } from "node:crypto";
 import {
   LOG_LEVEL_OPTION,
   option,
@@ -42,7 +43,7 @@ export interface WebhookConfig {
   readonly listen: { host: string; port: number };
   readonly tlsCertFile: string;
   readonly tlsKeyFile: string;
-  readonly signingKey: Buffer;
+  readonly signingKey: KeyObject;
   readonly root: string;
   readonly defaultMountPath: string;
   readonly logLevel: string;

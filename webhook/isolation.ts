@@ -10,7 +10,7 @@
 import { posix } from "node:path";
 import { describeValue } from "../shared/errors.js";
 import { ANNOTATIONS, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
-import { verifyPodId } from "../shared/signing.js";
+import { verifyPodId, type SigningKey } from "../shared/signing.js";
 
 /** A refusal: an HTTP-like code and a message for the user, without the `dynamic-volumes: ` prefix. */
 export interface Denial {
@@ -76,7 +76,7 @@ export function checkVolumes(
   volumes: readonly unknown[],
   annotations: Record<string, unknown>,
   namespace: string,
-  cfg: { readonly root: string; readonly signingKey: Uint8Array },
+  cfg: { readonly root: string; readonly signingKey: SigningKey },
 ): "verified" | "none" | Denial {
   const id = annotations[ANNOTATIONS.id];
   const sig = annotations[ANNOTATIONS.idSignature];

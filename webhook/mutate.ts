@@ -11,7 +11,7 @@ import { posix } from "node:path";
 import { describeBucketError, parseBuckets } from "../shared/buckets.js";
 import { describeValue } from "../shared/errors.js";
 import { ANNOTATIONS, MOUNTERS, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
-import { signPodId } from "../shared/signing.js";
+import { signPodId, type SigningKey } from "../shared/signing.js";
 import { CONTAINER_FIELDS, checkMounts, checkVolumes, injectedMount } from "./isolation.js";
 import type { AdmissionRequest, JsonPatchOp } from "./review.js";
 
@@ -21,7 +21,7 @@ export interface MutateConfig {
   /** Mount path used when the pod does not set `dynamic-volumes/mount-path`. */
   readonly defaultMountPath: string;
   /** Key shared with the agents for `dynamic-volumes/id-signature`. */
-  readonly signingKey: Uint8Array;
+  readonly signingKey: SigningKey;
 }
 
 export type MutateResult =
@@ -66,30 +66,15 @@ export function escapePointer(token: string): string {
   return token.replace(/~/g, "~0").replace(/\//g, "~1");
 }
 
+// eslint-disable-next-line no-control-regex
+const NORMAL_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/\u0000-\u001f\u007f]+)+$/;
+
 /**
- * Whether `p` is an absolute path that is already normal: segments of printable characters, none
- * empty, "." or "..", no trailing slash. Nearly every path seen (the default and the pod's own
- * volumeMounts) is. It runs for every mount of every admitted pod, and is a loop rather than a
- * regular expression for the reason given in shared/sha256.ts: inside the loaded webhook, a step
- * that leaves JavaScript costs several times its tight-loop price. The tests check it against the
- * expression `^(?:\/(?!\.\.?(?:\/|$))[^/\u0000-\u001f\u007f]+)+$`.
+ * Whether `p` is an absolute path that is already normal, as the default and most mount paths are:
+ * segments of printable characters, none empty, "." or "..", no trailing slash.
  */
 export function isNormalPath(p: string): boolean {
-  const n = p.length;
-  if (n === 0 || p.charCodeAt(0) !== 0x2f) return false;
-  let slash = 0;
-  // The end of the string closes the last segment like a slash would.
-  for (let i = 1; i <= n; i++) {
-    const c = i < n ? p.charCodeAt(i) : 0x2f;
-    if (c === 0x2f) {
-      const len = i - slash - 1;
-      if (len === 0) return false;
-      if (len <= 2 && p.charCodeAt(slash + 1) === 0x2e && (len === 1 || p.charCodeAt(slash + 2) === 0x2e))
-        return false;
-      slash = i;
-    } else if (c < 0x20 || c === 0x7f) return false;
-  }
-  return true;
+  return NORMAL_PATH.test(p);
 }
 
 /** Returns the normalized absolute mount path, or a message saying why it is not acceptable. */
@@ -289,12 +274,10 @@ export function mutatePod(
   };
 }
 
-/** The JSON Pointers of the annotations the webhook sets, escaped once. */
-const ANNOTATION_POINTERS = {
-  id: `/metadata/annotations/${escapePointer(ANNOTATIONS.id)}`,
-  idSignature: `/metadata/annotations/${escapePointer(ANNOTATIONS.idSignature)}`,
-  mountPath: `/metadata/annotations/${escapePointer(ANNOTATIONS.mountPath)}`,
-};
+/** The JSON Pointer of one annotation. */
+function annotationPointer(key: string): string {
+  return `/metadata/annotations/${escapePointer(key)}`;
+}
 
 function ourAnnotations(inj: { id: string; signature: string; mountPath: string }): Record<string, string> {
   return {
@@ -318,9 +301,8 @@ function buildPatch(
     patch.push({ op: "add", path: "/metadata/annotations", value: ourAnnotations(inj) });
   } else {
     // "add" on an existing member replaces it (RFC 6902 §4.1), which drops any stale id a user copied.
-    patch.push({ op: "add", path: ANNOTATION_POINTERS.id, value: inj.id });
-    patch.push({ op: "add", path: ANNOTATION_POINTERS.idSignature, value: inj.signature });
-    patch.push({ op: "add", path: ANNOTATION_POINTERS.mountPath, value: inj.mountPath });
+    for (const [key, value] of Object.entries(ourAnnotations(inj)))
+      patch.push({ op: "add", path: annotationPointer(key), value });
   }
 
   const volume = { name: VOLUME_NAME, hostPath: { path: inj.hostPath, type: "DirectoryOrCreate" } };

@@ -96,7 +96,6 @@ describe("response constructors", () => {
   });
 
   it("patched encodes short, Unicode and long patches alike, one after another", () => {
-    // Long enough to need more than the 16 KiB kept for encoding; then a short one after it.
     const long = Array.from({ length: 400 }, (_, i) => ({
       op: "add" as const,
       path: `/spec/containers/${i}/volumeMounts/-`,
@@ -107,7 +106,6 @@ describe("response constructors", () => {
       const text = Buffer.from(patched("u", ops).response.patch!, "base64").toString("utf8");
       expect(JSON.parse(text)).to.deep.equal(ops);
     }
-    expect(JSON.stringify(long).length * 3).to.be.greaterThan(16 * 1024);
   });
 
   it("patched with an empty patch is a plain allow", () => {
