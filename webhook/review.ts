@@ -74,8 +74,8 @@ export function nestsDeeperThan(bytes: Uint8Array, max: number): boolean {
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
     if (inString) {
-      if (b === 0x5c)
-        i++; // a backslash escapes the next character
+      // A backslash escapes the byte after it, a quote among them.
+      if (b === 0x5c) i++;
       else if (b === 0x22) inString = false;
     } else if (b === 0x22) inString = true;
     else if (b === 0x5b || b === 0x7b) {
