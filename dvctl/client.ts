@@ -88,6 +88,31 @@ function connectError(url: string, e: Error & { code?: string }): AppError {
   );
 }
 
+/**
+ * The agent's console answers 429, or 503 with `Retry-After: 1`, while too many connections are still
+ * authenticating (from this address, or in all): a state that lasts about one TokenReview. Such a
+ * refusal is tried again, a few times within the connect timeout; a longer `Retry-After` (every
+ * authenticated slot taken) is not.
+ */
+const MAX_CONNECT_ATTEMPTS = 4;
+const MAX_RETRY_AFTER_MS = 2000;
+
+/** A refusal worth trying again after `afterMs`. */
+class RetryLater extends AppError {
+  constructor(
+    refusal: AppError,
+    readonly afterMs: number,
+  ) {
+    super(refusal.code, refusal.message);
+  }
+}
+
+/** `Retry-After` in seconds, as ms; undefined when absent or an HTTP date. */
+function retryAfterMs(header: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(header) ? header[0] : header;
+  return v !== undefined && /^\d{1,4}$/.test(v.trim()) ? Number(v.trim()) * 1000 : undefined;
+}
+
 /** The error for an upgrade the agent answered with a plain HTTP status. */
 function refusedError(url: string, status: number, body: string): AppError {
   const why = body.trim().slice(0, 300) || `HTTP ${status}`;
@@ -120,8 +145,26 @@ export class DvctlClient {
     ws.on("close", (code, reason) => this.ended(code, reason.toString()));
   }
 
-  /** Opens the console; rejects with an AppError (Unauthenticated, Unavailable) when it cannot. */
-  static connect(opts: ConnectOptions): Promise<DvctlClient> {
+  /**
+   * Opens the console; rejects with an AppError (Unauthenticated, Unavailable) when it cannot. A
+   * brief refusal ({@link RetryLater}) is tried again after its `Retry-After`, with some jitter so
+   * that clients refused together do not come back together, while the connect timeout allows.
+   */
+  static async connect(opts: ConnectOptions): Promise<DvctlClient> {
+    const deadline = performance.now() + (opts.connectTimeoutMs ?? 10_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await DvctlClient.connectOnce(opts);
+      } catch (e) {
+        if (!(e instanceof RetryLater) || attempt >= MAX_CONNECT_ATTEMPTS) throw e;
+        const wait = e.afterMs * (1 + Math.random() / 2);
+        if (performance.now() + wait >= deadline) throw e;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  private static connectOnce(opts: ConnectOptions): Promise<DvctlClient> {
     const ws = new WebSocket(opts.url, {
       headers: { authorization: `Bearer ${opts.token}` },
       ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
@@ -148,7 +191,14 @@ export class DvctlClient {
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (c: string) => (body += body.length < 4096 ? c : ""));
-        res.on("end", () => fail(refusedError(opts.url, res.statusCode ?? 0, body)));
+        res.on("end", () => {
+          const status = res.statusCode ?? 0;
+          const refusal = refusedError(opts.url, status, body);
+          const after = retryAfterMs(res.headers["retry-after"]);
+          const brief =
+            (status === 429 || status === 503) && after !== undefined && after <= MAX_RETRY_AFTER_MS;
+          fail(brief ? new RetryLater(refusal, after) : refusal);
+        });
         res.on("error", () => fail(refusedError(opts.url, res.statusCode ?? 0, body)));
       });
       ws.on("error", onError);
