@@ -10,12 +10,12 @@
  * stopped until the client that took the write is gone.
  */
 import { expect } from "chai";
-import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { mountsUnder } from "../../agent/mountinfo.js";
+import { HeldWriter } from "../../scripts/lib/held-writer.js";
 import { recoverKeptCache } from "../../scripts/lib/kept-cache.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
@@ -65,53 +65,11 @@ async function exists(path: string): Promise<boolean> {
 
 const sha256 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
-/**
- * A writer inside the pod that opens `/datasets/<name>/<file>` at once and writes what it is fed
- * into that descriptor, then closes it: the file is created when the writer starts and closed
- * whenever the test chooses. Exit 0 with "closed" means every write and the close returned 0.
- */
-class Writer {
-  readonly opened: Promise<void>;
-  readonly done: Promise<{ code: number | null; stdout: string; stderr: string }>;
-  private readonly child: ChildProcess;
-  private stdout = "";
-  private stderr = "";
-
-  constructor(container: string, name: string, file: string) {
-    const script = `exec 3>/datasets/${name}/${file} || exit 90; echo opened; cat >&3 || exit 91; exec 3>&- || exit 92; echo closed`;
-    this.child = spawn("runc", ["exec", container, "sh", "-c", script], {
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    this.child.stdin!.on("error", () => undefined);
-    this.child.stderr!.on("data", (c: Buffer) => (this.stderr += c.toString()));
-    this.opened = new Promise((resolve, reject) => {
-      this.child.stdout!.on("data", (c: Buffer) => {
-        this.stdout += c.toString();
-        if (this.stdout.includes("opened")) resolve();
-      });
-      this.child.once("exit", (code) => reject(new Error(`the writer exited (${code}): ${this.stderr}`)));
-    });
-    this.opened.catch(() => undefined);
-    this.done = new Promise((resolve) =>
-      this.child.once("close", (code) => resolve({ code, stdout: this.stdout, stderr: this.stderr })),
-    );
-  }
-
-  /** Writes `data` and closes the writer's input: it then closes the file and exits. */
-  finish(data: Uint8Array): void {
-    this.child.stdin!.end(data);
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
-  }
-}
-
 describe("write-back: acknowledged rclone writes are never dropped silently (real agent, runc pods, rclone, s3rver)", function () {
   this.timeout(240_000);
   let node: LocalNode;
   let frozen = false;
-  const writers: Writer[] = [];
+  const writers: HeldWriter[] = [];
 
   /** SIGSTOP: the server keeps its connections but answers nothing and stores nothing. */
   const freezeS3 = (): void => {
@@ -149,7 +107,7 @@ describe("write-back: acknowledged rclone writes are never dropped silently (rea
    */
   const acknowledgedWhileFrozen = async (pod: string, name: string, file: string): Promise<string> => {
     const data = randomBytes(SIZE);
-    const w = new Writer(node.pod(pod).container.id, name, file);
+    const w = new HeldWriter(node.pod(pod).container.id, name, file);
     writers.push(w);
     await w.opened;
     freezeS3();
