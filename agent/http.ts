@@ -34,14 +34,17 @@ export function createAgentMetrics(registry = new Registry()): AgentMetrics {
     consoleUnauthenticated: registry.gauge(
       "dynamic_volumes_console_unauthenticated_connections",
       "Connections to the console's port that have not authenticated yet, by stage (handshake, token_review, auth_frame).",
+      ["stage"],
     ),
     consoleRequests: registry.counter(
       "dynamic_volumes_console_requests_total",
       "Console requests by op and result (ok or an error code).",
+      ["op", "result"],
     ),
     consoleRejections: registry.counter(
       "dynamic_volumes_console_rejections_total",
       "Console connections refused at upgrade or dropped, by reason.",
+      ["reason"],
     ),
   };
 }
@@ -74,7 +77,10 @@ export function createAgentHttpHandler(opts: AgentHttpOptions): RequestListener 
         return;
       }
       case "/metrics":
-        send(200, METRICS_CONTENT_TYPE, opts.registry.render());
+        opts.registry.render().then(
+          (text) => send(200, METRICS_CONTENT_TYPE, text),
+          () => send(500, "text/plain", "internal error; see the agent's log\n"),
+        );
         return;
       default:
         send(404, "text/plain", "not found; the console is a websocket at /console\n");

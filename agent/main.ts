@@ -28,6 +28,7 @@ import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from ".
 import type { PodSource } from "./pod-source.js";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconciler.js";
 import { createReconcilerMetrics } from "./reconciler-metrics.js";
+import { Registry } from "../shared/metrics.js";
 import { LocalPodSource } from "./sources/local.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -49,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
     source = await KubernetesPodSource.fromDefaultConfig({ nodeName: config.nodeName, log });
   }
   // One registry for the reconciler and the console; served on /metrics when --listen is set.
-  const metrics = createAgentMetrics();
+  const metrics = createAgentMetrics(new Registry().collectDefaults());
   // The engine reports dead clients to the reconciler, which is built with the engine.
   let onClientExit: (mountPoint: string) => void = () => undefined;
   const launcher = new ClientLauncher({ log: log.child({ component: "fuse" }) });

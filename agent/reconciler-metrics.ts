@@ -23,26 +23,36 @@ export function createReconcilerMetrics(registry: Registry): ReconcilerMetrics {
   );
   queueDepth.set({}, 0);
   return {
-    mounts: registry.gauge("dynamic_volumes_mounts", "Mounts this agent reports, by state and mounter."),
+    mounts: registry.gauge("dynamic_volumes_mounts", "Mounts this agent reports, by state and mounter.", [
+      "state",
+      "mounter",
+    ]),
     mountDuration: registry.histogram(
       "dynamic_volumes_mount_duration_seconds",
       "From starting a mount to ready or failed, by mounter and result.",
+      ["mounter", "result"],
       MOUNT_BUCKETS,
     ),
     unmountDuration: registry.histogram(
       "dynamic_volumes_unmount_duration_seconds",
       "Time to unmount, by reason (removed, changed, stale, unknown).",
+      ["reason"],
       MOUNT_BUCKETS,
     ),
     failures: registry.counter(
       "dynamic_volumes_mount_failures_total",
       "Failed mounts by reason: the error code (NotFound for a missing Secret, InvalidArgument, MountFailed, ...).",
+      ["reason"],
     ),
     queueDepth,
     staleRecoveries: registry.counter(
       "dynamic_volumes_stale_recoveries_total",
       "Stale (ENOTCONN) mounts unmounted to be mounted again.",
     ),
-    reconciles: registry.counter("dynamic_volumes_reconciles_total", "Pod reconciles by result (ok, error)."),
+    reconciles: registry.counter(
+      "dynamic_volumes_reconciles_total",
+      "Pod reconciles by result (ok, error).",
+      ["result"],
+    ),
   };
 }

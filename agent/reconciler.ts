@@ -721,7 +721,9 @@ export class Reconciler {
         counts.set(k, c);
       }
     }
-    this.metrics.mounts.reset([...counts.values()]);
+    // Reset first, so that a state and mounter pair with no mounts left drops out of the exposition.
+    this.metrics.mounts.reset();
+    for (const [labels, n] of counts.values()) this.metrics.mounts.set(labels, n);
   }
 
   private flushStatus(ref: PodRef, st: PodState): Promise<void> {

@@ -8,6 +8,7 @@ import { startHttpsServer } from "../shared/https-server.js";
 import { createLogger } from "../shared/logger.js";
 import { mintPodId } from "../shared/signing.js";
 import { WEBHOOK_OPTIONS, loadWebhookConfig } from "./config.js";
+import { Registry } from "../shared/metrics.js";
 import { createWebhookApp, createWebhookMetrics } from "./server.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -27,7 +28,7 @@ async function main(argv: string[]): Promise<number> {
   const app = createWebhookApp({
     mutate: { root: config.root, defaultMountPath: config.defaultMountPath, signingKey: config.signingKey },
     log,
-    metrics: createWebhookMetrics(),
+    metrics: createWebhookMetrics(new Registry().collectDefaults()),
     mintId: mintPodId,
     isReady: () => ready,
   });

@@ -33,20 +33,28 @@ export interface WebhookMetrics {
   readonly registry: Registry;
   readonly requests: Counter;
   readonly duration: Histogram;
+  /** Requests answered with 500: a bug or an unexpected failure, never the client's doing. */
+  readonly internalErrors: Counter;
 }
 
-export function createWebhookMetrics(): WebhookMetrics {
-  const registry = new Registry();
+export function createWebhookMetrics(registry = new Registry()): WebhookMetrics {
+  const internalErrors = registry.counter(
+    "dynamic_volumes_webhook_internal_errors_total",
+    "Requests answered with HTTP 500 (an internal error; the webhook's log has the details).",
+  );
+  internalErrors.inc(0);
   return {
     registry,
     requests: registry.counter(
       "dynamic_volumes_webhook_requests_total",
       "AdmissionReview requests by result: patched, unchanged, skipped, denied, bad_request, error.",
+      ["result"],
     ),
     duration: registry.histogram(
       "dynamic_volumes_webhook_request_duration_seconds",
       "Time to answer one AdmissionReview, from body parsed to reply written.",
     ),
+    internalErrors,
   };
 }
 
@@ -162,8 +170,8 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       .type("text/plain")
       .send(ready ? "ok\n" : "not ready\n");
   });
-  app.get("/metrics", (_req, res) => {
-    res.type(METRICS_CONTENT_TYPE).send(metrics.registry.render());
+  app.get("/metrics", (_req, res, next) => {
+    metrics.registry.render().then((text) => res.type(METRICS_CONTENT_TYPE).send(text), next);
   });
 
   app.use((_req: Request, res: Response) => {
@@ -202,6 +210,7 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       return;
     }
     count("error", performance.now());
+    metrics.internalErrors.inc();
     log.error({ err, path: req.path }, "unexpected error while handling a request");
     if (!res.headersSent)
       res.status(500).json(errored(findUid(req.body), 500, "internal error; see the webhook's log"));

@@ -18,6 +18,7 @@ import type { ConsoleLimits } from "../../../agent/console.js";
 import { CONSOLE_PATH } from "../../../shared/protocol.js";
 import { ConsoleStack } from "../../support/console-stack.js";
 import { makeTestPki, type TestPki } from "../../support/tls.js";
+import { seriesValue } from "../../../shared/metrics.js";
 
 const USERS = 15;
 const TOKENS = Array.from({ length: USERS }, (_, i) => `user-${i}-token,user-${i},${i}\n`).join("");
@@ -217,8 +218,12 @@ describe("agent console: connections that do not authenticate", function () {
       for (const ws of users.sessions)
         expect((await request(ws, { id: "again", op: "list" })).ok).to.equal(true);
       const rejected = stack.metrics.consoleRejections;
-      expect(rejected.get({ reason: "too_many_unauthenticated_per_address" })).to.be.greaterThan(0);
-      expect(stack.metrics.consoleUnauthenticated.get({ stage: "auth_frame" })).to.equal(held.length);
+      expect(
+        await seriesValue(rejected, { reason: "too_many_unauthenticated_per_address" }),
+      ).to.be.greaterThan(0);
+      expect(await seriesValue(stack.metrics.consoleUnauthenticated, { stage: "auth_frame" })).to.equal(
+        held.length,
+      );
     });
 
     it("raw TCP connections that never start TLS: at most the handshake cap stays, users get in, /healthz answers", async () => {
@@ -244,7 +249,7 @@ describe("agent console: connections that do not authenticate", function () {
       );
       expect(health).to.match(/^HTTP\/1\.1 200/);
       expect(
-        stack.metrics.consoleRejections.get({ reason: "too_many_handshakes_per_address" }),
+        await seriesValue(stack.metrics.consoleRejections, { reason: "too_many_handshakes_per_address" }),
       ).to.be.greaterThan(900);
     });
   });
@@ -304,7 +309,7 @@ describe("agent console: connections that do not authenticate", function () {
       await new Promise((r) => setTimeout(r, DEADLINE_MS));
       for (const ws of [header.ws, frame.ws])
         expect((await request(ws, { id: 2, op: "list" })).ok).to.equal(true);
-      expect(stack!.metrics.consoleRejections.get({ reason: "auth_timeout" })).to.equal(1);
+      expect(await seriesValue(stack!.metrics.consoleRejections, { reason: "auth_timeout" })).to.equal(1);
       await until("the slot given back", () => stack!.console!.unauthenticatedConnections === 0);
     });
 
@@ -314,7 +319,9 @@ describe("agent console: connections that do not authenticate", function () {
       expect(raw).to.not.equal(undefined);
       expect(await closedWithin(raw!, DEADLINE_MS + 2000), "raw TCP socket closed").to.equal(true);
       expect(await closedWithin(tls, DEADLINE_MS + 2000), "idle TLS socket closed").to.equal(true);
-      expect(stack!.metrics.consoleRejections.get({ reason: "handshake_timeout" })).to.equal(2);
+      expect(await seriesValue(stack!.metrics.consoleRejections, { reason: "handshake_timeout" })).to.equal(
+        2,
+      );
       expect(stack!.console!.handshaking).to.equal(0);
     });
   });

@@ -17,6 +17,7 @@ import { ConsoleClient, UpgradeRefused } from "../../support/console-client.js";
 import { ConsoleStack, NODE_NAME } from "../../support/console-stack.js";
 import { httpsRequest } from "../../support/https-client.js";
 import { makeTestPki, type TestPki } from "../../support/tls.js";
+import { seriesValue } from "../../../shared/metrics.js";
 
 const TOKENS = 'alice-token,alice,1,"dev"\nbob-token,bob,2\n';
 
@@ -375,13 +376,14 @@ describe("agent console (local mode, fake mount engine)", function () {
       slow.ws.pause();
       const error = "e".repeat(2048);
       let emitted = 0;
-      const dropped = (): boolean => stack.metrics.consoleRejections.get({ reason: "slow_reader" }) === 1;
-      for (let round = 0; round < 400 && !dropped(); round++) {
+      const dropped = async (): Promise<boolean> =>
+        (await seriesValue(stack.metrics.consoleRejections, { reason: "slow_reader" })) === 1;
+      for (let round = 0; round < 400 && !(await dropped()); round++) {
         for (let i = 0; i < 50; i++, emitted++)
           stack.reconciler.events.emit("state", { pod: "team-a/trainer", name: "a", state: "failed", error });
         await new Promise((r) => setTimeout(r, 5));
       }
-      expect(dropped()).to.equal(true);
+      expect(await dropped()).to.equal(true);
       // Kernel buffers plus twice the 256 KiB bound, give or take: far from everything emitted.
       expect(emitted * 2100).to.be.below(64 * 1024 * 1024);
       await until("connection gone", () => stack.console!.connections === 0, 3000);

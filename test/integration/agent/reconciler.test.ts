@@ -19,7 +19,7 @@ import { ANNOTATIONS } from "../../../shared/names.js";
 import { injectedPod, podIdOf, withBuckets, type Pod } from "../../../scripts/lib/pods.js";
 import { FakeEngine } from "../../support/fake-engine.js";
 import { createReconcilerMetrics, type ReconcilerMetrics } from "../../../agent/reconciler-metrics.js";
-import { Registry } from "../../../shared/metrics.js";
+import { Registry, seriesValue } from "../../../shared/metrics.js";
 
 const key = Buffer.from("reconciler-test-signing-key-0123");
 const log = createLogger({ name: "test", level: "silent" });
@@ -201,10 +201,14 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     // Two identical failures, one Event: retries do not repeat it.
     expect(events().filter((e) => e.reason === "MountFailed")).to.have.length(1);
     await rec.idle();
-    expect(metrics.failures.get({ reason: "MountFailed" })).to.equal(2);
-    expect(metrics.mountDuration.count({ mounter: "s3fs", result: "mounted" })).to.equal(1);
-    expect(metrics.mounts.get({ state: "mounted", mounter: "s3fs" })).to.equal(1);
-    expect(registry.render()).to.match(/dynamic_volumes_mount_failures_total\{reason="MountFailed"\} 2/);
+    expect(await seriesValue(metrics.failures, { reason: "MountFailed" })).to.equal(2);
+    expect(
+      await seriesValue(metrics.mountDuration, { mounter: "s3fs", result: "mounted" }, "count"),
+    ).to.equal(1);
+    expect(await seriesValue(metrics.mounts, { state: "mounted", mounter: "s3fs" })).to.equal(1);
+    expect(await registry.render()).to.match(
+      /dynamic_volumes_mount_failures_total\{reason="MountFailed"\} 2/,
+    );
   });
 
   it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {
@@ -293,7 +297,7 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     engine.stale.add([...engine.mounted.keys()][0]!);
     await until("remounted", () => engine.calls.filter((c) => c.startsWith("mount")).length === 2);
     expect(engine.calls.slice(-2)[0]).to.match(/^unmount/);
-    expect(metrics.staleRecoveries.get()).to.equal(1);
+    expect(await seriesValue(metrics.staleRecoveries)).to.equal(1);
     expect(engine.stale.size).to.equal(0);
   });
 

@@ -18,6 +18,7 @@ import { exitCodeOf } from "../../../dvctl/errors.js";
 import { CONSOLE_PATH } from "../../../shared/protocol.js";
 import { ConsoleStack } from "../../support/console-stack.js";
 import { makeTestPki, type TestPki } from "../../support/tls.js";
+import { seriesValue } from "../../../shared/metrics.js";
 
 const TOKENS = "alice-token,alice,1\nslow-token,slow,2\n";
 
@@ -36,9 +37,9 @@ class GatedAuthenticator implements Authenticator {
   }
 }
 
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -93,7 +94,10 @@ describe("dvctl's connection when the console is busy authenticating others", fu
     const connecting = connect(10_000);
     await until(
       "the first refusal",
-      () => stack.metrics.consoleRejections.get({ reason: "too_many_unauthenticated_per_address" }) === 1,
+      async () =>
+        (await seriesValue(stack.metrics.consoleRejections, {
+          reason: "too_many_unauthenticated_per_address",
+        })) === 1,
     );
     auth.release();
     const client = await connecting;
@@ -115,7 +119,7 @@ describe("dvctl's connection when the console is busy authenticating others", fu
     );
     expect(exitCodeOf(e)).to.equal(4);
     expect(
-      stack.metrics.consoleRejections.get({ reason: "too_many_unauthenticated_per_address" }),
+      await seriesValue(stack.metrics.consoleRejections, { reason: "too_many_unauthenticated_per_address" }),
     ).to.be.within(1, 3);
   });
 });

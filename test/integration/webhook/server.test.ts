@@ -15,6 +15,7 @@ import { admissionReview, deploymentPod, type Json } from "../../fixtures/pods.j
 import { httpsRequest } from "../../support/https-client.js";
 import { applyJsonPatch, validatePod } from "../../support/patch.js";
 import { TEST_SERVER_NAME, makeServing, makeTestPki, type TestPki } from "../../support/tls.js";
+import { seriesValue } from "../../../shared/metrics.js";
 
 const key = Buffer.from("integration-signing-key-0123456789");
 const silent = createLogger({ name: "test", level: "silent" });
@@ -273,10 +274,44 @@ describe("webhook over HTTPS", function () {
         /dynamic_volumes_webhook_requests_total\{result="patched"\} (\d+)/.exec(r.text)?.[1],
       );
       expect(patchedCount)
-        .to.equal(metrics.requests.get({ result: "patched" }))
+        .to.equal(await seriesValue(metrics.requests, { result: "patched" }))
         .and.to.be.greaterThan(1);
       expect(r.text).to.match(/dynamic_volumes_webhook_requests_total\{result="bad_request"\} [1-9]/);
       expect(r.text).to.match(/dynamic_volumes_webhook_request_duration_seconds_count [1-9]/);
+    });
+
+    it("answers an internal failure with 500, counted apart from the clients' mistakes", async () => {
+      const failing = createWebhookMetrics();
+      const broken = await startHttpsServer({
+        handler: createWebhookApp({
+          mutate: { root: "/var/lib/dynamic-volumes", defaultMountPath: "/datasets", signingKey: key },
+          log: silent,
+          metrics: failing,
+          mintId: () => {
+            throw new Error("entropy source failed");
+          },
+        }),
+        tls: { certFile: pki.certFile, keyFile: pki.keyFile },
+        host: "127.0.0.1",
+        port: 0,
+        log: silent,
+      });
+      try {
+        const r = await httpsRequest({
+          port: broken.port,
+          path: "/mutate",
+          ca: pki.ca.certPem,
+          servername: TEST_SERVER_NAME,
+          body: JSON.stringify(admissionReview(deploymentPod())),
+        });
+        expect(r.status).to.equal(500);
+        expect(r.text).to.not.contain("entropy source failed");
+        const m = await httpsRequest({ port: broken.port, path: "/metrics", ca: pki.ca.certPem });
+        expect(m.text).to.match(/^dynamic_volumes_webhook_internal_errors_total 1$/m);
+        expect(await seriesValue(failing.requests, { result: "bad_request" })).to.equal(0);
+      } finally {
+        await broken.close(1000);
+      }
     });
 
     it("answers unknown paths with 404", async () => {

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { Registry } from "../../../shared/metrics.js";
+import { Registry, seriesValue } from "../../../shared/metrics.js";
 
 /** The value of one exposition line, by its exact series name and labels. */
 function value(text: string, series: string): number | undefined {
@@ -8,77 +8,67 @@ function value(text: string, series: string): number | undefined {
 }
 
 describe("metrics registry", () => {
-  it("renders counters by label set, with HELP and TYPE, escaping label values", () => {
+  it("renders counters by label set, with HELP and TYPE, escaping label values", async () => {
     const r = new Registry();
-    const c = r.counter("x_total", "Things.");
+    const c = r.counter("x_total", "Things.", ["result"]);
     c.inc({ result: "ok" });
     c.inc({ result: "ok" }, 2);
     c.inc({ result: 'say "hi"\\\n' });
-    const text = r.render();
+    const text = await r.render();
     expect(text).to.contain("# HELP x_total Things.\n# TYPE x_total counter\n");
     expect(value(text, 'x_total{result="ok"}')).to.equal(3);
     expect(value(text, 'x_total{result="say \\"hi\\"\\\\\\n"}')).to.equal(1);
     expect(text.endsWith("\n")).to.equal(true);
   });
 
-  it("sorts label names, so the same set in another order is the same series", () => {
-    const c = new Registry().counter("y_total", "Y.");
+  it("shows a series at 0 once it is touched with inc(labels, 0)", async () => {
+    const r = new Registry();
+    const c = r.counter("z_total", "Z.", ["result"]);
+    c.inc({ result: "failed" }, 0);
+    expect(value(await r.render(), 'z_total{result="failed"}')).to.equal(0);
+    c.inc({ result: "failed" });
+    expect(value(await r.render(), 'z_total{result="failed"}')).to.equal(1);
+  });
+
+  it("renders histograms with cumulative buckets, +Inf, sum and count", async () => {
+    const r = new Registry();
+    const h = r.histogram("d_seconds", "D.", ["op"], [0.1, 1]);
+    h.observe({ op: "a" }, 0.05);
+    h.observe({ op: "a" }, 0.5);
+    h.observe({ op: "a" }, 5);
+    const text = await r.render();
+    expect(value(text, 'd_seconds_bucket{le="0.1",op="a"}')).to.equal(1);
+    expect(value(text, 'd_seconds_bucket{le="1",op="a"}')).to.equal(2);
+    expect(value(text, 'd_seconds_bucket{le="+Inf",op="a"}')).to.equal(3);
+    expect(value(text, 'd_seconds_sum{op="a"}')).to.equal(5.55);
+    expect(await seriesValue(h, { op: "a" }, "count")).to.equal(3);
+    expect(await seriesValue(h, { op: "a" }, "sum")).to.equal(5.55);
+  });
+
+  it("reads one series' value, and 0 for an untouched one", async () => {
+    const r = new Registry();
+    const c = r.counter("y_total", "Y.", ["a", "b"]);
     c.inc({ b: "2", a: "1" });
     c.inc({ a: "1", b: "2" });
-    expect(c.get({ a: "1", b: "2" })).to.equal(2);
-    expect(c.render()).to.contain('y_total{a="1",b="2"} 2');
+    expect(await seriesValue(c, { a: "1", b: "2" })).to.equal(2);
+    expect(await seriesValue(c, { a: "1", b: "3" })).to.equal(0);
+    const g = r.gauge("g", "G.");
+    g.set(7);
+    expect(await seriesValue(g)).to.equal(7);
   });
 
-  it("binds a counter series once: shown at 0 from the start, counted with inc() like the unbound form", () => {
-    const r = new Registry();
-    const c = r.counter("z_total", "Z.");
-    const ok = c.series({ result: "ok" });
-    const failed = c.series({ result: "failed" });
-    expect(value(r.render(), 'z_total{result="failed"}')).to.equal(0);
-    ok.inc();
-    ok.inc(4);
-    c.inc({ result: "ok" });
-    expect(c.get({ result: "ok" })).to.equal(6);
-    failed.inc();
-    expect(value(r.render(), 'z_total{result="failed"}')).to.equal(1);
+  it("adds the process, GC and event-loop series when asked", async () => {
+    const text = await new Registry().collectDefaults().render();
+    for (const name of [
+      "process_resident_memory_bytes",
+      "nodejs_eventloop_lag_seconds",
+      "nodejs_gc_duration_seconds",
+    ])
+      expect(text).to.contain(`# TYPE ${name} `);
   });
 
-  it("renders histogram buckets cumulatively, with +Inf, sum and count", () => {
-    const r = new Registry();
-    const h = r.histogram("d_seconds", "D.", [0.1, 1, 10]);
-    for (const v of [0.05, 0.1, 0.5, 2, 20]) h.observe({}, v);
-    const text = r.render();
-    expect(value(text, 'd_seconds_bucket{le="0.1"}')).to.equal(2);
-    expect(value(text, 'd_seconds_bucket{le="1"}')).to.equal(3);
-    expect(value(text, 'd_seconds_bucket{le="10"}')).to.equal(4);
-    expect(value(text, 'd_seconds_bucket{le="+Inf"}')).to.equal(5);
-    expect(value(text, "d_seconds_sum")).to.be.closeTo(22.65, 1e-9);
-    expect(value(text, "d_seconds_count")).to.equal(5);
-    expect(h.count()).to.equal(5);
-  });
-
-  it("binds a histogram series: observations through it and through observe() land in the same buckets", () => {
-    const r = new Registry();
-    const h = r.histogram("e_seconds", "E.", [1, 2]);
-    const s = h.series({ op: "a" });
-    s.observe(0.5);
-    h.observe({ op: "a" }, 1.5);
-    s.observe(3);
-    const text = r.render();
-    expect(value(text, 'e_seconds_bucket{op="a",le="1"}')).to.equal(1);
-    expect(value(text, 'e_seconds_bucket{op="a",le="2"}')).to.equal(2);
-    expect(value(text, 'e_seconds_bucket{op="a",le="+Inf"}')).to.equal(3);
-    expect(h.count({ op: "a" })).to.equal(3);
-  });
-
-  it("replaces every gauge series on reset, dropping those no longer given", () => {
-    const g = new Registry().gauge("g", "G.");
-    g.reset([
-      [{ k: "a" }, 1],
-      [{ k: "b" }, 2],
-    ]);
-    g.reset([[{ k: "b" }, 5]]);
-    expect(g.render()).to.not.contain('k="a"');
-    expect(g.get({ k: "b" })).to.equal(5);
+  it("refuses a label it was not declared with", () => {
+    const c = new Registry().counter("w_total", "W.", ["result"]);
+    expect(() => c.inc({ other: "x" })).to.throw(/label/i);
   });
 });
