@@ -4,7 +4,7 @@
  * of that directory, and a deepest-first unmount of a whole tree. Every command runs through
  * `agent/exec` (argv arrays, never a shell).
  *
- * The recipe, proven in /work/shared/LAB.md and re-checked by test/e2e/harness.test.ts:
+ * The recipe, checked by test/e2e/harness.test.ts:
  *
  *     mount --bind ROOT ROOT; mount --make-rshared ROOT        # host side, once
  *     unshare -m --propagation unchanged -- CMD...              # the agent's namespace
@@ -100,7 +100,7 @@ export interface UnmountTreeOptions {
 /**
  * Unmounts everything mounted below `dir`, deepest first (a parent is busy while it has children),
  * newest first on a stacked mount point. Each mount gets `umount`, then a lazy `umount -l`, then
- * for FUSE `fusermount3 -uz` (LAB.md: a client killed with -9 leaves an ENOTCONN mount that is busy
+ * for FUSE `fusermount3 -uz` (a client killed with -9 leaves an ENOTCONN mount that is busy
  * while any process still has its cwd inside). Repeats until mountinfo shows nothing left, because
  * one unmount can propagate and remove others. Throws when mounts remain after that.
  */

@@ -3,7 +3,7 @@
  * mount containerd's CRI plugin generates for a volumeMount with `mountPropagation:
  * HostToContainer` (and `readOnly`). Root only. Every command runs through `agent/exec` (argv
  * arrays, never a shell); runc's own output goes to a file in the bundle, because `runc run -d`
- * hands its stdio to the container, which would hold a pipe open forever (LAB.md).
+ * hands its stdio to the container, which would hold a pipe open forever.
  */
 import { randomBytes } from "node:crypto";
 import {

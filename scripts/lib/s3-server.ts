@@ -3,7 +3,7 @@
  * seeded. A child, not in-process, because FUSE clients mounted by the same program are served by
  * it: with the server on the caller's event loop, any synchronous filesystem call on such a mount
  * (or one blocked in the kernel) deadlocks the loop it waits for. Started with
- * `--openssl-legacy-provider` (LAB.md: s3rver's continuation tokens use DES, which OpenSSL 3 only
+ * `--openssl-legacy-provider` (s3rver's continuation tokens use DES, which OpenSSL 3 only
  * offers through the legacy provider; without it truncated ListObjectsV2 answers HTTP 500).
  */
 import { spawn, type ChildProcess } from "node:child_process";

@@ -259,7 +259,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
         await waitFor("ghost failed", async () => (await state("pod-e", "ghost")) === "failed", 40_000);
         expect(e.ghost === undefined || e.ghost.state !== "mounted").to.equal(true);
       } else {
-        // rclone mounts a missing bucket as an empty directory (LAB.md); it must still be a real, empty mount.
+        // rclone mounts a missing bucket as an empty directory; it must still be a real, empty mount.
         await waitFor("ghost mounted empty", async () => (await state("pod-e", "ghost")) === "mounted");
         expect((await node.exec("pod-e", ["ls", "-A", "/datasets/ghost"])).stdout).to.equal("");
       }

@@ -143,7 +143,7 @@ describe("e2e harness: runc pods, a Bidirectional mount namespace and real s3fs"
     const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
       await fn().catch((e: unknown) => errors.push(`${what}: ${(e as Error).message}`));
     };
-    // LAB.md order: mounts deepest first, containers, our processes, then the shared root bind.
+    // Order: mounts deepest first, containers, our processes, then the shared root bind.
     await step("unmount", () => unmountTree(root));
     if (pods) await step("runc delete", () => pods!.deleteAll());
     for (const p of processes) await step(`stop ${p.pid}`, () => p.stop(1000));
