@@ -1,5 +1,5 @@
 /**
- * Who may use the console (DESIGN.md "Websocket console protocol", "Local mode").
+ * Who may use the console (docs/design.md "Websocket console protocol", "Local mode").
  *
  * - In a cluster: TokenReview authenticates the bearer token (audiences configurable) and
  *   SubjectAccessReview authorizes each request: `mount`/`unmount` need `patch pods`,

@@ -1,5 +1,5 @@
 /**
- * What the console's port admits before a peer has authenticated (DESIGN.md "Websocket console
+ * What the console's port admits before a peer has authenticated (docs/design.md "Websocket console
  * protocol", Limits). A socket without a valid token must never take the slot of an authenticated
  * user, so such sockets have caps and a deadline of their own:
  *

@@ -1,7 +1,7 @@
 /**
  * What each console operation does, apart from the transport (`console.ts`). `mount` and `unmount`
  * only edit the pod's `dynamic-volumes/buckets` annotation through the pod source; the reconciler
- * does the work, and its `state` events tell the operation when to reply (DESIGN.md).
+ * does the work, and its `state` events tell the operation when to reply (docs/design.md).
  */
 import { ANNOTATIONS } from "../shared/names.js";
 import type { Logger } from "../shared/logger.js";

@@ -1,5 +1,5 @@
 /**
- * The websocket console (DESIGN.md "Websocket console protocol") on the agent's HTTPS server: the
+ * The websocket console (docs/design.md "Websocket console protocol") on the agent's HTTPS server: the
  * transport, authentication and limits. What each operation does lives in `console-ops.ts`.
  *
  * - Upgrade on `/console` only. A bearer token in `Authorization` is checked before the upgrade

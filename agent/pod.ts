@@ -1,7 +1,7 @@
 /**
  * What the agent reads from a pod (pure). The pod's directory comes only from the hostPath of its
  * `dynamic-volumes` volume, which is immutable; the id annotation and its signature must agree with
- * it and verify for the pod's namespace (DESIGN.md "Forgery"), or the pod gets nothing.
+ * it and verify for the pod's namespace (docs/design.md "Forgery"), or the pod gets nothing.
  */
 import { parseBuckets, type ParsedBuckets } from "../shared/buckets.js";
 import {

@@ -422,7 +422,7 @@ function buildReport(
         "(3 MiB, strict), answering a constant AdmissionReview that echoes the uid: allowed, with the JSONPatch the webhook " +
         "gives this pod (computed once at start-up), written the way the webhook writes its replies. So both send the same " +
         "patch and the client does the same work for both; the difference is the mutation logic and the Pod Security " +
-        "warning the webhook adds to every injection (DESIGN.md), about 250 bytes more per reply.",
+        "warning the webhook adds to every injection (docs/design.md), about 250 bytes more per reply.",
       `Schedule: ${plan.rounds} round(s) of one run per server, baseline first in odd rounds and dynamic-volumes first in even ones, each run on fresh keep-alive connections: ` +
         `warm-up ${plan.firstWarmupMs / 1000} s for a server's first run and ${plan.warmupMs / 1000} s later, ` +
         `then ${plan.measureMs / 1000} s measured. A disturbed run is repeated up to ${plan.retries} times ` +

@@ -1,5 +1,5 @@
 /**
- * Certificates for the webhook (DESIGN.md "Webhook", "Certificates"): a self-signed CA and a serving
+ * Certificates for the webhook (docs/design.md "Webhook", "Certificates"): a self-signed CA and a serving
  * certificate for the webhook's Service, as PEM text, plus the checks the bootstrap uses to decide
  * whether an existing pair can be kept.
  *

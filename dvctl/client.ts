@@ -1,5 +1,5 @@
 /**
- * A connection to an agent's websocket console (DESIGN.md "Websocket console protocol"): TLS
+ * A connection to an agent's websocket console (docs/design.md "Websocket console protocol"): TLS
  * verified by default, the bearer token in the upgrade's `Authorization` header, numbered requests
  * matched to their replies, progress and watch events handed to callbacks, timeouts, and a clean
  * close. Every failure is an error that `errors.ts` maps to an exit code.

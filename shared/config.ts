@@ -136,7 +136,7 @@ export function readOptionFile(spec: OptionSpec, path: string): string {
 }
 
 /**
- * Reads the id-signing key (DESIGN.md "Local mode"): trimmed, UTF-8, at least 16 bytes. Returns it
+ * Reads the id-signing key (docs/design.md "Local mode"): trimmed, UTF-8, at least 16 bytes. Returns it
  * as a secret KeyObject, made once here for every signature and verification that follows.
  */
 export function readSigningKey(spec: OptionSpec, path: string): KeyObject {

@@ -1,5 +1,5 @@
 /**
- * The console protocol's messages (DESIGN.md "Websocket console protocol"): types, error codes and
+ * The console protocol's messages (docs/design.md "Websocket console protocol"): types, error codes and
  * encoders. Import `shared/protocol.ts`, which re-exports this file and adds the runtime validation.
  * Pure: no I/O.
  */

@@ -1,5 +1,5 @@
 /**
- * The websocket console protocol (DESIGN.md "Websocket console protocol"), typed once and validated
+ * The websocket console protocol (docs/design.md "Websocket console protocol"), typed once and validated
  * at runtime; the agent's console and the `dvctl` client both import this file. Pure: no I/O.
  *
  * JSON text frames only.

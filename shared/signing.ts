@@ -1,5 +1,5 @@
 /**
- * Per-pod ids and their signatures (DESIGN.md "Forgery"). The webhook mints and signs; the agent
+ * Per-pod ids and their signatures (docs/design.md "Forgery"). The webhook mints and signs; the agent
  * verifies. Signature: lowercase hex HMAC-SHA256(key, "<namespace>/<id>"), the key being the key
  * file's text, trimmed, as UTF-8 bytes.
  */

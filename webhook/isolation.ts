@@ -1,6 +1,6 @@
 /**
  * Tenant isolation: what a pod may already claim on the host before the webhook touches it
- * (DESIGN.md "Forgery", "Webhook"). Pure. Each check returns a {@link Denial} whose message says what
+ * (docs/design.md "Forgery", "Webhook"). Pure. Each check returns a {@link Denial} whose message says what
  * to change, or nothing when the pod is acceptable.
  *
  * - No hostPath at, under or above the root, nor under a kernel alias of the host's tree.

@@ -2,7 +2,7 @@
  * The admission decision for a pod, and the JSON patch that injects dynamic-volumes. Pure: the pod
  * and configuration come in, a decision comes out; the id generator is passed in.
  *
- * Injection (DESIGN.md "Names"): a hostPath volume `dynamic-volumes` at `<root>/pods/<id>`
+ * Injection (docs/design.md "Names"): a hostPath volume `dynamic-volumes` at `<root>/pods/<id>`
  * (DirectoryOrCreate), a read-only volumeMount with `mountPropagation: HostToContainer` at the
  * mount path in the selected containers, and the annotations `id`, `id-signature` and the resolved
  * `mount-path`. What a pod may already claim on the host is checked first, in isolation.ts.

@@ -1,5 +1,5 @@
 /**
- * The Kubernetes pod source (DESIGN.md "Agent"): an informer on the pods of this node (field selector
+ * The Kubernetes pod source (docs/design.md "Agent"): an informer on the pods of this node (field selector
  * `spec.nodeName=<node>`, all namespaces), Secrets read from the pod's namespace, status written to
  * the `dynamic-volumes/status` annotation, core/v1 Events recorded on the pod, and console edits of
  * `dynamic-volumes/buckets` as guarded JSON patches.

@@ -1,5 +1,5 @@
 /**
- * Local mode (DESIGN.md "Local mode"): every `*.json` / `*.yaml` file in the pods directory is one
+ * Local mode (docs/design.md "Local mode"): every `*.json` / `*.yaml` file in the pods directory is one
  * Pod scheduled on this node. Editing a file is an update, removing it a delete; files replaced by
  * rename are picked up. Status goes to `<file>.status.json` beside the pod (the file name without
  * its extension), Events are appended to `events.jsonl`, Secrets are read from

@@ -71,7 +71,7 @@ describe("pod id signing", () => {
     ],
   ];
   for (const [text, namespace, id, want] of vectors)
-    it(`signs ${namespace}/${id} under a key of ${text.trim().length} characters as DESIGN.md specifies`, () => {
+    it(`signs ${namespace}/${id} under a key of ${text.trim().length} characters as docs/design.md specifies`, () => {
       const bytes = signingKeyFromText(text);
       expect(signPodId(signingKeyObject(bytes), namespace, id)).to.equal(want);
       expect(signPodId(bytes, namespace, id), "raw key bytes").to.equal(want);
