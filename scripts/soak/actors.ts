@@ -11,6 +11,7 @@ import { catFile, fuseProcesses, listDir, readMountinfo } from "./observe.js";
 import type { Prng } from "./prng.js";
 import type { Tracker } from "./tracker.js";
 import type { Mounter, World } from "./world.js";
+import type { WriteBackPlan } from "./write-back.js";
 import { locationOf, type WriteRecord } from "./writers.js";
 
 const ms = (seconds: number): number => seconds * 1000;
@@ -172,10 +173,11 @@ export async function checkIsolation(w: World, name: string, rng: Prng, reads: n
   }
 }
 
-/** The fault plan: when the S3 outage and the agent kills happen, drawn from the seed. */
+/** The fault plan: when the S3 outage, the agent kills and the write-back faults happen, drawn from the seed. */
 export interface FaultPlan {
   readonly s3At: number;
   readonly agentKills: ReadonlyArray<{ at: number; downMs: number }>;
+  readonly writeBack: WriteBackPlan;
 }
 
 export function planFaults(w: World): FaultPlan {
@@ -192,7 +194,13 @@ export function planFaults(w: World): FaultPlan {
       at: w.loadStart + 0.1 * span + slot * i + rng.uniform(0.1, 0.9) * slot,
       downMs: between(rng, p.agentDownSeconds),
     });
-  return { s3At, agentKills: kills };
+  // The write-back faults freeze S3 for a while each: after the outage and the agent kills (which
+  // end by about 55 % of the load), so that each fault is alone with the load.
+  const writeBack = {
+    removeAt: w.loadStart + span * rng.uniform(0.58, 0.62),
+    killAt: w.loadStart + span * rng.uniform(0.68, 0.72),
+  };
+  return { s3At, agentKills: kills, writeBack };
 }
 
 /** The S3 server killed and, after the profile's outage, started again on the same port. */

@@ -2,12 +2,21 @@
  * The data invariant at the end of the run: every write that a writer inside a container saw
  * acknowledged (exit 0 after `dd conv=fsync`) is in S3 with its SHA-256, wherever it landed. A
  * missing write is explained, when possible, by what happened to its mount afterwards.
+ *
+ * Writes an unmount could not upload stay in the client's cache, which the agent keeps and
+ * announces (WriteBackPending). A user uploads them by adding the entry back; what no mount will
+ * upload (the pod is gone, or the entry was not added back) an operator uploads by hand, as
+ * docs/troubleshooting.md says. Before the check the soak plays that operator, and counts the writes
+ * that reached S3 only that way; a kept cache nobody was told about is a violation.
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
+import { keptObjects, recoverKeptCache } from "../lib/kept-cache.js";
+import { WRITE_BACK_NAMESPACE } from "./write-back.js";
 import { BUCKETS } from "./catalog.js";
+import { keptCaches, listDir, readMountinfo } from "./observe.js";
 import { locationOf, type WriteRecord } from "./writers.js";
 import type { World } from "./world.js";
 
@@ -27,6 +36,8 @@ export interface WriteSummary {
   readonly corrupted: number;
   /** Found, but not where the marker read just before the write said (the mount changed in between). */
   readonly misplaced: number;
+  /** Verified only after the soak, as an operator, uploaded the caches the agent kept. */
+  readonly recovered: number;
 }
 
 async function allKeys(w: World): Promise<Map<string, Array<{ bucket: string; key: string }>>> {
@@ -69,12 +80,22 @@ export async function checkWrites(
   // rclone uploads after --vfs-write-back (5 s): give the last writes time to land.
   const last = Math.max(0, ...acked.map((x) => x.t));
   await w.sleep(last + 12_000 - Date.now());
-  const keys = await allKeys(w);
   const events = await readEvents(w);
+  const inS3 = async (x: WriteRecord, keys: Map<string, Array<{ bucket: string; key: string }>>) => {
+    for (const loc of keys.get(x.file) ?? [])
+      if ((await sha256Of(w, loc.bucket, loc.key)) === x.sha256) return true;
+    return false;
+  };
+  const before = await allKeys(w);
+  const uploadedByClients = new Set<WriteRecord>();
+  for (const x of acked) if (await inS3(x, before)) uploadedByClients.add(x);
+  await recoverKeptCaches(w, events);
+  const keys = await allKeys(w);
   let verified = 0;
   let lost = 0;
   let corrupted = 0;
   let misplaced = 0;
+  let recovered = 0;
   for (const x of acked) {
     L.checked("data");
     const where = locationOf(`${x.marker}\n`, x.file);
@@ -83,6 +104,10 @@ export async function checkWrites(
     for (const loc of found) if ((await sha256Of(w, loc.bucket, loc.key)) === x.sha256) ok = true;
     if (ok) {
       verified++;
+      if (!uploadedByClients.has(x)) {
+        recovered++;
+        L.count(`writes.recoveredFromKeptCache.${x.mounter}`);
+      }
       if (where === undefined || !found.some((f) => f.bucket === where.bucket && f.key === where.key))
         misplaced++;
       continue;
@@ -103,7 +128,65 @@ export async function checkWrites(
       );
     }
   }
-  return { acknowledged: acked.length, verified, lost, corrupted, misplaced };
+  return { acknowledged: acked.length, verified, lost, corrupted, misplaced, recovered };
+}
+
+/**
+ * The operator's part: every cache the agent kept that no mount is uploading now is uploaded by
+ * hand and removed (docs/troubleshooting.md, "Writes kept after an unmount"). Each must have been
+ * announced: a WriteBackPending event on its pod naming the mount, or, for a pod that was gone
+ * already, the agent's log naming the cache.
+ */
+async function recoverKeptCaches(w: World, events: readonly PodEvent[]): Promise<void> {
+  const L = w.ledger;
+  const base = join(w.node.root, "agent", "mounts");
+  const mounted = new Set((await readMountinfo()).map((m) => m.mountPoint));
+  const logs = (
+    await Promise.all(w.incarnations.map((i) => readFile(i.logFile, "utf8").catch(() => "")))
+  ).join("\n");
+  let removed = false;
+  for (const id of await listDir(base)) {
+    const { kept } = await keptCaches(w.node.root, id);
+    if (kept.length === 0) continue;
+    const live = [...w.pods.values()].find((p) => p.id === id);
+    const pod = live ?? w.deleted.find((d) => d.id === id);
+    for (const k of kept) {
+      const name = k.stateDir.slice(base.length + 1).split("/")[1] ?? "?";
+      L.checked("writeBack");
+      L.count("writeBack.keptCachesAtEnd");
+      const announced =
+        events.some(
+          (e) => e.name === pod?.name && e.reason === "WriteBackPending" && e.message.startsWith(`${name}: `),
+        ) || logs.includes(k.cacheDir);
+      if (!announced)
+        L.violate(
+          "writeBack",
+          `the cache of ${pod?.name ?? id}/${name} was kept without a WriteBackPending event or log line (${k.verdict.dirty.length} dirty)`,
+        );
+      // The write-back faults' pods use a server of their own.
+      const client =
+        live?.namespace === WRITE_BACK_NAMESPACE && w.writeBackS3 !== undefined
+          ? w.writeBackS3.client
+          : w.node.s3.client;
+      if (pod !== undefined && mounted.has(`${pod.hostDir}/${name}`)) {
+        // Mounted again: its client uploads what belongs to its own bucket and prefix. Items of an
+        // earlier spec of the same name only an operator uploads; the directory stays the client's.
+        for (const o of await keptObjects(k.stateDir)) {
+          await client.send(
+            new PutObjectCommand({ Bucket: o.bucket, Key: o.key, Body: await readFile(o.file) }),
+          );
+          L.count("writeBack.objectsUploadedByOperator");
+        }
+        continue;
+      }
+      const objects = await recoverKeptCache(client, k.stateDir);
+      L.count("writeBack.objectsUploadedByOperator", objects.length);
+      L.count("writeBack.keptCachesRemovedByOperator");
+      removed = true;
+    }
+  }
+  // The agent collects the emptied directories at its next garbage collection (every resync).
+  if (removed) await w.sleep(5000);
 }
 
 interface PodEvent {

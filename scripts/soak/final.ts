@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { expectedOf, markerText, mismatch, recordMismatch } from "./catalog.js";
 import type { WriteRecord } from "./writers.js";
 import { checkWrites, type WriteSummary } from "./data-check.js";
+import { checkWriteBackWrites } from "./write-back.js";
 import {
   catFile,
   exists,
@@ -84,6 +85,7 @@ export async function finalChecks(
   tracker: Tracker,
   writes: readonly WriteRecord[],
   fuseKills: ReadonlyArray<{ t: number; mountPoint: string }>,
+  writeBackWrites: readonly WriteRecord[],
 ): Promise<FinalSummary> {
   const L = w.ledger;
   w.log("final: waiting for every pod to match its annotation");
@@ -136,8 +138,11 @@ export async function finalChecks(
     if (!probe.ok && (probe.error === "ENOTCONN" || probe.error === "EIO" || probe.error === "TIMEOUT"))
       L.violate("stale", `${m.mountPoint.slice(podsRoot.length + 1)} (${m.fsType}): ${probe.error}`);
   }
-  await checkLeaks(w);
+  // The data check first: as the operator, it uploads and removes the caches the agent kept for
+  // pods that are gone, which the leak check must not see.
   const writeSummary = await checkWrites(w, writes, fuseKills);
+  await checkWriteBackWrites(w, writeBackWrites);
+  await checkLeaks(w);
   const resources = await checkResources(w);
   const logErrors = await scanLogs(w);
   return {

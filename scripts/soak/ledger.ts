@@ -8,6 +8,8 @@ export const INVARIANTS = {
   leak: "nothing leaked (mounts, FUSE processes, state and pod directories, fds, RSS)",
   stale: "no stale mount (ENOTCONN) at the end",
   data: "no acknowledged write lost or corrupted",
+  writeBack:
+    "write-back: writes an unmount could not upload are kept and announced (WriteBackPending), and the next mount uploads them",
   isolation: "no pod observed a mount of another pod or a bucket it never asked for",
   crash: "no crash or unhandled error of the agent that the soak did not cause",
   console:

@@ -25,6 +25,8 @@ import {
   s3Outage,
   sabotage,
 } from "./actors.js";
+import { startS3Server, S3RVER_CREDENTIALS, S3RVER_REGION, type S3Server } from "../lib/s3-server.js";
+import { writeBackFaults, WRITE_BACK_NAMESPACE } from "./write-back.js";
 import { unmountProbes, writers, type WriteRecord } from "./writers.js";
 import { NAMESPACES, seedObjects } from "./catalog.js";
 import { ConsoleLoad } from "./console-load.js";
@@ -115,11 +117,19 @@ async function revision(): Promise<string> {
 }
 
 /** Stops everything and verifies that nothing of this run is left; returns what it found. */
-async function cleanup(node: LocalNode, w: World | undefined): Promise<string[]> {
+async function cleanup(node: LocalNode, w: World | undefined, wbS3: S3Server | undefined): Promise<string[]> {
   const notes: string[] = [];
   await w?.stopAgent().catch((e: unknown) => notes.push(`agent stop: ${(e as Error).message}`));
   await w?.s3.stop().catch((e: unknown) => notes.push(`S3 stop: ${(e as Error).message}`));
+  if (wbS3 !== undefined) {
+    try {
+      process.kill(wbS3.pid, "SIGCONT");
+    } catch {
+      /* gone */
+    }
+  }
   await node.stop().catch((e: unknown) => notes.push(`LocalNode.stop: ${(e as Error).message}`));
+  await wbS3?.stop().catch((e: unknown) => notes.push(`write-back S3 stop: ${(e as Error).message}`));
   // FUSE clients whose mount went away exit by themselves; any left are ours to end, by pid.
   for (const p of await fuseProcesses(node.work)) {
     notes.push(`killed leftover ${p.comm} ${p.pid}`);
@@ -172,12 +182,26 @@ async function soak(opts: SoakOptions): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  const node = await LocalNode.start({ prefix: PREFIX, buckets: seedObjects(), agentArgs: AGENT_ARGS });
+  const node = await LocalNode.start({
+    prefix: PREFIX,
+    buckets: seedObjects(),
+    agentArgs: [...AGENT_ARGS, "--upload-grace-seconds", String(opts.profile.uploadGraceSeconds)],
+  });
   let cleanupNotes: string[] = [];
+  let wbS3: S3Server | undefined;
   try {
     const s3 = restartableS3(node.s3, join(node.work, "s3"));
     for (const ns of NAMESPACES) await node.writeSecret(ns);
+    // The write-back faults freeze an S3 server of their own (see ./write-back.ts).
+    wbS3 = await startS3Server({ buckets: seedObjects(), directory: join(node.work, "s3-wb") });
+    await node.writeSecret(WRITE_BACK_NAMESPACE, {
+      endpoint: wbS3.endpoint,
+      region: S3RVER_REGION,
+      accessKeyID: S3RVER_CREDENTIALS.accessKeyId,
+      secretAccessKey: S3RVER_CREDENTIALS.secretAccessKey,
+    });
     w = new World(node, s3, ledger, opts, await consoleSetup(node.work), log);
+    w.writeBackS3 = wbS3;
     const world = w;
     if (fatal !== undefined) world.abort.abort();
     tracker = new Tracker(world);
@@ -188,9 +212,11 @@ async function soak(opts: SoakOptions): Promise<number> {
     const plan = planFaults(world);
     log(
       `load for ${opts.loadSeconds} s; S3 outage at +${Math.round((plan.s3At - world.loadStart) / 1000)} s, ` +
-        `agent kills at ${plan.agentKills.map((k) => `+${Math.round((k.at - world.loadStart) / 1000)} s`).join(", ")}`,
+        `agent kills at ${plan.agentKills.map((k) => `+${Math.round((k.at - world.loadStart) / 1000)} s`).join(", ")}, ` +
+        `write-back faults at +${Math.round((plan.writeBack.removeAt - world.loadStart) / 1000)} s and +${Math.round((plan.writeBack.killAt - world.loadStart) / 1000)} s`,
     );
     const writes: WriteRecord[] = [];
+    const writeBackWrites: WriteRecord[] = [];
     const kills: Array<{ t: number; mountPoint: string }> = [];
     let sampling = true;
     const t = tracker;
@@ -226,6 +252,7 @@ async function soak(opts: SoakOptions): Promise<number> {
       s3Outage(world, plan),
       agentKills(world, plan),
       fuseKills(world, kills),
+      writeBackFaults(world, t, writeBackWrites, plan.writeBack),
       opts.sabotage ? sabotage(world, t, writes) : Promise.resolve(),
     ]);
     // Every actor stops by itself at the end of its phase; this is the backstop.
@@ -243,7 +270,7 @@ async function soak(opts: SoakOptions): Promise<number> {
     log(`load done: ${ledger.get("changes.flips")} flips, ${ledger.get("pods.created")} pods created`);
     if (!world.aborted) {
       const finalWatchdog = setTimeout(() => world.abort.abort(), 300_000);
-      final = await finalChecks(world, t, writes, kills);
+      final = await finalChecks(world, t, writes, kills, writeBackWrites);
       clearTimeout(finalWatchdog);
     }
   } catch (e) {
@@ -258,7 +285,7 @@ async function soak(opts: SoakOptions): Promise<number> {
         await cp(i.logFile, join(dir, `agent-${i.pid}.log`)).catch(() => undefined);
       log(`agent logs, pod files and events kept in ${dir}`);
     }
-    cleanupNotes = await cleanup(node, w);
+    cleanupNotes = await cleanup(node, w, wbS3);
   }
   const violations = ledger.violationCount();
   if (opts.report !== undefined && tracker !== undefined) {
@@ -280,6 +307,7 @@ async function soak(opts: SoakOptions): Promise<number> {
       livePodsRange: [opts.profile.minPods, opts.profile.maxPods],
       maxLive: ledger.get("pods.maxLive"),
       boundSeconds: opts.profile.convergenceBoundSeconds,
+      uploadGraceSeconds: opts.profile.uploadGraceSeconds,
     });
     await writeFile(resolve(opts.report), text);
     log(`report written to ${opts.report}`);

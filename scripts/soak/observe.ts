@@ -7,6 +7,7 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "../../agent/exec.js";
+import { stateDirCache, type KeptCache } from "../../agent/records.js";
 import { isFuse, mountsUnder, type MountInfo } from "../../agent/mountinfo.js";
 import { readMountinfo } from "../lib/namespaces.js";
 import { ANNOTATIONS } from "../../shared/names.js";
@@ -44,6 +45,21 @@ export async function readRecord(root: string, id: string, name: string): Promis
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The agent's state directories of pod `id` whose caches may hold writes not yet in S3 (kept by
+ * the agent for the next mount, or for an operator when the pod is gone), and how many others.
+ */
+export async function keptCaches(root: string, id: string): Promise<{ kept: KeptCache[]; others: number }> {
+  const kept: KeptCache[] = [];
+  let others = 0;
+  for (const name of await listDir(join(root, "agent", "mounts", id))) {
+    const k = await stateDirCache(join(root, "agent", "mounts", id, name));
+    if (k.verdict.pending) kept.push(k);
+    else others++;
+  }
+  return { kept, others };
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -35,6 +35,11 @@ export interface Profile {
   readonly fuseKillEvery: readonly [number, number];
   /** After the load stops, every live pod must match its annotation within this many seconds. */
   readonly convergenceBoundSeconds: number;
+  /**
+   * The agent's `--upload-grace-seconds`: shorter than its default (60 s), so that the S3 outage
+   * makes unmounts give up on pending uploads too, and the write-back faults keep S3 frozen briefly.
+   */
+  readonly uploadGraceSeconds: number;
 }
 
 export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
@@ -56,6 +61,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     agentDownSeconds: [0.5, 3],
     fuseKillEvery: [4, 9],
     convergenceBoundSeconds: 60,
+    uploadGraceSeconds: 5,
   },
   long: {
     name: "long",
@@ -74,6 +80,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     agentDownSeconds: [0.5, 5],
     fuseKillEvery: [4, 10],
     convergenceBoundSeconds: 60,
+    uploadGraceSeconds: 10,
   },
 };
 
@@ -96,8 +103,9 @@ export const USAGE = `usage: npm run soak -- [--profile short|long] [--seed N] [
                       [--keep-logs] [--sabotage]
 
 A seeded soak of the agent on this machine (root, /dev/fuse, runc, s3fs, rclone): pods created and
-deleted, annotations flipped, S3 outages, FUSE clients and the agent killed with -9, console
-clients; invariants checked all along and at the end. Exit status 0 when no invariant was
+deleted, annotations flipped, S3 outages, FUSE clients and the agent killed with -9, writes left
+pending by an unreachable S3 (an entry removed, a client killed), console clients; invariants
+checked all along and at the end. Exit status 0 when no invariant was
 violated, 1 when one was, 2 on a usage or harness error.
 
   --profile   short (CI, about 2.5 minutes in all) or long (default: long)

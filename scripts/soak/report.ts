@@ -27,6 +27,7 @@ export interface ReportInput {
   readonly livePodsRange: readonly [number, number];
   readonly maxLive: number;
   readonly boundSeconds: number;
+  readonly uploadGraceSeconds: number;
 }
 
 const n = (x: number): string => x.toLocaleString("en-US");
@@ -83,7 +84,9 @@ export function renderReport(r: ReportInput): string {
   );
   lines.push(
     `| **Faults injected** | S3 server killed ${n(g("faults.s3Outages"))}× and restarted on the same port after the outage; ` +
-      `agent killed with -9 and restarted ${n(g("faults.agentKills"))}×; FUSE clients killed with -9 ${n(g("faults.fuseKills"))}× (${fuseKills.join(", ") || "none"}) |`,
+      `agent killed with -9 and restarted ${n(g("faults.agentKills"))}×; FUSE clients killed with -9 ${n(g("faults.fuseKills"))}× (${fuseKills.join(", ") || "none"}); ` +
+      `S3 unreachable (frozen) while an entry with pending writes is removed ${n(g("faults.writeBack.removedWhileUnreachable"))}×; ` +
+      `client killed with pending writes ${n(g("faults.writeBack.clientKilled"))}× |`,
   );
   lines.push(
     `| **Bad inputs tried** | ${n(g("bad.annotationEntries"))} malformed \`dynamic-volumes/buckets\` entries; ` +
@@ -162,14 +165,50 @@ export function renderReport(r: ReportInput): string {
       "",
     );
     lines.push(
-      "| acknowledged | verified in S3 | lost | corrupted | landed elsewhere than the marker said | failed (writer saw the error) |",
+      "| acknowledged | verified in S3 | … of which only after the operator uploaded kept caches | lost | corrupted | landed elsewhere than the marker said | failed (writer saw the error) |",
     );
-    lines.push("|---:|---:|---:|---:|---:|---|");
+    lines.push("|---:|---:|---:|---:|---:|---:|---|");
     const failed = countersWith(L, "writes.failed.").map(
       ([k, v]) => `exit ${k.slice("writes.failed.".length)}: ${v}`,
     );
     lines.push(
-      `| ${n(f.writes.acknowledged)} | ${n(f.writes.verified)} | ${n(f.writes.lost)} | ${n(f.writes.corrupted)} | ${n(f.writes.misplaced)} | ${failed.join(", ") || "0"} |`,
+      `| ${n(f.writes.acknowledged)} | ${n(f.writes.verified)} | ${n(f.writes.recovered)} | ${n(f.writes.lost)} | ${n(f.writes.corrupted)} | ${n(f.writes.misplaced)} | ${failed.join(", ") || "0"} |`,
+      "",
+    );
+    lines.push("### Writes left pending by an unreachable S3", "");
+    lines.push(
+      "rclone acknowledges a write from its cache and uploads it afterwards. Twice per run, in a pod of a namespace " +
+        "whose Secret points at an S3 server of its own, that server is frozen (SIGSTOP: connections stay open, nothing " +
+        "is answered) after the pod has created a 16 MiB file and before it closes it, so that the upload cannot finish " +
+        "(16 MiB is more than the loopback socket buffers take in). Then " +
+        `either the entry is removed (the agent waits out its upload grace, ${r.uploadGraceSeconds} s here, and stops the client) and ` +
+        "added back once S3 answers, or the client is killed with -9 and S3 stays frozen until the agent has replaced " +
+        "it. The agent must keep the cache, say so with a `WriteBackPending` Warning, and the next mount must upload " +
+        "the write. Unmounts that give up on pending uploads during the S3 outage are held to the same rule. At the end " +
+        "the soak plays the operator of docs/troubleshooting.md: it uploads what caches kept for gone pods or removed " +
+        "entries still hold, and every such cache must have been announced.",
+      "",
+    );
+    lines.push("| | |", "|---|---:|");
+    lines.push(`| entry removed while S3 was frozen | ${n(g("faults.writeBack.removedWhileUnreachable"))} |`);
+    lines.push(
+      `| … the write was still pending when the client was stopped (not in S3 after S3 resumed) | ${n(g("writeBack.remove.pendingConfirmed"))} |`,
+    );
+    lines.push(`| client killed with a pending write | ${n(g("faults.writeBack.clientKilled"))} |`);
+    lines.push(
+      `| writes of these faults acknowledged (close returned 0) | ${n(g("writeBack.writesAcknowledged"))} |`,
+    );
+    lines.push(
+      `| … in S3 with their SHA-256 at the end, uploaded by the mount made again | ${n(g("writeBack.faultWritesVerified"))} |`,
+    );
+    lines.push(
+      `| caches still kept at the end (announced and uploaded by the operator) | ${n(g("writeBack.keptCachesAtEnd"))} |`,
+    );
+    lines.push(
+      `| objects the operator uploaded from them | ${n(g("writeBack.objectsUploadedByOperator"))} |`,
+    );
+    lines.push(
+      `| invariant checks (event present, kept cache announced, fault write uploaded by the next mount) | ${n(L.checks.get("writeBack") ?? 0)} |`,
       "",
     );
     if (f.logErrors.size > 0) {

@@ -9,6 +9,7 @@ import { expectedOf, mismatch, recordMismatch, type RecordedSpec } from "./catal
 import {
   exists,
   fuseProcesses,
+  keptCaches,
   listDir,
   mountsBelow,
   processStats,
@@ -114,7 +115,13 @@ export class Tracker {
     for (const d of this.w.deleted) {
       if (d.cleanedAt !== undefined) continue;
       if (mountsBelow(infos, d.hostDir).length > 0) continue;
-      if (await exists(join(this.w.node.root, "agent", "mounts", d.id))) continue;
+      if (await exists(join(this.w.node.root, "agent", "mounts", d.id))) {
+        // Caches that may hold writes not yet in S3 outlive their pod, for an operator; anything
+        // else of the pod's state must go.
+        const { kept, others } = await keptCaches(this.w.node.root, d.id);
+        if (kept.length === 0 || others > 0) continue;
+        this.w.ledger.count("writeBack.keptForDeletedPods");
+      }
       if (await exists(d.hostDir)) {
         // A restarted agent does not know a pod deleted while it was down: it unmounts what it
         // finds there at once, but leaves the empty directory to its GC grace (gcGraceMs, 10 min),

@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import type { LocalNode } from "../lib/local-node.js";
 import type { RestartableS3 } from "../lib/s3-restart.js";
+import type { S3Server } from "../lib/s3-server.js";
 import { expectedOf, NAMESPACES, specText, type Expected } from "./catalog.js";
 import type { Ledger } from "./ledger.js";
 import type { SoakOptions } from "./options.js";
@@ -92,6 +93,11 @@ export class World {
   readonly deleted: DeletedPod[] = [];
   readonly windows: Window[] = [];
   readonly incarnations: Incarnation[] = [];
+  /**
+   * The S3 server of the write-back faults' namespace (see ./write-back.ts): frozen by them, so
+   * that the rest of the load keeps its own server.
+   */
+  writeBackS3: S3Server | undefined;
   readonly t0 = Date.now();
   /** Set by SIGINT/SIGTERM or a fatal harness error: every loop stops. */
   readonly abort = new AbortController();
@@ -189,10 +195,10 @@ export class World {
     rng: Prng,
     buckets: string,
     mounter: Mounter,
-    o: { reserved?: boolean } = {},
+    o: { reserved?: boolean; namespace?: string } = {},
   ): Promise<SoakPod> {
     const name = this.nextPodName();
-    const namespace = rng.pick(NAMESPACES);
+    const namespace = o.namespace ?? rng.pick(NAMESPACES);
     // Both orders happen in a cluster: the agent hears of the pod first, or the kubelet creates its
     // hostPath and starts it first (the agent must not collect that young directory meanwhile).
     const kubeletFirst = rng.chance(0.5);

@@ -12,8 +12,14 @@ import {
   randomBuckets,
   recordMismatch,
 } from "../../../scripts/soak/catalog.js";
-import { parseOptions, UsageError } from "../../../scripts/soak/options.js";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { keptObjects } from "../../../scripts/lib/kept-cache.js";
+import { Ledger } from "../../../scripts/soak/ledger.js";
+import { parseOptions, PROFILES, UsageError } from "../../../scripts/soak/options.js";
 import { Prng } from "../../../scripts/soak/prng.js";
+import { renderReport } from "../../../scripts/soak/report.js";
 
 const DIR = "/r/pods/0123";
 
@@ -113,6 +119,82 @@ describe("soak", function () {
         ["b", { bucket: "beta", prefix: "", readOnly: true }],
       ]);
       expect(recordMismatch(expected, records)).to.match(/a was made from alpha:p2:rw/);
+    });
+  });
+
+  describe("write-back", function () {
+    it("both profiles give the agent an upload grace well under its 60 s default, so the faults stay short", function () {
+      for (const p of Object.values(PROFILES)) expect(p.uploadGraceSeconds).to.be.within(1, 15);
+    });
+
+    it("the report counts the two write-back faults and what became of their writes", function () {
+      const L = new Ledger(() => undefined);
+      L.count("faults.writeBack.removedWhileUnreachable");
+      L.count("faults.writeBack.clientKilled");
+      L.count("writeBack.remove.pendingConfirmed");
+      L.count("writeBack.writesAcknowledged", 2);
+      L.count("writeBack.faultWritesVerified", 2);
+      L.checked("writeBack", 5);
+      const text = renderReport({
+        command: "npm run soak -- --profile short --seed 1",
+        seed: 1,
+        profile: "short",
+        date: "2026-01-01T00:00:00Z",
+        host: "test",
+        revision: "commit abc",
+        loadSeconds: 90,
+        totalSeconds: 100,
+        ledger: L,
+        converged: [],
+        cleanups: [],
+        final: {
+          settledMs: 100,
+          livePods: 0,
+          mountsChecked: 0,
+          writes: { acknowledged: 0, verified: 0, lost: 0, corrupted: 0, misplaced: 0, recovered: 0 },
+          resources: [],
+          logErrors: new Map(),
+        },
+        cleanup: [],
+        fatal: undefined,
+        livePodsRange: [5, 8],
+        maxLive: 5,
+        boundSeconds: 60,
+        uploadGraceSeconds: 5,
+      });
+      expect(text).to.include(
+        "S3 unreachable (frozen) while an entry with pending writes is removed 1×; client killed with pending writes 1×",
+      );
+      expect(text).to.include("| write-back: writes an unmount could not upload are kept and announced");
+      expect(text).to.include(
+        "| … in S3 with their SHA-256 at the end, uploaded by the mount made again | 2 |",
+      );
+      expect(text).to.include("upload grace, 5 s here");
+    });
+
+    it("the operator's recovery takes the files rclone has not marked uploaded, with their bucket and key", async function () {
+      const dir = await mkdtemp(join(tmpdir(), "dv-kept-"));
+      try {
+        const put = async (tree: string, path: string, content: string): Promise<void> => {
+          const file = join(dir, "cache", tree, "dv{a1B2c}", path);
+          await mkdir(join(file, ".."), { recursive: true });
+          await writeFile(file, content);
+        };
+        await put("vfs", "outbox/p/dirty.bin", "1");
+        await put("vfsMeta", "outbox/p/dirty.bin", JSON.stringify({ Dirty: true }));
+        await put("vfs", "outbox/clean.bin", "2");
+        await put("vfsMeta", "outbox/clean.bin", JSON.stringify({ Dirty: false }));
+        await put("vfs", "outbox/torn.bin", "3");
+        await put("vfsMeta", "outbox/torn.bin", "{");
+        await put("vfsMeta", "outbox/no-data.bin", JSON.stringify({ Dirty: true }));
+        const objects = (await keptObjects(dir)).map((o) => [o.bucket, o.key, o.file.slice(dir.length)]);
+        expect(objects.sort()).to.deep.equal([
+          ["outbox", "p/dirty.bin", "/cache/vfs/dv{a1B2c}/outbox/p/dirty.bin"],
+          ["outbox", "torn.bin", "/cache/vfs/dv{a1B2c}/outbox/torn.bin"],
+        ]);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
 
