@@ -20,6 +20,7 @@ import {
 import { ConfigError } from "../shared/errors.js";
 import { DEFAULT_ROOT, MOUNTERS, type MounterName } from "../shared/names.js";
 import { parseTokenAuthFile, type StaticToken } from "./auth.js";
+import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS, type ProgramPaths } from "./mounters/programs.js";
 
 const opt = option;
 
@@ -53,6 +54,21 @@ export const AGENT_OPTIONS = {
     "upload-grace-seconds",
     "how long an unmount waits for a client to upload the writes it acknowledged; then the client is stopped and a cache that may hold them is kept for the next mount of the entry",
     "60",
+  ),
+  s3fsProgram: opt("s3fs-program", "absolute path of s3fs", DEFAULT_PROGRAMS.s3fs),
+  rcloneProgram: opt("rclone-program", "absolute path of rclone", DEFAULT_PROGRAMS.rclone),
+  geesefsProgram: opt("geesefs-program", "absolute path of geesefs", DEFAULT_PROGRAMS.geesefs),
+  mountProgram: opt("mount-program", "absolute path of util-linux mount", DEFAULT_PROGRAMS.mount),
+  umountProgram: opt("umount-program", "absolute path of util-linux umount", DEFAULT_PROGRAMS.umount),
+  fusermount3Program: opt(
+    "fusermount3-program",
+    "absolute path of fusermount3",
+    DEFAULT_PROGRAMS.fusermount3,
+  ),
+  clientPath: opt(
+    "client-path",
+    "PATH given to the FUSE clients, which look up helpers such as fusermount themselves (absolute directories, ':'-separated); the agent's own PATH is never passed on",
+    DEFAULT_CLIENT_PATH,
   ),
   logLevel: LOG_LEVEL_OPTION,
   listen: opt(
@@ -128,6 +144,10 @@ export interface AgentConfig {
   readonly mountTimeoutMs: number;
   readonly resyncMs: number;
   readonly backoffMaxMs: number;
+  /** The programs the agent runs, by absolute path: nothing is looked up through `PATH`. */
+  readonly programs: ProgramPaths;
+  /** The clients' `PATH`. */
+  readonly clientPath: string;
   /** Upper bound of the wait at unmount for a client's uploads (see `agent/write-back.ts`). */
   readonly uploadGraceMs: number;
   readonly logLevel: string;
@@ -169,6 +189,8 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     mountTimeoutMs: parsePositiveInt(o.mountTimeoutSeconds, requireOption(o.mountTimeoutSeconds, raw)) * 1000,
     resyncMs: parsePositiveInt(o.resyncSeconds, requireOption(o.resyncSeconds, raw)) * 1000,
     backoffMaxMs: parsePositiveInt(o.backoffMaxSeconds, requireOption(o.backoffMaxSeconds, raw)) * 1000,
+    programs: loadPrograms(raw),
+    clientPath: parseClientPath(o.clientPath, requireOption(o.clientPath, raw)),
     uploadGraceMs: parsePositiveInt(o.uploadGraceSeconds, requireOption(o.uploadGraceSeconds, raw)) * 1000,
     logLevel,
     console: loadConsoleConfig(raw, local !== undefined),
@@ -240,6 +262,28 @@ function loadConsoleConfig(raw: RawOptions, local: boolean): ConsoleConfig | und
     maxHandshakesPerAddress: int(o.consoleMaxHandshakesPerAddress),
     authTimeoutMs: int(o.consoleAuthTimeoutSeconds) * 1000,
   };
+}
+
+function loadPrograms(raw: RawOptions): ProgramPaths {
+  const o = AGENT_OPTIONS;
+  const path = (spec: OptionSpec): string => parseAbsolutePath(spec, requireOption(spec, raw));
+  return Object.freeze({
+    s3fs: path(o.s3fsProgram),
+    rclone: path(o.rcloneProgram),
+    geesefs: path(o.geesefsProgram),
+    mount: path(o.mountProgram),
+    umount: path(o.umountProgram),
+    fusermount3: path(o.fusermount3Program),
+  });
+}
+
+function parseClientPath(spec: OptionSpec, value: string): string {
+  for (const dir of value.split(":"))
+    if (!dir.startsWith("/") || dir.split("/").includes(".."))
+      throw new ConfigError(
+        `--${spec.flag} (env ${spec.env}): "${value}" must list absolute directories only, separated by ':'`,
+      );
+  return value;
 }
 
 function parseAbsoluteOrRelative(spec: OptionSpec, value: string): string {

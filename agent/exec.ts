@@ -1,13 +1,17 @@
 /**
- * With `agent/launcher.ts` (which starts FUSE clients from a warm helper and falls back to `start`),
- * the only module that spawns processes. No shell, ever (`shell: false`): argv is passed to the
- * program as is. Every child gets its own process group (`detached: true`, i.e. `setsid`), so that a
- * kill reaches helpers it forked and a terminal's signals do not reach it; its stdio is always
- * explicit (never inherited), because a daemon that inherits a pipe keeps it open (LAB.md).
+ * The only module that spawns processes: `run` for a short command, `start` for a long-lived one
+ * (a FUSE client). No shell, ever (`shell: false`): argv is passed to the program as is. Every child
+ * gets its own process group (`detached: true`, i.e. `setsid`), so that a kill reaches helpers it
+ * forked and a terminal's signals do not reach it; its stdio is always explicit (never inherited),
+ * because a daemon that inherits a pipe keeps it open.
+ *
+ * The agent hands these functions absolute paths only (`agent/mounters/programs.ts`); the mount
+ * commands below default to them.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { AppError } from "../shared/errors.js";
+import { DEFAULT_PROGRAMS, type ProgramPaths } from "./mounters/programs.js";
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -29,6 +33,12 @@ export interface RunOptions {
   /** Per stream; stdout keeps its first bytes, stderr its last. Default 1 MiB. */
   readonly maxOutputBytes?: number;
   readonly cwd?: string;
+  /**
+   * Descriptors of this process that the child gets as its 3, 4, …: a program named
+   * `/proc/self/fd/3` then reaches exactly the file or directory held here, whatever happened to
+   * its path since it was opened.
+   */
+  readonly fds?: readonly number[];
 }
 
 export interface RunResult extends ExitStatus {
@@ -107,17 +117,19 @@ function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-export function spawnError(cmd: string, e: unknown): AppError {
+function spawnError(cmd: string, e: unknown): AppError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === "ENOENT")
-    return new AppError("Unavailable", `${cmd} was not found on PATH. Is it installed on your system?`, {
-      cause: e,
-    });
+    return new AppError(
+      "Unavailable",
+      `${cmd} was not found${cmd.includes("/") ? "" : " on PATH"}. Is it installed on your system?`,
+      { cause: e },
+    );
   return new AppError("Unavailable", `cannot run ${cmd}: ${code ?? String(e)}`, { cause: e });
 }
 
 /** Resolves when the child has exited and its pipes are drained (or given up on). */
-export function waitForClose(child: ChildProcess): Promise<ExitStatus> {
+function waitForClose(child: ChildProcess): Promise<ExitStatus> {
   return new Promise((resolve) => {
     let status: ExitStatus | undefined;
     let drainTimer: NodeJS.Timeout | undefined;
@@ -161,7 +173,7 @@ export async function run(cmd: string, argv: readonly string[], opts: RunOptions
     detached: true,
     env: { ...(opts.env ?? process.env) },
     ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
-    stdio: [opts.input !== undefined ? "pipe" : "ignore", "pipe", "pipe"],
+    stdio: [opts.input !== undefined ? "pipe" : "ignore", "pipe", "pipe", ...(opts.fds ?? [])],
   });
   const stdout = new HeadBuffer(maxOutput);
   const stderr = new TailBuffer(maxOutput);
@@ -227,7 +239,7 @@ export interface ClientProcess {
   stop(graceMs?: number): Promise<ExitStatus>;
 }
 
-export function readFileTail(path: string, limit: number): string {
+function readFileTail(path: string, limit: number): string {
   let fd: number | undefined;
   try {
     fd = openSync(path, "r");
@@ -280,11 +292,8 @@ export async function start(
   );
 }
 
-/**
- * The handle of a running client, whichever way it was started (`start`, or a warm launcher in
- * `agent/launcher.ts`). `exited` resolves when the process has exited and its pipes are closed.
- */
-export function clientHandle(pid: number, exited: Promise<ExitStatus>, output: () => string): ClientProcess {
+/** The handle of a running client; `exited` resolves when it has exited and its pipes are closed. */
+function clientHandle(pid: number, exited: Promise<ExitStatus>, output: () => string): ClientProcess {
   let status: ExitStatus | undefined;
   const done = exited.then((s) => (status = s));
   return {
@@ -331,6 +340,8 @@ export interface UnmountOptions {
   /** Per command. Default 10 s. */
   readonly timeoutMs?: number;
   readonly env?: Env;
+  /** Default: {@link DEFAULT_PROGRAMS}. */
+  readonly programs?: Pick<ProgramPaths, "fusermount3" | "umount">;
 }
 
 const NOT_MOUNTED =
@@ -348,9 +359,10 @@ const BUSY_OR_STALE = /busy|not connected|EBUSY|ENOTCONN|timed out/i;
 export async function unmount(path: string, opts: UnmountOptions = {}): Promise<UnmountOutcome> {
   const attempts: UnmountAttempt[] = [];
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const attempt = async (command: string, argv: string[]): Promise<boolean> => {
+  const programs = opts.programs ?? DEFAULT_PROGRAMS;
+  const attempt = async (command: "fusermount3" | "umount", argv: string[]): Promise<boolean> => {
     try {
-      const r = await run(command, argv, {
+      const r = await run(programs[command], argv, {
         timeoutMs,
         killGraceMs: 500,
         ...(opts.env ? { env: opts.env } : {}),
@@ -386,4 +398,58 @@ export async function unmount(path: string, opts: UnmountOptions = {}): Promise<
   if (await attempt("fusermount3", ["-uz", path])) return done("fusermount3 -z", true);
   if (await attempt("umount", ["-l", path])) return done("umount -l", true);
   throw new AppError("Internal", `cannot unmount ${path}, even lazily: ${report()}`);
+}
+
+export interface MountCommandOptions {
+  /** Default: {@link DEFAULT_PROGRAMS}. */
+  readonly programs?: Pick<ProgramPaths, "mount" | "umount">;
+  /** Default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+/** Runs a mount tool on descriptors passed as the child's 3, 4, …; throws with its stderr on failure. */
+async function onDescriptors(
+  program: string,
+  argv: readonly string[],
+  fds: readonly number[],
+  timeoutMs: number,
+): Promise<void> {
+  const r = await run(program, argv, { timeoutMs, killGraceMs: 500, fds });
+  if (r.code !== 0 || r.timedOut)
+    throw new AppError(
+      "Internal",
+      `${program} ${argv.join(" ")} failed: ${r.timedOut ? `timed out after ${timeoutMs} ms` : r.stderr.trim() || `exit ${r.code ?? r.signal}`}`,
+    );
+}
+
+/**
+ * Moves the mount whose root `source` holds onto the directory `target` holds (`mount --move`),
+ * both named as `/proc/self/fd/N`: the kernel follows such a link to the very directory behind the
+ * descriptor, so no path is looked up again and nothing a symbolic link says is followed.
+ * `--no-canonicalize` keeps `mount` from resolving the names to paths first. The mount's parent
+ * must not be shared (the kernel refuses to move it otherwise; see `agent/host.ts`).
+ */
+export async function moveMount(
+  source: number,
+  target: number,
+  opts: MountCommandOptions = {},
+): Promise<void> {
+  const programs = opts.programs ?? DEFAULT_PROGRAMS;
+  await onDescriptors(
+    programs.mount,
+    ["--move", "--no-canonicalize", "/proc/self/fd/3", "/proc/self/fd/4"],
+    [source, target],
+    opts.timeoutMs ?? 10_000,
+  );
+}
+
+/** Lazily detaches the mount whose root `mountRoot` holds, wherever it is now (`umount -l`). */
+export async function detachMount(mountRoot: number, opts: MountCommandOptions = {}): Promise<void> {
+  const programs = opts.programs ?? DEFAULT_PROGRAMS;
+  await onDescriptors(
+    programs.umount,
+    ["--lazy", "--no-canonicalize", "/proc/self/fd/3"],
+    [mountRoot],
+    opts.timeoutMs ?? 10_000,
+  );
 }

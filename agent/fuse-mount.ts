@@ -1,12 +1,15 @@
 /**
  * Runs one FUSE client for one mount and decides when the mount is ready.
  *
- * `mount` writes the mounter's files (0600, in a 0700 state directory), starts the client through
- * `agent/exec.ts`, and waits until (1) the mount point shows up in `/proc/self/mountinfo` as FUSE,
- * (2) the client is still alive a short while later (s3fs exits 0 after a failed service check,
- * LAB.md), and (3) a `readdir` through it succeeds. On failure it stops the client, removes any
- * half-made mount and the state directory, and throws `AppError("MountFailed")` with the client's
- * output, credentials scrubbed.
+ * `mount` checks the way to the mount point and holds it open (`agent/host.ts`: no symbolic link is
+ * followed, and a pod that can write to its directory cannot redirect the mount), writes the
+ * mounter's files (0600, in a 0700 state directory), starts the client through `agent/exec.ts` on a
+ * staging directory, moves the client's mount onto the held mount point once it shows up in
+ * `/proc/self/mountinfo` as FUSE and checks that it landed there, then waits until (1) the client is
+ * still alive a short while later (s3fs exits 0 after a failed service check) and (2) a `readdir`
+ * through the mount succeeds. On failure it stops the client, removes any half-made mount and the
+ * state directory, and throws `AppError("MountFailed")` with the client's output, credentials
+ * scrubbed.
  *
  * Every call that may reach a FUSE mount is asynchronous on purpose: a synchronous one blocks the
  * event loop until the client answers, and the client may be waiting on this process. Synchronous
@@ -23,16 +26,30 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { mkdir, open, readdir, stat } from "node:fs/promises";
+import { open, readdir, rmdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { AppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { MOUNTERS, type MounterName } from "../shared/names.js";
 import * as exec from "./exec.js";
-import { makeDirAt } from "./host.js";
+import { openMountPoint, openMountRoot, stagingPathOf } from "./host.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
-import { findMount, isFuse, parseMountinfo, parseMountinfoUnder, type MountInfo } from "./mountinfo.js";
-import { buildMount, scrubSecrets, secretsOf } from "./mounters/index.js";
+import {
+  findMount,
+  isFuse,
+  mountContaining,
+  parseMountinfo,
+  parseMountinfoUnder,
+  type MountInfo,
+} from "./mountinfo.js";
+import {
+  buildMount,
+  DEFAULT_CLIENT_PATH,
+  DEFAULT_PROGRAMS,
+  scrubSecrets,
+  secretsOf,
+  type ProgramPaths,
+} from "./mounters/index.js";
 import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
 import { checkAbsolutePath } from "./mounters/validate.js";
 import { removeStateDir, stateDirCache } from "./records.js";
@@ -50,9 +67,20 @@ interface TableRead {
 export interface ProcessRunner {
   start(cmd: string, argv: readonly string[], opts: StartOptions): Promise<ClientProcess>;
   unmount(path: string, opts?: UnmountOptions): Promise<UnmountOutcome>;
+  /** Moves the mount whose root `source` holds onto the directory `target` holds. */
+  moveMount(source: number, target: number): Promise<void>;
+  /** Lazily detaches the mount whose root `mountRoot` holds, wherever it is. */
+  detachMount(mountRoot: number): Promise<void>;
 }
 
 export interface FuseMounterOptions {
+  /**
+   * The host root. Mount points lie below it, every directory from it down to a mount point is
+   * checked before a mount, and clients mount in `<root>/agent/staging` first, which must be a
+   * private mount point (`ensurePrivateStaging` in `agent/host.ts`).
+   */
+  readonly root: string;
+  /** Default: `agent/exec.ts`, running {@link FuseMounterOptions.programs}. */
   readonly exec?: ProcessRunner;
   /** Returns the text of the agent's mountinfo. Default: reads `/proc/self/mountinfo`. */
   readonly readMountinfo?: () => Promise<string>;
@@ -85,8 +113,10 @@ export interface FuseMounterOptions {
   readonly tableMaxAgeMs?: number;
   /** Environment handed to clients, before each mounter drops what it must. Default: see {@link defaultBaseEnv}. */
   readonly baseEnv?: BaseEnv;
-  /** Executable per mounter, when not the name on PATH. */
-  readonly commands?: Partial<Record<MounterName, string>>;
+  /** Absolute paths of the clients and mount tools. Default `DEFAULT_PROGRAMS`. */
+  readonly programs?: Partial<ProgramPaths>;
+  /** The `PATH` clients get, whatever the agent's own. Default `DEFAULT_CLIENT_PATH`. */
+  readonly clientPath?: string;
   readonly log?: Logger;
   /** Called when a client this mounter started exits on its own while its mount is in use. */
   readonly onClientExit?: (mountPoint: string) => void;
@@ -117,9 +147,11 @@ export interface UnmountResult {
 
 export type ProbeResult = "ok" | "stale" | "absent";
 
-/** Variables passed down to clients from the agent's environment. Everything else stays behind. */
+/**
+ * Variables passed down to clients from the agent's environment. Everything else stays behind, the
+ * agent's `PATH` too: clients get {@link FuseMounterOptions.clientPath}.
+ */
 export const BASE_ENV_KEYS = [
-  "PATH",
   "HOME",
   "LANG",
   "LC_ALL",
@@ -135,14 +167,13 @@ export const BASE_ENV_KEYS = [
   "no_proxy",
 ] as const;
 
-/** The base environment: {@link BASE_ENV_KEYS} from `env`, with a PATH that finds fusermount3. */
+/** The base environment: {@link BASE_ENV_KEYS} from `env`. */
 export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of BASE_ENV_KEYS) {
     const v = env[k];
     if (v !== undefined) out[k] = v;
   }
-  out.PATH ??= "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   return out;
 }
 
@@ -238,14 +269,25 @@ export class FuseMounter {
   private readonly probeTimeoutMs: number;
   private readonly tableMaxAgeMs: number;
   private readonly baseEnv: BaseEnv;
-  private readonly commands: Partial<Record<MounterName, string>>;
+  private readonly root: string;
+  private readonly programs: ProgramPaths;
+  private readonly clientPath: string;
   private readonly log: Logger | undefined;
   private readonly mounts = new Map<string, Tracked>();
   /** The latest read of the mount table, finished or not; cleared by this mounter's own changes. */
   private latest: TableRead | undefined;
 
-  constructor(opts: FuseMounterOptions = {}) {
-    this.exec = opts.exec ?? { start: exec.start, unmount: exec.unmount };
+  constructor(opts: FuseMounterOptions) {
+    this.root = opts.root;
+    const programs: ProgramPaths = { ...DEFAULT_PROGRAMS, ...opts.programs };
+    this.programs = programs;
+    this.clientPath = opts.clientPath ?? DEFAULT_CLIENT_PATH;
+    this.exec = opts.exec ?? {
+      start: exec.start,
+      unmount: (path, o) => exec.unmount(path, { ...o, programs }),
+      moveMount: (source, target) => exec.moveMount(source, target, { programs }),
+      detachMount: (mountRoot) => exec.detachMount(mountRoot, { programs }),
+    };
     // Read synchronously: procfs makes the text in memory and never waits on a disk, while an
     // asynchronous read of a file whose size reads 0 is five round trips through the thread pool
     // (open, fstat, two reads, close), and a mount waits on two such reads before its client starts.
@@ -261,7 +303,6 @@ export class FuseMounter {
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
     this.tableMaxAgeMs = opts.tableMaxAgeMs ?? 1000;
     this.baseEnv = opts.baseEnv ?? defaultBaseEnv();
-    this.commands = opts.commands ?? {};
     this.log = opts.log;
     this.onClientExit = opts.onClientExit;
   }
@@ -316,12 +357,19 @@ export class FuseMounter {
   /**
    * Mounts `req` with the named client and resolves when the mount is ready. Throws
    * `AppError("InvalidArgument")` for a bad request, `AppError("Conflict")` when something is
-   * already mounted on the mount point, and `AppError("MountFailed")` when the client fails.
-   * `onStarted` is called as soon as the client runs, before the mount is ready.
+   * already mounted on the mount point, `AppError("Forbidden")` when the way to the mount point is
+   * not safe (a symbolic link, a directory a pod could write to…; nothing is written or started
+   * then), and `AppError("MountFailed")` when the client fails. `onStarted` is called as soon as
+   * the client runs, before the mount is ready.
    */
   async mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<MountResult> {
-    const cmd = buildMount(mounter, req, { baseEnv: this.baseEnv });
     const mp = req.mountPoint;
+    const staging = stagingPathOf(this.root, mp);
+    const cmd = buildMount(
+      mounter,
+      { ...req, mountPoint: staging },
+      { baseEnv: this.baseEnv, program: this.programs[mounter], clientPath: this.clientPath },
+    );
     const existing = await this.mountAt(mp, 0);
     if (existing !== undefined || this.pidOf(mp) !== undefined) {
       throw new AppError(
@@ -330,17 +378,21 @@ export class FuseMounter {
       );
     }
     const secrets = secretsOf(req.credentials);
+    // Checked and held before anything is written or started, so that a refusal leaves nothing.
+    const target = openMountPoint(this.root, mp);
     let started = Date.now();
     let client: ClientProcess;
     try {
-      await this.prepare(req, cmd);
+      await this.prepare(req, cmd, staging);
       started = Date.now();
-      client = await this.exec.start(this.commands[mounter] ?? cmd.command, cmd.argv, {
+      client = await this.exec.start(cmd.command, cmd.argv, {
         env: cmd.env,
         logFile: `${req.stateDir}/${CLIENT_LOG}`,
         stderrLimit: 16 * 1024,
       });
     } catch (e) {
+      closeSync(target);
+      await rmdir(staging).catch(() => undefined);
       await this.removeState(req.stateDir);
       throw new AppError(
         "MountFailed",
@@ -348,7 +400,7 @@ export class FuseMounter {
         { cause: e },
       );
     }
-    this.log?.debug({ mounter, mountPoint: mp, pid: client.pid }, "client started");
+    this.log?.debug({ mounter, mountPoint: mp, staging, pid: client.pid }, "client started");
     try {
       onStarted?.();
     } catch (e) {
@@ -358,19 +410,23 @@ export class FuseMounter {
     let failure: string | undefined;
     let ready: { readyMs: number; fsType: string } | undefined;
     try {
-      ready = await this.waitReady(mp, cmd, client, started);
+      ready = await this.waitReady(mp, staging, target, cmd, client, started);
     } catch (e) {
       failure = e instanceof Error ? e.message : String(e);
+    } finally {
+      closeSync(target);
     }
     this.tableChanged();
     if (ready === undefined) {
       const output = await this.abort(req, cmd, client);
+      await this.clearStaging(staging);
       const shown = lastLines(scrubSecrets(output, secrets)) || "(no output)";
       throw new AppError(
         "MountFailed",
         `${mounter} could not mount ${describe(req)}: ${scrubSecrets(failure ?? "unknown failure", secrets)}. Client output:\n${shown}`,
       );
     }
+    await rmdir(staging).catch(() => undefined);
     const tracked: Tracked = { client, stateDir: req.stateDir, mounter, stopping: false };
     this.mounts.set(mp, tracked);
     // A client that dies leaves an ENOTCONN mount behind; say so at once rather than at the next probe.
@@ -384,14 +440,14 @@ export class FuseMounter {
   }
 
   /**
-   * Creates the state directory (0700), the mounter's files (0600), its cache dir and the mount
-   * point. All but the mount point live in the agent's private state on the host's disk, never
+   * Creates the state directory (0700), the mounter's files (0600), its cache dir and the staging
+   * directory the client mounts on. All live in the agent's private state on the host's disk, never
    * under a FUSE mount, and are made synchronously: a handful of small metadata operations, each of
    * which would otherwise be a round trip through the thread pool that the client waits for (a
-   * millisecond in all on a busy node). The mount point may carry a stale FUSE mount already; see
-   * `makeDirAt` for how it is made without looking into one.
+   * millisecond in all on a busy node). A mount left on the staging directory by an attempt whose
+   * clean-up failed is removed first.
    */
-  private async prepare(req: MountRequest, cmd: MountCommand): Promise<void> {
+  private async prepare(req: MountRequest, cmd: MountCommand, staging: string): Promise<void> {
     const stateDir = req.stateDir.replace(/\/+$/, "");
     for (const p of [...cmd.files.map((f) => f.path), ...(cmd.cacheDir !== undefined ? [cmd.cacheDir] : [])])
       if (!p.startsWith(`${stateDir}/`) || p.split("/").includes(".."))
@@ -404,12 +460,17 @@ export class FuseMounter {
     }
     if (cmd.cacheDir !== undefined) mkdirSync(cmd.cacheDir, { recursive: true, mode: 0o700 });
     rmSync(`${stateDir}/${CLIENT_LOG}`, { force: true });
-    if (!makeDirAt(req.mountPoint, 0o755)) await mkdir(req.mountPoint, { recursive: true, mode: 0o755 });
+    if ((await this.mountAt(staging, this.pollMs)) !== undefined) await this.clearStaging(staging);
+    // Mode 0755 as the mount point has: s3fs shows the bucket's top directory with the mode of the
+    // directory it mounted on.
+    closeSync(openMountPoint(this.root, staging, 0o755));
   }
 
   /** Resolves with the readiness time, or throws an Error whose message says what was missing. */
   private async waitReady(
     mp: string,
+    staging: string,
+    target: number,
     cmd: MountCommand,
     client: ClientProcess,
     started: number,
@@ -426,6 +487,19 @@ export class FuseMounter {
       const late = exitedEarly();
       if (late !== undefined) throw new Error(`${late} right after mounting`);
     };
+    for (;;) {
+      const early = exitedEarly();
+      if (early !== undefined) throw new Error(`${early} before the mount was ready`);
+      // Mounts made at once share their polls' reads of the table.
+      const m = await this.mountAt(staging, this.pollMs);
+      if (m !== undefined && isFuse(m)) {
+        await this.place(m, staging, target, mp);
+        break;
+      }
+      if (Date.now() >= deadline)
+        throw new Error(`the client's mount did not appear in mountinfo within ${this.readyTimeoutMs} ms`);
+      await Promise.race([sleep(this.pollMs), client.exited]);
+    }
     let readdirFailures = 0;
     let lastReaddirError = "";
     let settledMs: number | undefined;
@@ -470,6 +544,48 @@ export class FuseMounter {
       }
       await Promise.race([sleep(this.pollMs), client.exited]);
     }
+  }
+
+  /**
+   * Moves the client's mount `staged` from the staging directory onto the mount point the agent
+   * holds open (`target`), then checks in mountinfo that it is on `mp` itself, topmost, in the
+   * mount that holds `mp`'s parent. It lands elsewhere only when the held directory was renamed
+   * since the walk to it, which only a pod that can write to its own directory can do, and then
+   * only inside that directory: the mount is detached at once through a descriptor of its root (no
+   * path is looked up for that either) and the mount fails.
+   */
+  private async place(staged: MountInfo, staging: string, target: number, mp: string): Promise<void> {
+    const mountRoot = openMountRoot(staging);
+    try {
+      await this.exec.moveMount(mountRoot, target);
+      this.tableChanged();
+      const infos = await this.mountinfo(0);
+      const moved = infos.find((m) => m.mountId === staged.mountId);
+      if (
+        moved !== undefined &&
+        moved.mountPoint === mp &&
+        moved.parentId === mountContaining(infos, dirname(mp))?.mountId &&
+        findMount(infos, mp)?.mountId === moved.mountId
+      )
+        return;
+      await this.exec.detachMount(mountRoot);
+      this.tableChanged();
+      throw new Error(
+        `the mount point ${mp} was renamed or replaced while the bucket was being mounted (the mount went to ${moved?.mountPoint ?? "an unknown place"}); it was detached`,
+      );
+    } finally {
+      closeSync(mountRoot);
+    }
+  }
+
+  /** Removes whatever a failed attempt left on its staging directory, and the directory. */
+  private async clearStaging(staging: string): Promise<void> {
+    try {
+      await this.unmountAll(staging);
+    } catch (e) {
+      this.log?.warn({ staging, err: errnoOf(e) }, "cleanup of a staging directory");
+    }
+    await rmdir(staging).catch(() => undefined);
   }
 
   private async settle(client: ClientProcess): Promise<void> {

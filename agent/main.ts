@@ -20,10 +20,8 @@ import {
 } from "./auth.js";
 import { AGENT_OPTIONS, loadAgentConfig, type AgentConfig, type ConsoleConfig } from "./config.js";
 import { ConsoleServer } from "./console.js";
-import { unmount } from "./exec.js";
 import { FuseMounter } from "./fuse-mount.js";
 import { ensureSharedRoot } from "./host.js";
-import { ClientLauncher } from "./launcher.js";
 import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "./http.js";
 import type { PodSource } from "./pod-source.js";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconciler.js";
@@ -40,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
   const log = createLogger({ name: "dynamic-volumes-agent", level: config.logLevel }).child({
     node: config.nodeName,
   });
-  await ensureSharedRoot(config.root, log);
+  await ensureSharedRoot(config.root, log, config.programs);
 
   let source: PodSource;
   if (config.local) {
@@ -53,10 +51,10 @@ async function main(argv: string[]): Promise<number> {
   const metrics = createAgentMetrics(new Registry().collectDefaults());
   // The engine reports dead clients to the reconciler, which is built with the engine.
   let onClientExit: (mountPoint: string) => void = () => undefined;
-  const launcher = new ClientLauncher({ log: log.child({ component: "fuse" }) });
-  launcher.warmUp();
   const engine = new FuseMounter({
-    exec: { start: launcher.start, unmount },
+    root: config.root,
+    programs: config.programs,
+    clientPath: config.clientPath,
     readyTimeoutMs: config.mountTimeoutMs,
     uploadGraceMs: config.uploadGraceMs,
     log: log.child({ component: "fuse" }),
@@ -94,7 +92,6 @@ async function main(argv: string[]): Promise<number> {
       void stopConsole()
         .catch((e: unknown) => log.warn({ err: (e as Error).message }, "console did not stop cleanly"))
         .then(() => reconciler.stop())
-        .then(() => launcher.close())
         .then(resolve);
     };
     process.once("SIGTERM", stop);

@@ -16,6 +16,7 @@ import { podsDir, type MounterName, type MountState } from "../shared/names.js";
 import { credentialsFromSecret } from "./credentials.js";
 import { makeDirAt } from "./host.js";
 import type { MountInfo } from "./mountinfo.js";
+import { withoutTimestamps } from "./mounters/index.js";
 import type { MountRequest } from "./mounters/types.js";
 import { planPod, specKey, specOf, type ActualMount, type MountSpec } from "./plan.js";
 import { readPod, type PodReadConfig, type PodView } from "./pod.js";
@@ -90,7 +91,8 @@ interface Failure {
   readonly spec: string;
   readonly attempts: number;
   readonly retryAt: number;
-  readonly message: string;
+  /** The message without the clients' timestamps, to tell a new failure from a repeated one. */
+  readonly sameness: string;
 }
 
 interface PodState {
@@ -499,7 +501,8 @@ export class Reconciler {
       this.metrics?.failures.inc({ reason: isAppError(e) ? e.code : "Internal" });
       const attempts = (failure?.spec === skey ? failure.attempts : 0) + 1;
       const delay = Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** (attempts - 1));
-      this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay, message });
+      const sameness = withoutTimestamps(message);
+      this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay, sameness });
       this.scheduleRetry(view.key, delay);
       this.setState(view, st, spec.name, { ...summary(spec), state: "failed", error: message });
       this.log.warn(
@@ -508,7 +511,7 @@ export class Reconciler {
       );
       // One Event per distinct failure, not one per retry: a mount retried every minute for a day
       // would otherwise bury the pod's other Events.
-      if (failure?.spec !== skey || failure.message !== message)
+      if (failure?.spec !== skey || failure.sameness !== sameness)
         await this.event(ref, "Warning", "MountFailed", `${spec.name}: ${message}`);
     }
     await announced;

@@ -23,6 +23,7 @@ import { dirname, join } from "node:path";
 import { start, unmount } from "../agent/exec.js";
 import { defaultBaseEnv } from "../agent/fuse-mount.js";
 import { buildMount, type MountCommand, type MounterName } from "../agent/mounters/index.js";
+import { stagingPathOf } from "../agent/host.js";
 import { findMount } from "../agent/mountinfo.js";
 import type { LocalNode } from "../scripts/lib/local-node.js";
 import { readMountinfo } from "../scripts/lib/namespaces.js";
@@ -194,7 +195,8 @@ async function agentOnce(
     async () =>
       (await state()) === undefined &&
       findMount(await readMountinfo(), mountPoint) === undefined &&
-      (await processesMentioning(mountPoint)).length === 0,
+      // A client names its staging directory, not the mount point (agent/host.ts).
+      (await processesMentioning(stagingPathOf(node.root, mountPoint))).length === 0,
     STEP_TIMEOUT_MS,
     20,
   );

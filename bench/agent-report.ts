@@ -317,13 +317,14 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       `(p50 s3fs ${ms(benchSpawn("s3fs"))} ms, rclone ${ms(benchSpawn("rclone"))} ms; it grows with the forking process's memory). ` +
       "dynamic-volumes from the moment the rewritten pod file is renamed into place (the annotation change; writing the file " +
       "before that is the bench's work) until the file reads correctly inside the container: everything the agent does, " +
-      "its own start of the client included (an exec by the agent's warm launcher process, `agent/launcher.ts`, or a fork of " +
-      "the agent when no launcher is ready). So the ratio is, if anything, unfavourable to dynamic-volumes.",
+      "its own start of the client included (a fork and exec by the agent, `agent/exec.ts`) and the move of the client's " +
+      "mount from its staging directory onto the mount point (`mount --move`, another fork and exec). So the ratio is, " +
+      "if anything, unfavourable to dynamic-volumes.",
     `→ readable, every round (ms): s3fs raw ${perRound("s3fs", "baseline")}; s3fs agent ${perRound("s3fs", "agent")}; ` +
       `rclone raw ${perRound("rclone", "baseline")}; rclone agent ${perRound("rclone", "agent")}.`,
     '"annotation → client spawned" is the agent\'s own work before the FUSE client runs, from its `client started` debug log ' +
       "line (wall clock, 1 ms resolution): inotify, re-reading the pod file, planning (a mountinfo read), the Secret, " +
-      "the state directory and credential file, and the start of the client by the warm launcher (the `mounting` status and the mount record are written " +
+      "the walk to the mount point, the state directory and credential file, and the start of the client (the `mounting` status and the mount record are written " +
       "once the client runs). " +
       '"client running → file readable" is the rest: the client\'s start-up and first read, plus for dynamic-volumes ' +
       'propagation into the container. "status reads mounted" includes the agent\'s 300 ms check that the client stays alive ' +

@@ -11,7 +11,14 @@
  * (its `--setuid`/`--setgid` default to them), so it gets no on-disk cache directory here.
  */
 import type { BuildOptions, MountCommand, MounterBuilder, MountRequest } from "./types.js";
-import { checkOptions, checkRequest, cleanBaseEnv, regionOf, type OptionAllowlist } from "./validate.js";
+import {
+  checkOptions,
+  checkRequest,
+  cleanBaseEnv,
+  programOf,
+  regionOf,
+  type OptionAllowlist,
+} from "./validate.js";
 
 /** GeeseFS flags a user may set (without the leading `--`). */
 export const GEESEFS_OPTIONS: OptionAllowlist = Object.freeze({
@@ -42,7 +49,7 @@ export const GEESEFS_OPTIONS: OptionAllowlist = Object.freeze({
 function build(req: MountRequest, opts: BuildOptions = {}): MountCommand {
   checkRequest(req);
   const user = checkOptions("geesefs", req.options, GEESEFS_OPTIONS);
-  const env = cleanBaseEnv(opts.baseEnv);
+  const env = cleanBaseEnv(opts.baseEnv, opts.clientPath);
   env.AWS_ACCESS_KEY_ID = req.credentials.accessKeyID;
   env.AWS_SECRET_ACCESS_KEY = req.credentials.secretAccessKey;
   const userNames = new Set(user.map((o) => o.name));
@@ -60,7 +67,7 @@ function build(req: MountRequest, opts: BuildOptions = {}): MountCommand {
     argv.push(`--${u.name}`, kind === "octal" && !u.value.startsWith("0") ? `0${u.value}` : u.value);
   }
   argv.push(req.prefix === "" ? req.bucket : `${req.bucket}:${req.prefix}`, req.mountPoint);
-  return { command: "geesefs", argv, env, files: [], daemonizes: false };
+  return { command: programOf("geesefs", opts), argv, env, files: [], daemonizes: false };
 }
 
 export const geesefs: MounterBuilder = Object.freeze({

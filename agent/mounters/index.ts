@@ -14,6 +14,7 @@ export { checkOptions, checkRequest, type OptionAllowlist, type OptionKind } fro
 export { GEESEFS_OPTIONS } from "./geesefs.js";
 export { RCLONE_OPTIONS, RCLONE_REMOTE } from "./rclone.js";
 export { S3FS_LOG_FILE, S3FS_OPTIONS, S3FS_PASSWD_FILE } from "./s3fs.js";
+export { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS, type ProgramPaths } from "./programs.js";
 
 /** Every builder, by mounter name. */
 export const MOUNTER_BUILDERS: Readonly<Record<MounterName, MounterBuilder>> = Object.freeze({
@@ -42,6 +43,21 @@ export function buildMount(mounter: MounterName, req: MountRequest, opts?: Build
 /** The strings that must never be shown: both keys. */
 export function secretsOf(credentials: S3Credentials): string[] {
   return [credentials.secretAccessKey, credentials.accessKeyID];
+}
+
+/**
+ * The timestamps the clients put on their log lines: rclone and GeeseFS `2026/12/02 16:23:29` (GeeseFS
+ * and rclone's `--log-format microseconds` add `.123456`), s3fs `2026-12-02T16:23:29.123Z`.
+ */
+const CLIENT_TIMESTAMP =
+  /\b\d{4}(?:\/\d{2}\/\d{2} |-\d{2}-\d{2}T)\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}\b)?/g;
+
+/**
+ * A failure message without the clients' timestamps, for telling whether two failures are the same:
+ * a client that fails the same way on every retry prints new timestamps each time.
+ */
+export function withoutTimestamps(message: string): string {
+  return message.replace(CLIENT_TIMESTAMP, "");
 }
 
 /** Text shown in place of a removed secret. */

@@ -15,6 +15,7 @@ import {
   checkOptions,
   checkRequest,
   cleanBaseEnv,
+  programOf,
   inStateDir,
   regionOf,
   type OptionAllowlist,
@@ -42,7 +43,7 @@ function build(req: MountRequest, opts: BuildOptions = {}): MountCommand {
   const user = checkOptions("rclone", req.options, RCLONE_OPTIONS);
   const cacheDir = inStateDir(req, "cache");
   const prefix = `RCLONE_CONFIG_${RCLONE_REMOTE.toUpperCase()}_`;
-  const env = cleanBaseEnv(opts.baseEnv);
+  const env = cleanBaseEnv(opts.baseEnv, opts.clientPath);
   delete env.AWS_CA_BUNDLE;
   Object.assign(env, {
     [`${prefix}TYPE`]: "s3",
@@ -67,7 +68,7 @@ function build(req: MountRequest, opts: BuildOptions = {}): MountCommand {
   if (req.uid !== undefined && !userNames.has("uid")) argv.push("--uid", String(req.uid));
   if (req.gid !== undefined && !userNames.has("gid")) argv.push("--gid", String(req.gid));
   for (const u of user) argv.push(`--${u.name}`, ...(u.value === undefined ? [] : [u.value]));
-  return { command: "rclone", argv, env, files: [], daemonizes: false, cacheDir };
+  return { command: programOf("rclone", opts), argv, env, files: [], daemonizes: false, cacheDir };
 }
 
 export const rclone: MounterBuilder = Object.freeze({

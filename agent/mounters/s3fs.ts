@@ -18,6 +18,7 @@ import {
   checkOptions,
   checkRequest,
   cleanBaseEnv,
+  programOf,
   inStateDir,
   regionOf,
   type OptionAllowlist,
@@ -71,9 +72,9 @@ function build(req: MountRequest, opts: BuildOptions = {}): MountCommand {
   for (const u of user) o.push(u.value === undefined ? u.name : `${u.name}=${u.value}`);
   const source = req.prefix === "" ? req.bucket : `${req.bucket}:/${req.prefix}`;
   return {
-    command: "s3fs",
+    command: programOf("s3fs", opts),
     argv: ["-f", "-o", o.join(","), source, req.mountPoint],
-    env: cleanBaseEnv(opts.baseEnv),
+    env: cleanBaseEnv(opts.baseEnv, opts.clientPath),
     files: [{ path: passwdFile, content: `${accessKeyID}:${secretAccessKey}\n`, mode: 0o600 }],
     daemonizes: false,
     logFile,

@@ -20,7 +20,10 @@ export interface MountRequest {
   /** Key prefix without leading or trailing slash; `""` for the whole bucket. */
   readonly prefix: string;
   readonly readOnly: boolean;
-  /** Absolute directory to mount on: `<root>/pods/<id>/<name>`. */
+  /**
+   * Absolute directory the client mounts on. `agent/fuse-mount.ts` hands the builders a staging
+   * directory in the agent's private state and moves the mount to `<root>/pods/<id>/<name>` itself.
+   */
   readonly mountPoint: string;
   /** S3 endpoint URL, `http(s)://host[:port][/path]`. */
   readonly endpoint: string;
@@ -45,7 +48,7 @@ export interface MountFile {
 }
 
 export interface MountCommand {
-  /** Executable, looked up on PATH. */
+  /** Absolute path of the executable (never looked up through `PATH`). */
   readonly command: string;
   readonly argv: readonly string[];
   /** The client's complete environment (base environment plus the mounter's variables). */
@@ -59,12 +62,19 @@ export interface MountCommand {
   readonly logFile?: string;
 }
 
-/** Environment the agent passes down to every client (PATH, proxies, CA bundle…), before scrubbing. */
+/** Environment the agent passes down to every client (proxies, CA bundle…), before scrubbing. */
 export type BaseEnv = Readonly<Record<string, string | undefined>>;
 
 export interface BuildOptions {
-  /** Base environment; variables that could carry other credentials (`AWS_*`, `RCLONE_*`) are dropped. */
+  /**
+   * Base environment; variables that could carry other credentials (`AWS_*`, `RCLONE_*`) are
+   * dropped, and `PATH` is replaced by {@link clientPath}.
+   */
   readonly baseEnv?: BaseEnv;
+  /** Absolute path of the client. Default: its entry in `DEFAULT_PROGRAMS` (`./programs.ts`). */
+  readonly program?: string;
+  /** The client's `PATH`. Default `DEFAULT_CLIENT_PATH` (`./programs.ts`). */
+  readonly clientPath?: string;
 }
 
 /** A mounter: builds the command for a validated request. */

@@ -5,7 +5,8 @@
  */
 import { checkBucketName, checkPrefix } from "../../shared/buckets.js";
 import { AppError } from "../../shared/errors.js";
-import type { BaseEnv, MounterName, MountOptionValue, MountRequest } from "./types.js";
+import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS } from "./programs.js";
+import type { BaseEnv, BuildOptions, MounterName, MountOptionValue, MountRequest } from "./types.js";
 
 /** How a user option's value is checked. */
 export type OptionKind =
@@ -197,16 +198,40 @@ export function inStateDir(req: MountRequest, name: string): string {
 
 /**
  * The base environment minus variables that could hand the client other credentials or config
- * (`AWS_*` except the CA bundle, `RCLONE_*`, `AWSACCESSKEYID`/`AWSSECRETACCESSKEY` for s3fs).
+ * (`AWS_*` except the CA bundle, `RCLONE_*`, `AWSACCESSKEYID`/`AWSSECRETACCESSKEY` for s3fs), with
+ * the client's own `PATH` in place of whatever `PATH` the base environment had.
  */
-export function cleanBaseEnv(baseEnv: BaseEnv | undefined): Record<string, string> {
+export function cleanBaseEnv(
+  baseEnv: BaseEnv | undefined,
+  clientPath: string = DEFAULT_CLIENT_PATH,
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(baseEnv ?? {})) {
     if (v === undefined) continue;
     const upper = k.toUpperCase();
+    if (upper === "PATH") continue;
     if (upper.startsWith("RCLONE_") || upper === "AWSACCESSKEYID" || upper === "AWSSECRETACCESSKEY") continue;
     if (upper.startsWith("AWS_") && upper !== "AWS_CA_BUNDLE") continue;
     out[k] = v;
   }
+  checkClientPath(clientPath);
+  out.PATH = clientPath;
   return out;
+}
+
+/** A client's `PATH`: absolute directories only, so that no lookup depends on a working directory. */
+export function checkClientPath(clientPath: string): void {
+  const dirs = clientPath.split(":");
+  if (dirs.some((d) => !d.startsWith("/") || d.split("/").includes("..")))
+    throw invalid(`client PATH ${show(clientPath)} must list absolute directories only`);
+}
+
+/** The absolute path of the client a builder runs. */
+export function programOf(mounter: MounterName, opts: BuildOptions): string {
+  const program = opts.program ?? DEFAULT_PROGRAMS[mounter];
+  if (!program.startsWith("/"))
+    throw invalid(
+      `${mounter} program ${show(program)} must be an absolute path; programs are never looked up through PATH`,
+    );
+  return program;
 }

@@ -7,6 +7,7 @@
 import { expect } from "chai";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { stagingPathOf } from "../../agent/host.js";
 import { mountsUnder } from "../../agent/mountinfo.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
@@ -32,8 +33,12 @@ async function waitFor<T>(
   }
 }
 
-/** PIDs of processes whose command line mentions `path` (FUSE clients get the mount point in argv). */
-async function pidsMentioning(path: string): Promise<number[]> {
+/**
+ * PIDs of the FUSE clients of mount point `path` (`<root>/pods/<id>/<name>`): a client's argv names
+ * the staging directory it mounted on before the agent moved its mount there (agent/host.ts).
+ */
+async function pidsMentioning(mountPoint: string): Promise<number[]> {
+  const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);
   const pids: number[] = [];
   for (const entry of await readdir("/proc")) {
     if (!/^\d+$/.test(entry)) continue;

@@ -13,6 +13,7 @@ import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { stagingPathOf } from "../../agent/host.js";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { mountsUnder } from "../../agent/mountinfo.js";
 import { HeldWriter } from "../../scripts/lib/held-writer.js";
@@ -44,8 +45,12 @@ async function waitFor<T>(
   }
 }
 
-/** PIDs of live processes whose argv names `path` (a FUSE client names its mount point). */
-async function pidsMentioning(path: string): Promise<number[]> {
+/**
+ * PIDs of the live FUSE clients of mount point `path` (`<root>/pods/<id>/<name>`): a client's argv
+ * names the staging directory it mounted on before the agent moved its mount there (agent/host.ts).
+ */
+async function pidsMentioning(mountPoint: string): Promise<number[]> {
+  const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);
   const pids: number[] = [];
   for (const entry of await readdir("/proc")) {
     if (!/^\d+$/.test(entry)) continue;

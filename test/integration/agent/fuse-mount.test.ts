@@ -6,12 +6,16 @@
 import { expect } from "chai";
 import {
   access,
+  chmod,
+  mkdir,
   mkdtemp,
   open,
   readdir,
   readFile,
+  rename,
   rm,
   stat,
+  symlink,
   writeFile,
   type FileHandle,
 } from "node:fs/promises";
@@ -19,8 +23,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
+import * as exec from "../../../agent/exec.js";
 import { unmount as execUnmount } from "../../../agent/exec.js";
-import { FuseMounter, type MountResult } from "../../../agent/fuse-mount.js";
+import { FuseMounter, type MountResult, type ProcessRunner } from "../../../agent/fuse-mount.js";
+import { ensurePrivateStaging, stagingDir, stagingPathOf } from "../../../agent/host.js";
 import { findMount, mountsUnder, parseMountinfo } from "../../../agent/mountinfo.js";
 import type { MountRequest } from "../../../agent/mounters/types.js";
 import { AppError } from "../../../shared/errors.js";
@@ -87,18 +93,28 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
     }
     s3 = await startS3Server({ buckets: { [BUCKET]: SEED } });
     root = await mkdtemp(join(tmpdir(), "dv-fuse-"));
+    // The root's layout as the agent makes it at start-up.
+    await chmod(root, 0o755);
+    await mkdir(join(root, "pods"), { mode: 0o755 });
+    await ensurePrivateStaging(root);
   });
 
   beforeEach(() => {
-    mounter = new FuseMounter({ readyTimeoutMs: 15_000, settleMs: 300, stopGraceMs: 1000 });
+    mounter = new FuseMounter({ root, readyTimeoutMs: 15_000, settleMs: 300, stopGraceMs: 1000 });
   });
+
+  /** Mounts below the root, but for the staging directory's own (made once, in `before`). */
+  const leftBehind = async (): Promise<string[]> =>
+    mountsUnder(await mountinfo(), root)
+      .map((m) => m.mountPoint)
+      .filter((p) => p !== stagingDir(root));
 
   afterEach(async () => {
     for (const h of handles.splice(0)) await h.close().catch(() => undefined);
     await mounter.unmountEverything().catch(() => undefined);
     // Whatever a failed test left: unmount deepest first, lazily if need be.
-    for (const m of mountsUnder(await mountinfo(), root)) {
-      await execUnmount(m.mountPoint, { lazy: true }).catch(() => undefined);
+    for (const p of await leftBehind()) {
+      await execUnmount(p, { lazy: true }).catch(() => undefined);
     }
     for (const pid of pids.splice(0)) {
       try {
@@ -107,7 +123,7 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
         // already gone
       }
     }
-    expect(mountsUnder(await mountinfo(), root), "mounts left behind").to.deep.equal([]);
+    expect(await leftBehind(), "mounts left behind").to.deep.equal([]);
   });
 
   after(async () => {
@@ -275,6 +291,7 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
 
     it("keeps the cache when S3 does not answer, and the next mount over the same state directory uploads them", async () => {
       const impatient = new FuseMounter({
+        root,
         readyTimeoutMs: 15_000,
         settleMs: 300,
         stopGraceMs: 1000,
@@ -319,20 +336,134 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
     });
   });
 
+  // A pod whose host directory is writable to it (a volumeMount the webhook should have denied) can
+  // put a symbolic link where a bucket is to be mounted, or swap the directory for one while the
+  // client starts. The links are made from this process, which is what such a pod could do.
+  describe("mount points a pod could tamper with", () => {
+    let elsewhere: string;
+    /** Every FUSE mount point seen in this namespace while a test ran, sampled every few ms. */
+    let seen: Set<string>;
+    let sampling: Promise<void> | undefined;
+    let stopSampling = false;
+
+    beforeEach(async () => {
+      // Stands in for /usr/local/sbin: empty, outside the root.
+      elsewhere = await mkdtemp(join(tmpdir(), "dv-fuse-elsewhere-"));
+      seen = new Set();
+      stopSampling = false;
+      const before = new Set((await mountinfo()).map((m) => m.mountId));
+      sampling = (async () => {
+        while (!stopSampling) {
+          for (const m of await mountinfo())
+            if (!before.has(m.mountId) && m.fsType.startsWith("fuse")) seen.add(m.mountPoint);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      })();
+    });
+
+    afterEach(async () => {
+      stopSampling = true;
+      await sampling;
+      for (const m of mountsUnder(await mountinfo(), elsewhere))
+        await execUnmount(m.mountPoint, { lazy: true }).catch(() => undefined);
+      await rm(elsewhere, { recursive: true, force: true });
+    });
+
+    /** `agent/exec.ts`, counting client starts and running `beforeStart` right before each. */
+    function runner(beforeStart: () => Promise<void> = async () => undefined): ProcessRunner & {
+      starts: number;
+    } {
+      const r = {
+        starts: 0,
+        start: async (...a: Parameters<typeof exec.start>) => {
+          r.starts++;
+          await beforeStart();
+          return exec.start(...a);
+        },
+        unmount: exec.unmount,
+        moveMount: (s: number, t: number) => exec.moveMount(s, t),
+        detachMount: (fd: number) => exec.detachMount(fd),
+      };
+      return r;
+    }
+
+    const fuseSeen = async (): Promise<string[]> => {
+      stopSampling = true;
+      await sampling;
+      return [...seen].sort();
+    };
+
+    for (const m of ["s3fs", "rclone"] as const) {
+      describe(m, () => {
+        it("[error] a symbolic link at the mount point: Forbidden with the reason; no client starts, nothing is mounted", async () => {
+          const req = request();
+          await symlink(elsewhere, req.mountPoint);
+          const run = runner();
+          const e = await rejection(new FuseMounter({ root, exec: run }).mount(req, m));
+          expect(await fuseSeen(), "FUSE mounts made, at any time").to.deep.equal([]);
+          expect(e.code).to.equal("Forbidden");
+          expect(e.message).to.equal(`${req.mountPoint} is a symbolic link; nothing is mounted`);
+          expect(run.starts).to.equal(0);
+          expect(await readdir(elsewhere)).to.deep.equal([]);
+          expect(await exists(req.stateDir)).to.equal(false);
+        });
+
+        it("[error] a pod directory that is a symbolic link: Forbidden; nothing is created or mounted where it points", async () => {
+          const podLink = join(root, "pods", `linked-${++seq}`);
+          await symlink(elsewhere, podLink);
+          const req = request({ mountPoint: join(podLink, "data") });
+          const run = runner();
+          const e = await rejection(new FuseMounter({ root, exec: run }).mount(req, m));
+          expect(await fuseSeen(), "FUSE mounts made, at any time").to.deep.equal([]);
+          expect(e.message).to.equal(`${podLink} is a symbolic link; nothing is mounted`);
+          expect(run.starts).to.equal(0);
+          expect(await readdir(elsewhere)).to.deep.equal([]);
+        });
+
+        it("[error] the mount point swapped for a symbolic link while the client starts: the mount never reaches the link's target, it is detached and the mount fails", async () => {
+          const req = request();
+          const moved = `${req.mountPoint}-moved`;
+          const run = runner(async () => {
+            // After the walk, before the client (and so before the mount) runs.
+            await rename(req.mountPoint, moved);
+            await symlink(elsewhere, req.mountPoint);
+          });
+          const e = await rejection(
+            new FuseMounter({ root, exec: run, readyTimeoutMs: 15_000, stopGraceMs: 1000 }).mount(req, m),
+          );
+          const fuse = await fuseSeen();
+          expect(
+            fuse.filter((p) => p !== stagingPathOf(root, req.mountPoint) && p !== moved),
+            "FUSE mounts anywhere but the staging directory and the renamed directory, at any time",
+          ).to.deep.equal([]);
+          expect(e.code).to.equal("MountFailed");
+          expect(e.message).to.include(
+            `the mount point ${req.mountPoint} was renamed or replaced while the bucket was being mounted (the mount went to ${moved}); it was detached`,
+          );
+          expect(run.starts).to.equal(1);
+          expect(await readdir(elsewhere)).to.deep.equal([]);
+          expect(await leftBehind(), "mounts left behind").to.deep.equal([]);
+          expect(await exists(stagingPathOf(root, req.mountPoint))).to.equal(false);
+          expect(await exists(req.stateDir)).to.equal(false);
+        });
+      });
+    }
+  });
+
   describe("failures", () => {
     it("a client that cannot be started is MountFailed and leaves no state", async () => {
-      const broken = new FuseMounter({ commands: { s3fs: "/nonexistent/s3fs" } });
+      const broken = new FuseMounter({ root, programs: { s3fs: "/nonexistent/s3fs" } });
       const req = request();
       const e = await rejection(broken.mount(req, "s3fs"));
       expect(e.code).to.equal("MountFailed");
-      expect(e.message).to.match(/not found on PATH/);
+      expect(e.message).to.match(/\/nonexistent\/s3fs was not found/);
       expect(await exists(req.stateDir)).to.equal(false);
     });
 
     // s3fs mounts first and checks the service in its FUSE init callback, which blocks every
     // request (and ignores SIGTERM) while it retries for ~20 s: only the readiness timeout ends it.
     it("an unreachable endpoint is MountFailed at the readiness timeout, with no mount left", async () => {
-      const impatient = new FuseMounter({ readyTimeoutMs: 2000, stopGraceMs: 500 });
+      const impatient = new FuseMounter({ root, readyTimeoutMs: 2000, stopGraceMs: 500 });
       const req = request({ endpoint: "http://127.0.0.1:1" });
       const t0 = Date.now();
       const e = await rejection(impatient.mount(req, "s3fs"));

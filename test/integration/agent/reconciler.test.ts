@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../../../agent/reconciler.js";
 import { LocalPodSource } from "../../../agent/sources/local.js";
 import type { PodStatus } from "../../../agent/status.js";
+import { AppError } from "../../../shared/errors.js";
 import { createLogger } from "../../../shared/logger.js";
 import { ANNOTATIONS } from "../../../shared/names.js";
 import { injectedPod, podIdOf, withBuckets, type Pod } from "../../../scripts/lib/pods.js";
@@ -209,6 +210,30 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     expect(await registry.render()).to.match(
       /dynamic_volumes_mount_failures_total\{reason="MountFailed"\} 2/,
     );
+  });
+
+  it("records one MountFailed Event per distinct failure, though each retry's client output has new timestamps", async () => {
+    // rclone's own lines, as FuseMounter puts the client's output into the message; each attempt
+    // prints them at a later time. The fourth attempt fails differently, the fifth mounts.
+    const rclone = (second: number): string =>
+      `rclone could not mount bucket "bucket-a" on /x: the client exited with code 1 before the mount was ready. Client output:\n2026/12/02 16:23:${String(second).padStart(2, "0")} ERROR : S3 bucket bucket-a: failed to read directory: AccessDenied\n2026/12/02 16:23:${String(second).padStart(2, "0")} Fatal error: failed to mount FUSE fs`;
+    let attempt = 0;
+    const mount = engine.mount.bind(engine);
+    engine.mount = async (req, mounter, onStarted) => {
+      attempt++;
+      if (attempt <= 3) throw new AppError("MountFailed", rclone(attempt * 7));
+      if (attempt === 4) throw new AppError("MountFailed", "s3fs could not mount: invalid credentials");
+      return mount(req, mounter, onStarted);
+    };
+    writePod("trainer.json", mk("trainer", "a=bucket-a"));
+    await rec.start();
+    await until("mounted after retries", () => status("trainer.json").a?.state === "mounted", 10_000);
+    expect(attempt).to.equal(5);
+    const failed = events().filter((e) => e.reason === "MountFailed");
+    expect(
+      failed.map((e) => e.message),
+      "the rclone failure once, the other failure once",
+    ).to.deep.equal([`a: ${rclone(7)}`, "a: s3fs could not mount: invalid credentials"]);
   });
 
   it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {

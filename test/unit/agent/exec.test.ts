@@ -1,9 +1,10 @@
 import { expect } from "chai";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { run, start, type ClientProcess } from "../../../agent/exec.js";
+import { detachMount, moveMount, run, start, unmount, type ClientProcess } from "../../../agent/exec.js";
+import { findMount, parseMountinfo } from "../../../agent/mountinfo.js";
 import { AppError } from "../../../shared/errors.js";
 import { alive, processGroupOf, rejection } from "../../support/processes.js";
 
@@ -142,6 +143,31 @@ describe("exec", () => {
       expect((e as AppError).code).to.equal("Unavailable");
       expect((e as AppError).message).to.match(/not found on PATH\. Is it installed/);
     });
+
+    it("[error] a program named by its path that does not exist says so without blaming PATH", async () => {
+      const e = await rejection(run(join(dir, "no-such-program"), [], { timeoutMs: 1000 }));
+      expect((e as AppError).message).to.equal(
+        `${join(dir, "no-such-program")} was not found. Is it installed on your system?`,
+      );
+    });
+
+    it("hands the child the given descriptors as its 3, 4, …: /proc/self/fd/3 is the file held here", async () => {
+      await writeFile(join(dir, "a"), "held\n");
+      const a = openSync(join(dir, "a"), "r");
+      const b = openSync(dir, "r");
+      try {
+        // Renamed after it was opened: the child reaches the file, not the name.
+        await rename(join(dir, "a"), join(dir, "a2"));
+        const r = await run("/bin/sh", ["-c", "cat /proc/self/fd/3; readlink /proc/self/fd/4"], {
+          timeoutMs: 10_000,
+          fds: [a, b],
+        });
+        expect(r.stdout).to.equal(`held\n${dir}\n`);
+      } finally {
+        closeSync(a);
+        closeSync(b);
+      }
+    });
   });
 
   describe("start", () => {
@@ -197,6 +223,100 @@ describe("exec", () => {
     it("[error] a program that does not exist rejects with Unavailable", async () => {
       const e = await rejection(start("dv-no-such-program", [], { env: {} }));
       expect((e as AppError).code).to.equal("Unavailable");
+    });
+  });
+
+  describe("unmount, moveMount and detachMount (as root, on tmpfs mounts)", () => {
+    const table = (): ReturnType<typeof parseMountinfo> =>
+      parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
+    const tmpfs = async (at: string): Promise<void> => {
+      await mkdir(at, { recursive: true });
+      const r = await run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "dv-exec-test", at], {
+        timeoutMs: 10_000,
+      });
+      expect(r.code, r.stderr).to.equal(0);
+    };
+
+    beforeEach(function () {
+      if (process.getuid?.() !== 0) throw new Error("these tests need root: they mount");
+    });
+    afterEach(async () => {
+      // Deepest first; whatever a failed test left.
+      for (const m of table()
+        .filter((m) => m.mountPoint.startsWith(`${dir}/`))
+        .reverse())
+        await run("/usr/bin/umount", ["-l", m.mountPoint], { timeoutMs: 10_000 });
+    });
+
+    it("runs the programs it is given, never a program found through PATH", async () => {
+      const marker = join(dir, "ran");
+      // The fusermount3 given fails, so that umount runs too.
+      const fake = async (name: string): Promise<string> => {
+        const p = join(dir, name);
+        const then = name === "umount" ? `exec /usr/bin/${name} "$@"` : "exit 1";
+        await writeFile(p, `#!/bin/sh\necho "${name} $*" >> '${marker}'\n${then}\n`);
+        await chmod(p, 0o755);
+        return p;
+      };
+      const programs = { fusermount3: await fake("fusermount3"), umount: await fake("umount") };
+      await tmpfs(join(dir, "m"));
+      const out = await unmount(join(dir, "m"), { programs, env: { PATH: "/nonexistent" } });
+      expect(out).to.include({ unmounted: true, method: "umount" });
+      expect(await readFile(marker, "utf8")).to.equal(
+        `fusermount3 -u ${join(dir, "m")}\numount ${join(dir, "m")}\n`,
+      );
+      expect(findMount(table(), join(dir, "m"))).to.equal(undefined);
+    });
+
+    it("moveMount puts a mount on the directory a descriptor holds, even when a link took that directory's name", async () => {
+      const staging = join(dir, "staging");
+      await tmpfs(staging);
+      // A private parent, as the agent's staging directory is: the kernel moves no mount out of a shared one.
+      expect((await run("/usr/bin/mount", ["--make-private", staging], { timeoutMs: 10_000 })).code).to.equal(
+        0,
+      );
+      await tmpfs(join(staging, "m"));
+      await writeFile(join(staging, "m", "inside"), "x");
+      const target = join(dir, "pods", "data");
+      await mkdir(target, { recursive: true });
+      const elsewhere = join(dir, "elsewhere");
+      await mkdir(elsewhere);
+      const O_PATH = 0o10000000;
+      const held = openSync(target, O_PATH);
+      const mountRoot = openSync(join(staging, "m"), O_PATH);
+      try {
+        // The swap a pod that can write to its directory could make after the agent's walk.
+        await rename(target, `${target}-renamed`);
+        await symlink(elsewhere, target);
+        await moveMount(mountRoot, held);
+        const t = table();
+        expect(findMount(t, `${target}-renamed`)?.fsType).to.equal("tmpfs");
+        expect(findMount(t, elsewhere)).to.equal(undefined);
+        expect(findMount(t, join(staging, "m"))).to.equal(undefined);
+        expect(existsSync(join(`${target}-renamed`, "inside"))).to.equal(true);
+        // Detached through the descriptor of its root, wherever it went.
+        await detachMount(mountRoot);
+        expect(findMount(table(), `${target}-renamed`)).to.equal(undefined);
+      } finally {
+        closeSync(held);
+        closeSync(mountRoot);
+      }
+    });
+
+    it("[error] moveMount fails with the tool's message when the source is not a mount", async () => {
+      await mkdir(join(dir, "plain"));
+      await mkdir(join(dir, "to"));
+      const a = openSync(join(dir, "plain"), 0o10000000);
+      const b = openSync(join(dir, "to"), 0o10000000);
+      try {
+        const e = await rejection(moveMount(a, b));
+        expect((e as AppError).message).to.match(
+          /^\/usr\/bin\/mount --move --no-canonicalize \/proc\/self\/fd\/3 \/proc\/self\/fd\/4 failed: /,
+        );
+      } finally {
+        closeSync(a);
+        closeSync(b);
+      }
     });
   });
 });

@@ -9,12 +9,14 @@ import {
   readFile,
   rm,
   stat,
+  symlink,
   writeFile,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClientProcess, ExitStatus, UnmountOutcome } from "../../../agent/exec.js";
 import { defaultBaseEnv, FuseMounter, type ProcessRunner } from "../../../agent/fuse-mount.js";
+import { stagingDir, stagingPathOf } from "../../../agent/host.js";
 import type { MountRequest } from "../../../agent/mounters/types.js";
 import { AppError } from "../../../shared/errors.js";
 
@@ -51,9 +53,19 @@ class FakeClient implements ClientProcess {
   }
 }
 
-/** Fake mountinfo and exec: `mounted` decides whether the mount point is listed. */
+/**
+ * Fake mountinfo and exec: `mounted` decides whether the client's mount is listed, on the directory
+ * the client was given (the staging directory) until it is moved, on the mount point after that
+ * (and for a mount made before the test).
+ */
 class FakeSystem implements ProcessRunner {
   mounted = false;
+  /** Where the client's mount is: the directory it was started on, or where a move put it. */
+  at: string | undefined;
+  /** Where a move puts the mount; default the mount point. */
+  moveTo: (() => string) | undefined;
+  moves = 0;
+  detached = 0;
   client = new FakeClient();
   starts: Array<{ cmd: string; argv: readonly string[]; env: Readonly<Record<string, string | undefined>> }> =
     [];
@@ -65,13 +77,28 @@ class FakeSystem implements ProcessRunner {
   constructor(private readonly mountPoint: () => string) {}
   start(cmd: string, argv: readonly string[], opts: { env: Readonly<Record<string, string | undefined>> }) {
     this.starts.push({ cmd, argv, env: opts.env });
+    this.at = argv.find((a) => a.includes("/agent/staging/"));
     this.onStart();
     return Promise.resolve(this.client);
   }
+  private where(): string {
+    return this.at ?? this.mountPoint();
+  }
+  moveMount(): Promise<void> {
+    this.moves++;
+    if (!this.mounted) return Promise.reject(new Error("mount: not a mount point"));
+    this.at = this.moveTo?.() ?? this.mountPoint();
+    return Promise.resolve();
+  }
+  detachMount(): Promise<void> {
+    this.detached++;
+    this.mounted = false;
+    return Promise.resolve();
+  }
   unmount(path: string): Promise<UnmountOutcome> {
     this.unmounts.push(path);
-    const was = this.mounted;
-    this.mounted = false;
+    const was = this.mounted && path === this.where();
+    if (was) this.mounted = false;
     if (was) this.onUnmount();
     return Promise.resolve({
       unmounted: was,
@@ -83,7 +110,7 @@ class FakeSystem implements ProcessRunner {
   mountinfoReads = 0;
   readMountinfo = (): Promise<string> =>
     Promise.resolve(++this.mountinfoReads).then(() =>
-      [ROOT_LINE, ...(this.mounted ? [`61 27 0:39 / ${this.mountPoint()} rw - fuse.s3fs s3fs rw`] : [])].join(
+      [ROOT_LINE, ...(this.mounted ? [`61 27 0:39 / ${this.where()} rw - fuse.s3fs s3fs rw`] : [])].join(
         "\n",
       ),
     );
@@ -115,6 +142,9 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       stateDir: join(dir, "agent", "data"),
     };
     sys = new FakeSystem(() => req.mountPoint);
+    // The root's layout as the agent makes it at start-up (agent/host.ts).
+    await mkdir(join(dir, "pods"), { mode: 0o755 });
+    await mkdir(stagingDir(dir), { recursive: true, mode: 0o700 });
   });
 
   afterEach(async () => {
@@ -123,6 +153,7 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
 
   function mounter(over: Partial<ConstructorParameters<typeof FuseMounter>[0]> = {}): FuseMounter {
     return new FuseMounter({
+      root: dir,
       exec: sys,
       readMountinfo: sys.readMountinfo,
       readyTimeoutMs: 300,
@@ -156,7 +187,7 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect((await stat(passwd)).mode & 0o777).to.equal(0o600);
       expect(await readFile(passwd, "utf8")).to.equal(`KEYID:${SECRET}\n`);
       expect(sys.starts).to.have.length(1);
-      expect(sys.starts[0]!.cmd).to.equal("s3fs");
+      expect(sys.starts[0]!.cmd).to.equal("/usr/bin/s3fs");
       expect(sys.starts[0]!.argv.join(" ")).to.not.include(SECRET);
     });
 
@@ -255,8 +286,9 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       };
       const e = await failure(mounter().mount(req, "rclone"));
       expect(e.message).to.match(/killed by SIGSEGV before the mount was ready/);
-      expect(sys.unmounts).to.deep.equal([req.mountPoint]);
+      expect(sys.unmounts).to.deep.equal([stagingPathOf(dir, req.mountPoint)]);
       expect(sys.mounted).to.equal(false);
+      expect(await exists(stagingPathOf(dir, req.mountPoint)), "staging directory removed").to.equal(false);
     });
 
     it("[error] Conflict when something is already mounted there; nothing is started", async () => {
@@ -493,16 +525,69 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
   });
 
   describe("defaultBaseEnv", () => {
-    it("passes only PATH, locale, CA and proxy variables", () => {
+    it("passes only locale, CA and proxy variables: not the agent's PATH", () => {
       expect(
         defaultBaseEnv({
-          PATH: "/bin",
+          PATH: "/evil:/bin",
           AWS_CA_BUNDLE: "/ca.pem",
           KUBECONFIG: "/k",
           DV_SIGNING_KEY_FILE: "/s",
         }),
-      ).to.deep.equal({ PATH: "/bin", AWS_CA_BUNDLE: "/ca.pem" });
-      expect(defaultBaseEnv({}).PATH).to.match(/\/usr\/bin/);
+      ).to.deep.equal({ AWS_CA_BUNDLE: "/ca.pem" });
+    });
+  });
+
+  describe("programs and the mount point", () => {
+    it("starts the client by its configured absolute path, on the staging directory, with the clients' PATH", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      const m = mounter({
+        programs: { rclone: "/opt/rclone/bin/rclone" },
+        baseEnv: { PATH: "/evil:/usr/bin", LANG: "C.UTF-8" },
+        clientPath: "/usr/bin:/bin",
+      });
+      await m.mount(req, "rclone");
+      const start = sys.starts[0]!;
+      expect(start.cmd).to.equal("/opt/rclone/bin/rclone");
+      expect(start.argv).to.include(stagingPathOf(dir, req.mountPoint));
+      expect(start.argv).to.not.include(req.mountPoint);
+      expect(start.env).to.include({ PATH: "/usr/bin:/bin", LANG: "C.UTF-8" });
+      expect(sys.moves).to.equal(1);
+      expect(await exists(stagingPathOf(dir, req.mountPoint)), "staging directory removed").to.equal(false);
+    });
+
+    it("[error] Forbidden for a symbolic link at the mount point; nothing is written or started", async () => {
+      const elsewhere = await mkdtemp(join(tmpdir(), "dv-fm-target-"));
+      try {
+        await symlink(elsewhere, req.mountPoint);
+        const e = await failure(mounter().mount(req, "s3fs"));
+        expect(e.code).to.equal("Forbidden");
+        expect(e.message).to.equal(`${req.mountPoint} is a symbolic link; nothing is mounted`);
+        expect(sys.starts).to.deep.equal([]);
+        expect(await exists(req.stateDir)).to.equal(false);
+        expect(await readdir(elsewhere)).to.deep.equal([]);
+      } finally {
+        await rm(elsewhere, { recursive: true, force: true });
+      }
+    });
+
+    it("[error] a mount that lands elsewhere (the mount point renamed meanwhile) is detached and fails", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 5);
+      sys.moveTo = () => join(dir, "pods", "renamed");
+      const e = await failure(mounter().mount(req, "s3fs"));
+      expect(e.code).to.equal("MountFailed");
+      expect(e.message).to.include(
+        `the mount point ${req.mountPoint} was renamed or replaced while the bucket was being mounted (the mount went to ${join(dir, "pods", "renamed")}); it was detached`,
+      );
+      expect(sys.detached).to.equal(1);
+      expect(sys.mounted).to.equal(false);
+      expect(sys.client.signals).to.include("SIGTERM");
+      expect(await exists(req.stateDir)).to.equal(false);
+    });
+
+    it("[error] a mount point outside the root is an internal error; nothing is started", async () => {
+      const e = await failure(mounter().mount({ ...req, mountPoint: "/elsewhere/data" }, "s3fs"));
+      expect(e.code).to.equal("Internal");
+      expect(sys.starts).to.deep.equal([]);
     });
   });
 });

@@ -1,10 +1,13 @@
 import { expect } from "chai";
 import {
   buildMount,
+  DEFAULT_CLIENT_PATH,
+  DEFAULT_PROGRAMS,
   MOUNTER_BUILDERS,
   mounterName,
   scrubSecrets,
   secretsOf,
+  withoutTimestamps,
   type MountCommand,
   type MountRequest,
 } from "../../../agent/mounters/index.js";
@@ -32,7 +35,8 @@ function request(over: Partial<MountRequest> = {}): MountRequest {
 }
 
 const BASE_ENV = {
-  PATH: "/usr/bin:/bin",
+  // The agent's own PATH, with a directory someone could write to first: never handed on.
+  PATH: "/usr/local/sbin:/usr/bin:/bin",
   AWS_CA_BUNDLE: "/etc/ssl/certs/ca-certificates.crt",
   AWS_ACCESS_KEY_ID: "agent-own-key",
   AWS_PROFILE: "agent",
@@ -93,7 +97,7 @@ describe("mounters", () => {
     for (const [what, over, argv] of rows) {
       it(`[ok] ${what}`, () => {
         const cmd = buildMount("s3fs", request(over));
-        expect(cmd.command).to.equal("s3fs");
+        expect(cmd.command).to.equal("/usr/bin/s3fs");
         expect(cmd.argv).to.deep.equal(argv);
         expect(cmd.daemonizes).to.equal(false);
         expect(cmd.logFile).to.equal(`${STATE}/s3fs.log`);
@@ -190,7 +194,7 @@ describe("mounters", () => {
     for (const [what, over, argv] of rows) {
       it(`[ok] ${what}`, () => {
         const cmd = buildMount("rclone", request(over));
-        expect(cmd.command).to.equal("rclone");
+        expect(cmd.command).to.equal("/usr/bin/rclone");
         expect(cmd.argv).to.deep.equal(argv);
         expect(cmd.cacheDir).to.equal(`${STATE}/cache`);
         expect(cmd.files).to.deep.equal([]);
@@ -200,7 +204,7 @@ describe("mounters", () => {
     it("[ok] configures the remote through env only, without AWS_CA_BUNDLE or inherited credentials", () => {
       const cmd = buildMount("rclone", request(), { baseEnv: BASE_ENV });
       expect(cmd.env).to.deep.equal({
-        PATH: "/usr/bin:/bin",
+        PATH: DEFAULT_CLIENT_PATH,
         KUBERNETES_SERVICE_HOST: "10.0.0.1",
         RCLONE_CONFIG_DV_TYPE: "s3",
         RCLONE_CONFIG_DV_PROVIDER: "Other",
@@ -278,7 +282,7 @@ describe("mounters", () => {
     for (const [what, over, argv] of rows) {
       it(`[ok] ${what}`, () => {
         const cmd = buildMount("geesefs", request(over));
-        expect(cmd.command).to.equal("geesefs");
+        expect(cmd.command).to.equal("/usr/local/bin/geesefs");
         expect(cmd.argv).to.deep.equal(argv);
       });
     }
@@ -286,12 +290,45 @@ describe("mounters", () => {
     it("[ok] passes the keys as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and keeps the CA bundle", () => {
       const cmd = buildMount("geesefs", request(), { baseEnv: BASE_ENV });
       expect(cmd.env).to.deep.equal({
-        PATH: "/usr/bin:/bin",
+        PATH: DEFAULT_CLIENT_PATH,
         AWS_CA_BUNDLE: "/etc/ssl/certs/ca-certificates.crt",
         KUBERNETES_SERVICE_HOST: "10.0.0.1",
         AWS_ACCESS_KEY_ID: KEY_ID,
         AWS_SECRET_ACCESS_KEY: SECRET,
       });
+    });
+  });
+
+  describe("programs and PATH", () => {
+    for (const m of MOUNTERS) {
+      it(`[ok] ${m}: run by absolute path, the configured one first; its PATH is the clients', never the agent's`, () => {
+        expect(buildMount(m, request()).command).to.equal(DEFAULT_PROGRAMS[m]);
+        expect(DEFAULT_PROGRAMS[m]).to.match(/^\//);
+        const cmd = buildMount(m, request(), {
+          baseEnv: BASE_ENV,
+          program: `/opt/${m}/bin/${m}`,
+          clientPath: "/usr/bin:/bin",
+        });
+        expect(cmd.command).to.equal(`/opt/${m}/bin/${m}`);
+        expect(cmd.env.PATH).to.equal("/usr/bin:/bin");
+        expect(buildMount(m, request(), { baseEnv: BASE_ENV }).env.PATH).to.equal(DEFAULT_CLIENT_PATH);
+        expect(buildMount(m, request(), { baseEnv: { path: "/evil" } }).env).to.not.have.property("path");
+      });
+
+      it(`[error] ${m}: a program that is not an absolute path, or a client PATH with a relative directory`, () => {
+        expectInvalid(() => buildMount(m, request(), { program: m }), /must be an absolute path/);
+        expectInvalid(
+          () => buildMount(m, request(), { clientPath: "/usr/bin:bin" }),
+          /must list absolute directories only/,
+        );
+        expectInvalid(
+          () => buildMount(m, request(), { clientPath: "/usr/bin::/bin" }),
+          /absolute directories/,
+        );
+      });
+    }
+    it("[ok] the defaults name system directories only (no /usr/local on the clients' PATH)", () => {
+      expect(DEFAULT_CLIENT_PATH.split(":")).to.deep.equal(["/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
     });
   });
 
@@ -442,6 +479,45 @@ describe("mounters", () => {
     }
     it("[ok] secretsOf lists both keys", () => {
       expect(secretsOf({ accessKeyID: KEY_ID, secretAccessKey: SECRET })).to.have.members([KEY_ID, SECRET]);
+    });
+  });
+
+  describe("withoutTimestamps", () => {
+    // Lines as the clients print them (rclone 1.60, s3fs 1.90, GeeseFS), in failure messages as
+    // agent/fuse-mount.ts builds them.
+    const rclone = (t: string): string =>
+      `rclone could not mount bucket "data" on /x/pods/1/data: the client exited with code 1 before the mount was ready. Client output:\n${t} CRITICAL: Failed to create file system for "dv:data": didn't find section in config file\n${t} Fatal error: failed to mount FUSE fs: mountpoint does not exist: /x/agent/staging/pods.1.data`;
+    const s3fs = (t: string): string =>
+      `s3fs could not mount bucket "data" on /x/pods/1/data: the client exited with code 0 right after mounting. Client output:\n${t} [INF] s3fs.cpp:s3fs_init(3382): init v1.90(commit:unknown) with GnuTLS(gcrypt)\n${t} [CRT] s3fs.cpp:s3fs_check_service(3590): invalid credentials(host=http://127.0.0.1:4599) - result of checking service.`;
+    const geesefs = (t: string): string =>
+      `geesefs could not mount bucket "data" on /x/pods/1/data: the client exited with code 1 before the mount was ready. Client output:\n${t} main.FATAL Unable to mount file system, see syslog for details`;
+    const rows: Array<[string, string, string, string]> = [
+      ["rclone", rclone("2026/12/02 16:23:29 ERROR :"), rclone("2026/12/02 16:24:31 ERROR :"), "2026/12/02"],
+      [
+        "rclone --log-format microseconds",
+        rclone("2026/12/02 16:23:29.104862"),
+        rclone("2026/12/02 16:23:30.000001"),
+        "16:23",
+      ],
+      ["s3fs", s3fs("2026-12-02T16:58:42.837Z"), s3fs("2026-12-02T17:01:02.001Z"), "2026-12-02T"],
+      ["GeeseFS", geesefs("2026/12/02 16:23:29.104862"), geesefs("2026/12/03 00:00:00.000000"), "2026/12"],
+    ];
+    for (const [client, first, retry, stamp] of rows) {
+      it(`[ok] ${client}: the same failure at another time compares equal, without its timestamps`, () => {
+        expect(first).to.not.equal(retry);
+        expect(withoutTimestamps(first)).to.equal(withoutTimestamps(retry));
+        expect(withoutTimestamps(first)).to.not.include(stamp);
+      });
+    }
+    it("[ok] a different failure still differs, and text without timestamps is left as it is", () => {
+      expect(withoutTimestamps(rclone("2026/12/02 16:23:29"))).to.not.equal(
+        withoutTimestamps(s3fs("2026/12/02 16:23:29")),
+      );
+      const plain = "/x/pods/1/data is a symbolic link; nothing is mounted (bucket 2026, 16:23 ms)";
+      expect(withoutTimestamps(plain)).to.equal(plain);
+      expect(withoutTimestamps("did not appear in mountinfo within 30000 ms")).to.equal(
+        "did not appear in mountinfo within 30000 ms",
+      );
     });
   });
 });

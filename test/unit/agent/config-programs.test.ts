@@ -1,0 +1,91 @@
+import { expect } from "chai";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadAgentConfig } from "../../../agent/config.js";
+import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS } from "../../../agent/mounters/programs.js";
+import { ConfigError } from "../../../shared/errors.js";
+
+describe("loadAgentConfig: programs and the clients' PATH", () => {
+  let dir: string;
+  let base: string[];
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "dv-agent-config-"));
+    writeFileSync(join(dir, "key"), "agent-config-test-signing-key-0123\n");
+    base = ["--signing-key-file", join(dir, "key"), "--node-name", "node-1"];
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const failure = (argv: string[], env: NodeJS.ProcessEnv = {}): ConfigError => {
+    try {
+      loadAgentConfig([...base, ...argv], env);
+    } catch (e) {
+      expect(e).to.be.instanceOf(ConfigError);
+      return e as ConfigError;
+    }
+    throw new Error("expected a ConfigError");
+  };
+
+  it("[ok] defaults: absolute paths where Debian and the image put them, a PATH of system directories", () => {
+    const c = loadAgentConfig(base, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/bin" });
+    expect(c.programs).to.deep.equal({
+      s3fs: "/usr/bin/s3fs",
+      rclone: "/usr/bin/rclone",
+      geesefs: "/usr/local/bin/geesefs",
+      mount: "/usr/bin/mount",
+      umount: "/usr/bin/umount",
+      fusermount3: "/usr/bin/fusermount3",
+    });
+    expect(c.programs).to.deep.equal(DEFAULT_PROGRAMS);
+    expect(c.clientPath).to.equal(DEFAULT_CLIENT_PATH);
+    expect(Object.isFrozen(c.programs)).to.equal(true);
+  });
+
+  it("[ok] each program from its flag or its DV_ variable, the flag first", () => {
+    const c = loadAgentConfig(
+      [...base, "--s3fs-program", "/opt/s3fs/bin/s3fs", "--client-path", "/usr/bin:/bin"],
+      {
+        DV_S3FS_PROGRAM: "/ignored/s3fs",
+        DV_RCLONE_PROGRAM: "/opt/rclone",
+        DV_GEESEFS_PROGRAM: "/opt/geesefs",
+        DV_MOUNT_PROGRAM: "/sbin/mount",
+        DV_UMOUNT_PROGRAM: "/sbin/umount",
+        DV_FUSERMOUNT3_PROGRAM: "/opt/fuse/fusermount3",
+      },
+    );
+    expect(c.programs).to.deep.equal({
+      s3fs: "/opt/s3fs/bin/s3fs",
+      rclone: "/opt/rclone",
+      geesefs: "/opt/geesefs",
+      mount: "/sbin/mount",
+      umount: "/sbin/umount",
+      fusermount3: "/opt/fuse/fusermount3",
+    });
+    expect(c.clientPath).to.equal("/usr/bin:/bin");
+  });
+
+  const relative: Array<[string, string, string]> = [
+    ["s3fs-program", "DV_S3FS_PROGRAM", "s3fs"],
+    ["rclone-program", "DV_RCLONE_PROGRAM", "./rclone"],
+    ["geesefs-program", "DV_GEESEFS_PROGRAM", "bin/geesefs"],
+    ["mount-program", "DV_MOUNT_PROGRAM", "mount"],
+    ["umount-program", "DV_UMOUNT_PROGRAM", "umount"],
+    ["fusermount3-program", "DV_FUSERMOUNT3_PROGRAM", "fusermount3"],
+  ];
+  for (const [flag, env, value] of relative) {
+    it(`[error] a relative ${flag} fails at start-up, naming the flag and ${env}`, () => {
+      const e = failure([], { [env]: value });
+      expect(e.message).to.include(`--${flag} (env ${env})`);
+      expect(e.message).to.include("must be an absolute path");
+    });
+  }
+
+  it("[error] a client PATH with a relative or empty entry fails, naming DV_CLIENT_PATH", () => {
+    for (const value of ["/usr/bin:bin", "/usr/bin::/bin", ".:/usr/bin", "/usr/../tmp"]) {
+      const e = failure(["--client-path", value]);
+      expect(e.message).to.include("--client-path (env DV_CLIENT_PATH)");
+      expect(e.message).to.include("absolute directories only");
+    }
+  });
+});
