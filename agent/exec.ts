@@ -9,7 +9,8 @@
  * commands below default to them.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
 import { AppError } from "../shared/errors.js";
 import { DEFAULT_PROGRAMS, type ProgramPaths } from "./mounters/programs.js";
 
@@ -348,24 +349,40 @@ const NOT_MOUNTED =
   /not mounted|not found in|no mount point specified|No such file or directory|Invalid argument/i;
 const BUSY_OR_STALE = /busy|not connected|EBUSY|ENOTCONN|timed out/i;
 
+// Linux's O_PATH (node:fs does not export it): the descriptor names a place in the tree without
+// opening the file there, so no FUSE client is asked, a hung one included.
+const O_PATH = 0o10000000;
+
 /**
- * Unmounts `path`: `fusermount3 -u`, then `umount`; when both fail because the mount is busy or
- * stale (`EBUSY`, `ENOTCONN`) or hang, `fusermount3 -uz`, then `umount -l` (a lazy detach: the
- * mount disappears now, processes that still use it keep the detached tree). A path that is not a
- * mount point gives `{unmounted: false, method: "none"}`. Anything else throws
- * `AppError("Internal")` with every command's stderr; busy with `lazy: false` throws
- * `AppError("Conflict")`.
+ * Unmounts `path`: `fusermount3 -u` (as root it unmounts any file system, FUSE or not); when that
+ * fails because the mount is busy or stale (`EBUSY`, `ENOTCONN`) or hangs, `fusermount3 -uz`, then
+ * `umount -l` (a lazy detach: the mount disappears now, processes that still use it keep the
+ * detached tree). A path that is not a mount point gives `{unmounted: false, method: "none"}`.
+ * Anything else throws `AppError("Internal")` with every command's stderr; busy with `lazy: false`
+ * throws `AppError("Conflict")`.
+ *
+ * A symbolic link at `path` is never followed: fusermount3 unmounts with `UMOUNT_NOFOLLOW`, and
+ * `umount`, which has no such option, gets the mount as `/proc/self/fd/3`, a descriptor of `path`
+ * opened without following a link in its last component (on a link it names the link, no mount).
+ * Someone who can write where the mount point is could otherwise swap it for a link to another
+ * mount between the agent's look at mountinfo and the unmount, and have that one unmounted. A plain
+ * `umount` of such a descriptor would always find the mount busy (the descriptor holds it), so
+ * `umount` only detaches lazily.
  */
 export async function unmount(path: string, opts: UnmountOptions = {}): Promise<UnmountOutcome> {
   const attempts: UnmountAttempt[] = [];
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const programs = opts.programs ?? DEFAULT_PROGRAMS;
   const attempt = async (command: "fusermount3" | "umount", argv: string[]): Promise<boolean> => {
+    // Opened only now: the descriptor holds the mount, which makes every unmount but a lazy one busy.
+    let held: FileHandle | undefined;
     try {
+      if (command === "umount") held = await open(path, O_PATH | constants.O_NOFOLLOW);
       const r = await run(programs[command], argv, {
         timeoutMs,
         killGraceMs: 500,
         ...(opts.env ? { env: opts.env } : {}),
+        ...(held !== undefined ? { fds: [held.fd] } : {}),
       });
       const stderr = r.timedOut ? `${r.stderr}\n${command} timed out after ${timeoutMs} ms` : r.stderr;
       attempts.push({ command, argv, code: r.code, stderr: stderr.trim() });
@@ -373,6 +390,8 @@ export async function unmount(path: string, opts: UnmountOptions = {}): Promise<
     } catch (e) {
       attempts.push({ command, argv, code: null, stderr: e instanceof Error ? e.message : String(e) });
       return false;
+    } finally {
+      await held?.close();
     }
   };
   const done = (method: UnmountMethod, lazy: boolean): UnmountOutcome => ({
@@ -382,7 +401,6 @@ export async function unmount(path: string, opts: UnmountOptions = {}): Promise<
     attempts,
   });
   if (await attempt("fusermount3", ["-u", path])) return done("fusermount3", false);
-  if (await attempt("umount", [path])) return done("umount", false);
   const last = attempts[attempts.length - 1]?.stderr ?? "";
   const all = attempts.map((a) => a.stderr).join("\n");
   if (NOT_MOUNTED.test(last) && !BUSY_OR_STALE.test(all)) return done("none", false);
@@ -396,7 +414,7 @@ export async function unmount(path: string, opts: UnmountOptions = {}): Promise<
     );
   }
   if (await attempt("fusermount3", ["-uz", path])) return done("fusermount3 -z", true);
-  if (await attempt("umount", ["-l", path])) return done("umount -l", true);
+  if (await attempt("umount", ["-l", "--no-canonicalize", "/proc/self/fd/3"])) return done("umount -l", true);
   throw new AppError("Internal", `cannot unmount ${path}, even lazily: ${report()}`);
 }
 

@@ -250,10 +250,11 @@ describe("exec", () => {
 
     it("runs the programs it is given, never a program found through PATH", async () => {
       const marker = join(dir, "ran");
-      // The fusermount3 given fails, so that umount runs too.
+      // The fusermount3 given fails as on a busy mount, so that umount runs too.
       const fake = async (name: string): Promise<string> => {
         const p = join(dir, name);
-        const then = name === "umount" ? `exec /usr/bin/${name} "$@"` : "exit 1";
+        const then =
+          name === "umount" ? `exec /usr/bin/${name} "$@"` : "echo 'Device or resource busy' >&2; exit 1";
         await writeFile(p, `#!/bin/sh\necho "${name} $*" >> '${marker}'\n${then}\n`);
         await chmod(p, 0o755);
         return p;
@@ -261,11 +262,41 @@ describe("exec", () => {
       const programs = { fusermount3: await fake("fusermount3"), umount: await fake("umount") };
       await tmpfs(join(dir, "m"));
       const out = await unmount(join(dir, "m"), { programs, env: { PATH: "/nonexistent" } });
-      expect(out).to.include({ unmounted: true, method: "umount" });
+      expect(out).to.include({ unmounted: true, method: "umount -l" });
       expect(await readFile(marker, "utf8")).to.equal(
-        `fusermount3 -u ${join(dir, "m")}\numount ${join(dir, "m")}\n`,
+        `fusermount3 -u ${join(dir, "m")}\nfusermount3 -uz ${join(dir, "m")}\numount -l --no-canonicalize /proc/self/fd/3\n`,
       );
       expect(findMount(table(), join(dir, "m"))).to.equal(undefined);
+    });
+
+    it("never follows a symbolic link at the path: a link to another mount leaves that mount alone", async () => {
+      const victim = join(dir, "victim");
+      await tmpfs(victim);
+      const link = join(dir, "pods", "swapped");
+      await mkdir(join(dir, "pods"));
+      await symlink(victim, link);
+      const out = await unmount(link);
+      expect(out).to.include({ unmounted: false, method: "none" });
+      expect(findMount(table(), victim)?.fsType, "the link's target is still mounted").to.equal("tmpfs");
+      // Lazily too.
+      await rejection(unmount(link, { lazy: true })).catch(() => undefined);
+      expect(findMount(table(), victim)?.fsType).to.equal("tmpfs");
+    });
+
+    it("unmounts a mount at the path itself, a busy one lazily, and says when nothing is mounted", async () => {
+      const m = join(dir, "m");
+      await tmpfs(m);
+      expect(await unmount(m)).to.include({ unmounted: true, lazy: false, method: "fusermount3" });
+      expect(findMount(table(), m)).to.equal(undefined);
+      expect(await unmount(m)).to.include({ unmounted: false, method: "none" });
+      await tmpfs(m);
+      const inside = openSync(m, "r");
+      try {
+        expect(await unmount(m)).to.include({ unmounted: true, lazy: true });
+        expect(findMount(table(), m)).to.equal(undefined);
+      } finally {
+        closeSync(inside);
+      }
     });
 
     it("moveMount puts a mount on the directory a descriptor holds, even when a link took that directory's name", async () => {
