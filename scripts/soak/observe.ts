@@ -83,7 +83,20 @@ export interface FuseProcess {
 
 const FUSE_COMMS = new Set(["s3fs", "rclone"]);
 
-/** FUSE clients (s3fs, rclone) whose argv names a path below `dir`; zombies excluded. */
+/**
+ * The pod mount point a client's argument stands for: the agent starts each client on a staging
+ * directory, `<root>/agent/staging/pods.<id>.<name>` (`stagingPathOf` in agent/host.ts), and moves
+ * the finished mount to `<root>/pods/<id>/<name>`. Any other argument stands for itself.
+ */
+export function servedPath(arg: string): string {
+  const m = /^(.*)\/agent\/staging\/pods\.([^./]+)\.([^./]+)$/.exec(arg);
+  return m === null ? arg : `${m[1]}/pods/${m[2]}/${m[3]}`;
+}
+
+/**
+ * FUSE clients (s3fs, rclone) whose argv names a path below `dir`, or the staging directory of a
+ * mount point below it; zombies excluded.
+ */
 export async function fuseProcesses(dir: string): Promise<FuseProcess[]> {
   const out: FuseProcess[] = [];
   for (const entry of await listDir("/proc")) {
@@ -93,8 +106,9 @@ export async function fuseProcesses(dir: string): Promise<FuseProcess[]> {
     const statLine = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
     if (statLine === "" || statLine.slice(statLine.lastIndexOf(")") + 2).startsWith("Z")) continue;
     const args = (await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "")).split("\0");
-    if (!args.some((a) => a.includes(`${dir}/`))) continue;
-    out.push({ pid: Number(entry), comm, mountPoint: args.find((a) => a.startsWith(`${dir}/`)), args });
+    const paths = args.map(servedPath);
+    if (!paths.some((a) => a.includes(`${dir}/`))) continue;
+    out.push({ pid: Number(entry), comm, mountPoint: paths.find((a) => a.startsWith(`${dir}/`)), args });
   }
   return out;
 }

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { keptObjects } from "../../../scripts/lib/kept-cache.js";
 import { Ledger } from "../../../scripts/soak/ledger.js";
+import { servedPath } from "../../../scripts/soak/observe.js";
 import { parseOptions, PROFILES, UsageError } from "../../../scripts/soak/options.js";
 import { Prng } from "../../../scripts/soak/prng.js";
 import { renderReport } from "../../../scripts/soak/report.js";
@@ -120,6 +121,12 @@ describe("soak", function () {
       ]);
       expect(recordMismatch(expected, records)).to.match(/a was made from alpha:p2:rw/);
     });
+  });
+
+  it("servedPath: a client's staging directory stands for the pod mount point it is moved to", function () {
+    expect(servedPath("/r/agent/staging/pods.0123abcd.out-1")).to.equal("/r/pods/0123abcd/out-1");
+    expect(servedPath("/r/pods/0123abcd/out")).to.equal("/r/pods/0123abcd/out");
+    expect(servedPath("--allow-other")).to.equal("--allow-other");
   });
 
   describe("write-back", function () {
