@@ -11,6 +11,7 @@
  */
 import { expect } from "chai";
 import { chmod, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stagingDir } from "../../agent/host.js";
 import { isFuse, mountsUnder, type MountInfo } from "../../agent/mountinfo.js";
@@ -53,18 +54,21 @@ async function pidsMentioning(fragment: string): Promise<number[]> {
 /**
  * Samples a mount table every few milliseconds and keeps every FUSE mount point it sees that was not
  * there at the start: a bucket mounted in the wrong place for a moment counts, even when it is gone
- * again by the time the test looks (a client that fails its readiness check is stopped).
+ * again by the time the test looks (a client that fails its readiness check is stopped). Mounts
+ * below the temporary directory but outside `work` are other test runs' on this machine, which reach
+ * the agent's namespace through their shared roots: they do not count.
  */
 class FuseMountWatcher {
   readonly seen = new Set<string>();
   private running = true;
   private readonly done: Promise<void>;
-  constructor(read: () => Promise<MountInfo[]>, inherited: readonly MountInfo[]) {
+  constructor(read: () => Promise<MountInfo[]>, inherited: readonly MountInfo[], work: string) {
     const old = new Set(inherited.map((m) => m.mountId));
+    const others = (p: string): boolean => p.startsWith(`${tmpdir()}/`) && !p.startsWith(`${work}/`);
     this.done = (async () => {
       while (this.running) {
         for (const m of await read().catch(() => []))
-          if (isFuse(m) && !old.has(m.mountId)) this.seen.add(m.mountPoint);
+          if (isFuse(m) && !old.has(m.mountId) && !others(m.mountPoint)) this.seen.add(m.mountPoint);
         await new Promise((r) => setTimeout(r, 10));
       }
     })();
@@ -170,7 +174,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       const link = join(pod.hostDir, "data");
       await symlink(target, link);
 
-      const watcher = new FuseMountWatcher(() => node.agent!.mountinfo(), inherited);
+      const watcher = new FuseMountWatcher(() => node.agent!.mountinfo(), inherited, node.work);
       try {
         await node.setBuckets("pod-a", "data=evil-bin, ok=good");
         await waitFor("ok mounted", async () => (await node.status("pod-a")).ok?.state === "mounted");
@@ -223,7 +227,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       // The container keeps the real directory under its new name.
       await rename(pod.hostDir, `${pod.hostDir}.real`);
       await symlink(decoy, pod.hostDir);
-      const watcher = new FuseMountWatcher(() => node.agent!.mountinfo(), inherited);
+      const watcher = new FuseMountWatcher(() => node.agent!.mountinfo(), inherited, node.work);
       try {
         await node.setBuckets("pod-m", "ok=good");
         await waitFor("ok failed", async () => (await node.status("pod-m")).ok?.state === "failed");

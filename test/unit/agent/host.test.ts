@@ -270,4 +270,21 @@ describe("ensurePrivateStaging (as root)", () => {
     expect(await ensurePrivateStaging(root)).to.deep.equal([]);
     expect(readdirSync(stagingDir(root))).to.deep.equal([]);
   });
+
+  it("below a shared root, as the agent's is, makes the staging directory's own mount private", async () => {
+    const sh = async (...argv: string[]): Promise<void> => {
+      const r = await run("/usr/bin/mount", argv, { timeoutMs: 10_000 });
+      expect(r.code, r.stderr).to.equal(0);
+    };
+    await sh("--bind", root, root);
+    try {
+      await sh("--make-rshared", root);
+      expect(await ensurePrivateStaging(root)).to.deep.equal(["staging-bind", "staging-private"]);
+      const rec = findMount(mountinfo(), stagingDir(root));
+      expect(rec && propagationOf(rec)).to.equal("private");
+    } finally {
+      await run("/usr/bin/umount", ["-l", stagingDir(root)], { timeoutMs: 10_000 });
+      await run("/usr/bin/umount", ["-l", root], { timeoutMs: 10_000 });
+    }
+  });
 });
