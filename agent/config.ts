@@ -19,8 +19,8 @@ import {
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { DEFAULT_ROOT, MOUNTERS, type MounterName } from "../shared/names.js";
-import { parseTokenAuthFile, type StaticToken } from "./auth.js";
-import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS, type ProgramPaths } from "./mounters/programs.js";
+import { parseTokenAuthFile, type StaticToken } from "./console/auth.js";
+import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS, type ProgramPaths } from "./mount/mounters/programs.js";
 
 const opt = option;
 
@@ -148,7 +148,7 @@ export interface AgentConfig {
   readonly programs: ProgramPaths;
   /** The clients' `PATH`. */
   readonly clientPath: string;
-  /** Upper bound of the wait at unmount for a client's uploads (see `agent/write-back.ts`). */
+  /** Upper bound of the wait at unmount for a client's uploads (see `agent/mount/write-back.ts`). */
   readonly uploadGraceMs: number;
   readonly logLevel: string;
   /** The console and health endpoints; undefined without --listen. */

@@ -17,15 +17,15 @@ import {
   TokenReviewAuthenticator,
   type Authenticator,
   type Authorizer,
-} from "./auth.js";
+} from "./console/auth.js";
 import { AGENT_OPTIONS, loadAgentConfig, type AgentConfig, type ConsoleConfig } from "./config.js";
-import { ConsoleServer } from "./console.js";
-import { FuseMounter } from "./fuse-mount.js";
-import { ensureSharedRoot } from "./host.js";
-import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "./http.js";
-import type { PodSource } from "./pod-source.js";
-import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconciler.js";
-import { createReconcilerMetrics } from "./reconciler-metrics.js";
+import { ConsoleServer } from "./console/server.js";
+import { FuseMounter } from "./mount/fuse-mount.js";
+import { ensureSharedRoot } from "./mount/host.js";
+import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "./console/http.js";
+import type { PodSource } from "./sources/pod-source.js";
+import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconcile/reconciler.js";
+import { createReconcilerMetrics } from "./reconcile/metrics.js";
 import { Registry } from "../shared/metrics.js";
 import { LocalPodSource } from "./sources/local.js";
 

@@ -20,11 +20,11 @@
  */
 import { chmod, mkdir, open, rm, rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { start, unmount } from "../agent/exec.js";
-import { defaultBaseEnv } from "../agent/fuse-mount.js";
-import { buildMount, type MountCommand, type MounterName } from "../agent/mounters/index.js";
-import { stagingPathOf } from "../agent/host.js";
-import { findMount } from "../agent/mountinfo.js";
+import { start, unmount } from "../agent/mount/exec.js";
+import { defaultBaseEnv } from "../agent/mount/fuse-mount.js";
+import { buildMount, type MountCommand, type MounterName } from "../agent/mount/mounters/index.js";
+import { stagingPathOf } from "../agent/mount/host.js";
+import { findMount } from "../agent/mount/mountinfo.js";
 import type { LocalNode } from "../scripts/lib/local-node.js";
 import { readMountinfo } from "../scripts/lib/namespaces.js";
 import { S3RVER_CREDENTIALS, S3RVER_REGION } from "../scripts/lib/s3-server.js";
@@ -195,7 +195,7 @@ async function agentOnce(
     async () =>
       (await state()) === undefined &&
       findMount(await readMountinfo(), mountPoint) === undefined &&
-      // A client names its staging directory, not the mount point (agent/host.ts).
+      // A client names its staging directory, not the mount point (agent/mount/host.ts).
       (await processesMentioning(stagingPathOf(node.root, mountPoint))).length === 0,
     STEP_TIMEOUT_MS,
     20,

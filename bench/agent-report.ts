@@ -317,7 +317,7 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       `(p50 s3fs ${ms(benchSpawn("s3fs"))} ms, rclone ${ms(benchSpawn("rclone"))} ms; it grows with the forking process's memory). ` +
       "dynamic-volumes from the moment the rewritten pod file is renamed into place (the annotation change; writing the file " +
       "before that is the bench's work) until the file reads correctly inside the container: everything the agent does, " +
-      "its own start of the client included (a fork and exec by the agent, `agent/exec.ts`) and the move of the client's " +
+      "its own start of the client included (a fork and exec by the agent, `agent/mount/exec.ts`) and the move of the client's " +
       "mount from its staging directory onto the mount point (`mount --move`, another fork and exec). So the ratio is, " +
       "if anything, unfavourable to dynamic-volumes.",
     `→ readable, every round (ms): s3fs raw ${perRound("s3fs", "baseline")}; s3fs agent ${perRound("s3fs", "agent")}; ` +
@@ -375,7 +375,7 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
         "in its own `unshare -m --propagation unchanged` namespace (Kubernetes' Bidirectional).",
       `Latency: ${input.latencyPlan.rounds} rounds after one warm-up pair per client; each round one pair per client, order alternating. ` +
         "Baseline: the raw client started by the bench on a fresh directory with the argv, environment and credential file " +
-        "the agent's own builder (`buildMount`) produces, via `agent/exec.ts` `start`, then `unmount`. dynamic-volumes: the pod file's " +
+        "the agent's own builder (`buildMount`) produces, via `agent/mount/exec.ts` `start`, then `unmount`. dynamic-volumes: the pod file's " +
         "buckets annotation is rewritten (`LocalNode.setBuckets`: written to a temporary file, timed from the rename into place); then the entry is removed and the mount, its client and status entry awaited gone. " +
         `Both poll the seeded 30-byte file with an async \`readFile\` every ${input.latencyPlan.pollMs} ms, the agent's through ` +
         "`/proc/<container init pid>/root/datasets/lat/hello.txt`. Agent flags: `--log-level debug`, the rest default.",

@@ -13,7 +13,7 @@
  */
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { stagingDir } from "../agent/host.js";
+import { stagingDir } from "../agent/mount/host.js";
 import type { NamespacedProcess } from "../scripts/lib/namespaces.js";
 import type { LocalNode } from "../scripts/lib/local-node.js";
 import { injectedPod, podIdOf } from "../scripts/lib/pods.js";
@@ -166,7 +166,7 @@ async function sampleMemory(pid: number, ms: number): Promise<AgentMemory> {
 async function fuseClients(node: LocalNode): Promise<{ count: number; rssKiB: number }> {
   let count = 0;
   let rssKiB = 0;
-  // A client names its staging directory, not the mount point (agent/host.ts).
+  // A client names its staging directory, not the mount point (agent/mount/host.ts).
   for (const pid of await processesMentioning(`${stagingDir(node.root)}/`)) {
     const id = await processIdentity(pid);
     if (id === undefined || !/\/(s3fs|rclone)$/.test(id.exe)) continue;

@@ -11,7 +11,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { readdir, readFile, readlink } from "node:fs/promises";
-import { mountsUnder, parseMountinfo } from "../agent/mountinfo.js";
+import { mountsUnder, parseMountinfo } from "../agent/mount/mountinfo.js";
 import type { LocalNode } from "../scripts/lib/local-node.js";
 import { percentile } from "./load.js";
 import { otherLoad, readMachineCpu } from "./machine.js";

@@ -20,7 +20,7 @@
 import { createReadStream } from "node:fs";
 import { open, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { stagingPathOf } from "../agent/host.js";
+import { stagingPathOf } from "../agent/mount/host.js";
 import type { LocalNode } from "../scripts/lib/local-node.js";
 import {
   now,
@@ -235,7 +235,7 @@ export async function measureThroughput(
       async () =>
         (await state()) === undefined &&
         (await unreadable(paths.container)) &&
-        // A client names its staging directory, not the mount point (agent/host.ts).
+        // A client names its staging directory, not the mount point (agent/mount/host.ts).
         (await processesMentioning(stagingPathOf(node.root, mountPoint))).length === 0,
       30_000,
       20,

@@ -18,7 +18,7 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { mountsUnder } from "../agent/mountinfo.js";
+import { mountsUnder } from "../agent/mount/mountinfo.js";
 import { LocalNode } from "../scripts/lib/local-node.js";
 import type { NamespacedProcess } from "../scripts/lib/namespaces.js";
 import { readMountinfo } from "../scripts/lib/namespaces.js";

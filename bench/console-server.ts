@@ -20,10 +20,14 @@ import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer, type RawData } from "ws";
-import { AuthenticatedUserAuthorizer, StaticTokenAuthenticator, parseTokenAuthFile } from "../agent/auth.js";
-import { ConsoleServer, DEFAULT_CONSOLE_LIMITS } from "../agent/console.js";
-import { createAgentHttpHandler, createAgentMetrics } from "../agent/http.js";
-import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../agent/reconciler.js";
+import {
+  AuthenticatedUserAuthorizer,
+  StaticTokenAuthenticator,
+  parseTokenAuthFile,
+} from "../agent/console/auth.js";
+import { ConsoleServer, DEFAULT_CONSOLE_LIMITS } from "../agent/console/server.js";
+import { createAgentHttpHandler, createAgentMetrics } from "../agent/console/http.js";
+import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../agent/reconcile/reconciler.js";
 import { LocalPodSource } from "../agent/sources/local.js";
 import { injectedPod } from "../scripts/lib/pods.js";
 import { startHttpsServer } from "../shared/https-server.js";

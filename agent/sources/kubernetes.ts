@@ -21,8 +21,8 @@ import { AppError, ConfigError } from "../../shared/errors.js";
 import { kubeError, kubeStatusCode } from "../../shared/kube-errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { ANNOTATIONS } from "../../shared/names.js";
-import type { PodObject } from "../pod.js";
-import type { PodEvent, PodEventRecord, PodRef, PodSource } from "../pod-source.js";
+import type { PodObject } from "../reconcile/pod.js";
+import type { PodEvent, PodEventRecord, PodRef, PodSource } from "./pod-source.js";
 import { NodePodInformer } from "./pod-informer.js";
 
 /** `source.component` and `reportingComponent` of the Events the agent records. */

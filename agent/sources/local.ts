@@ -13,8 +13,8 @@ import { dump as dumpYaml, load as loadYaml } from "js-yaml";
 import { AppError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { ANNOTATIONS } from "../../shared/names.js";
-import type { PodObject } from "../pod.js";
-import type { PodEvent, PodEventRecord, PodRef, PodSource } from "../pod-source.js";
+import type { PodObject } from "../reconcile/pod.js";
+import type { PodEvent, PodEventRecord, PodRef, PodSource } from "./pod-source.js";
 
 export interface LocalPodSourceOptions {
   readonly podsDir: string;

@@ -30,8 +30,8 @@ import { backoffDelay, type BackoffPolicy } from "../../shared/backoff.js";
 import { AppError } from "../../shared/errors.js";
 import { kubeError } from "../../shared/kube-errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { PodObject } from "../pod.js";
-import type { PodEvent } from "../pod-source.js";
+import type { PodObject } from "../reconcile/pod.js";
+import type { PodEvent } from "./pod-source.js";
 
 const PODS_PATH = "/api/v1/pods";
 

@@ -7,8 +7,8 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { readCache } from "../../agent/records.js";
-import { CACHE_DIR_NAME, dirtyFlag, RCLONE_DATA_DIR } from "../../agent/write-back.js";
+import { readCache } from "../../agent/mount/records.js";
+import { CACHE_DIR_NAME, dirtyFlag, RCLONE_DATA_DIR } from "../../agent/mount/write-back.js";
 
 export interface KeptObject {
   readonly bucket: string;

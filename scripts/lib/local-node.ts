@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { renameSync } from "node:fs";
 import { mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { PodStatus } from "../../agent/status.js";
+import type { PodStatus } from "../../agent/reconcile/status.js";
 import { DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
 import { signingKeyFromText } from "../../shared/signing.js";
 import {

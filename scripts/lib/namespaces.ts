@@ -15,7 +15,7 @@
  * (`private`, i.e. plain `unshare -m`) and `slave` both cut that link: useful as negative controls.
  */
 import { readFile, readlink, realpath } from "node:fs/promises";
-import { run, start, type Env, type ExitStatus } from "../../agent/exec.js";
+import { run, start, type Env, type ExitStatus } from "../../agent/mount/exec.js";
 import {
   findMount,
   isFuse,
@@ -24,7 +24,7 @@ import {
   propagationOf,
   type MountInfo,
   type Propagation,
-} from "../../agent/mountinfo.js";
+} from "../../agent/mount/mountinfo.js";
 
 const COMMAND_TIMEOUT_MS = 10_000;
 

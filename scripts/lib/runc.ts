@@ -20,8 +20,8 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
-import { run, start, type RunResult } from "../../agent/exec.js";
-import { mountContaining, propagationOf } from "../../agent/mountinfo.js";
+import { run, start, type RunResult } from "../../agent/mount/exec.js";
+import { mountContaining, propagationOf } from "../../agent/mount/mountinfo.js";
 import { readMountinfo } from "./namespaces.js";
 import { buildPodSpec, OWNER_ANNOTATION, type OciSpec } from "./oci-spec.js";
 import { ownerAlive, ownerToken } from "./workdir.js";

@@ -6,7 +6,7 @@
 import { mkdtemp, readdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mountsUnder } from "../../agent/mountinfo.js";
+import { mountsUnder } from "../../agent/mount/mountinfo.js";
 import { readMountinfo, unmountTree } from "./namespaces.js";
 
 const OWNER_FILE = ".owner";

@@ -3,9 +3,9 @@
  * object in each (so a read through any mount says which bucket and prefix it shows), random
  * `dynamic-volumes/buckets` values, and the state the agent must reach for a given value.
  */
-import type { MountInfo } from "../../agent/mountinfo.js";
-import { isReadOnly } from "../../agent/mountinfo.js";
-import type { PodStatus } from "../../agent/status.js";
+import type { MountInfo } from "../../agent/mount/mountinfo.js";
+import { isReadOnly } from "../../agent/mount/mountinfo.js";
+import type { PodStatus } from "../../agent/reconcile/status.js";
 import { formatBucketEntry, parseBuckets, type BucketEntry } from "../../shared/buckets.js";
 import type { Prng } from "./prng.js";
 

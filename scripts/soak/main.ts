@@ -10,7 +10,7 @@ import { createServer } from "node:net";
 import { cpus, release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
-import { run } from "../../agent/exec.js";
+import { run } from "../../agent/mount/exec.js";
 import { generateCa, generateServingCert } from "../../certs/generate.js";
 import { LocalNode } from "../lib/local-node.js";
 import { restartableS3 } from "../lib/s3-restart.js";

@@ -6,9 +6,9 @@
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { run } from "../../agent/exec.js";
-import { stateDirCache, type KeptCache } from "../../agent/records.js";
-import { isFuse, mountsUnder, type MountInfo } from "../../agent/mountinfo.js";
+import { run } from "../../agent/mount/exec.js";
+import { stateDirCache, type KeptCache } from "../../agent/mount/records.js";
+import { isFuse, mountsUnder, type MountInfo } from "../../agent/mount/mountinfo.js";
 import { readMountinfo } from "../lib/namespaces.js";
 import { ANNOTATIONS } from "../../shared/names.js";
 import type { RecordedSpec } from "./catalog.js";
@@ -85,7 +85,7 @@ const FUSE_COMMS = new Set(["s3fs", "rclone"]);
 
 /**
  * The pod mount point a client's argument stands for: the agent starts each client on a staging
- * directory, `<root>/agent/staging/pods.<id>.<name>` (`stagingPathOf` in agent/host.ts), and moves
+ * directory, `<root>/agent/staging/pods.<id>.<name>` (`stagingPathOf` in agent/mount/host.ts), and moves
  * the finished mount to `<root>/pods/<id>/<name>`. Any other argument stands for itself.
  */
 export function servedPath(arg: string): string {

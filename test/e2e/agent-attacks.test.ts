@@ -13,8 +13,8 @@ import { expect } from "chai";
 import { chmod, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { stagingDir } from "../../agent/host.js";
-import { isFuse, mountsUnder, type MountInfo } from "../../agent/mountinfo.js";
+import { stagingDir } from "../../agent/mount/host.js";
+import { isFuse, mountsUnder, type MountInfo } from "../../agent/mount/mountinfo.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 

@@ -7,8 +7,8 @@
 import { expect } from "chai";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { stagingPathOf } from "../../agent/host.js";
-import { mountsUnder } from "../../agent/mountinfo.js";
+import { stagingPathOf } from "../../agent/mount/host.js";
+import { mountsUnder } from "../../agent/mount/mountinfo.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { ANNOTATIONS } from "../../shared/names.js";
@@ -35,7 +35,7 @@ async function waitFor<T>(
 
 /**
  * PIDs of the FUSE clients of mount point `path` (`<root>/pods/<id>/<name>`): a client's argv names
- * the staging directory it mounted on before the agent moved its mount there (agent/host.ts).
+ * the staging directory it mounted on before the agent moved its mount there (agent/mount/host.ts).
  */
 async function pidsMentioning(mountPoint: string): Promise<number[]> {
   const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);

@@ -7,7 +7,7 @@ import { expect } from "chai";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mountsUnder } from "../../agent/mountinfo.js";
+import { mountsUnder } from "../../agent/mount/mountinfo.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 import type { PodSummary } from "../../shared/protocol.js";

@@ -7,8 +7,8 @@
 import { expect } from "chai";
 import { access, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run } from "../../agent/exec.js";
-import { findMount } from "../../agent/mountinfo.js";
+import { run } from "../../agent/mount/exec.js";
+import { findMount } from "../../agent/mount/mountinfo.js";
 import {
   ensureSharedMount,
   readMountinfo,

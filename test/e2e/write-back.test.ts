@@ -13,9 +13,9 @@ import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { stagingPathOf } from "../../agent/host.js";
+import { stagingPathOf } from "../../agent/mount/host.js";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
-import { mountsUnder } from "../../agent/mountinfo.js";
+import { mountsUnder } from "../../agent/mount/mountinfo.js";
 import { HeldWriter } from "../../scripts/lib/held-writer.js";
 import { recoverKeptCache } from "../../scripts/lib/kept-cache.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
@@ -47,7 +47,7 @@ async function waitFor<T>(
 
 /**
  * PIDs of the live FUSE clients of mount point `path` (`<root>/pods/<id>/<name>`): a client's argv
- * names the staging directory it mounted on before the agent moved its mount there (agent/host.ts).
+ * names the staging directory it mounted on before the agent moved its mount there (agent/mount/host.ts).
  */
 async function pidsMentioning(mountPoint: string): Promise<number[]> {
   const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);

@@ -18,7 +18,7 @@ import {
   AuthenticatedUserAuthorizer,
   StaticTokenAuthenticator,
   parseTokenAuthFile,
-} from "../../agent/auth.js";
+} from "../../agent/console/auth.js";
 import { formatBucketEntry, parseBuckets } from "../../shared/buckets.js";
 import { ANNOTATIONS } from "../../shared/names.js";
 import { mountEntryOf } from "../../shared/protocol.js";

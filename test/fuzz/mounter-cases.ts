@@ -4,10 +4,10 @@
  * built argv the way each FUSE client would and lists every way it is unsafe.
  */
 import fc from "fast-check";
-import { GEESEFS_OPTIONS, RCLONE_OPTIONS, S3FS_OPTIONS } from "../../agent/mounters/index.js";
-import type { MountCommand, MountOptionValue, MountRequest } from "../../agent/mounters/types.js";
-import type { OptionAllowlist } from "../../agent/mounters/validate.js";
-import { parseMountOptions } from "../../agent/pod.js";
+import { GEESEFS_OPTIONS, RCLONE_OPTIONS, S3FS_OPTIONS } from "../../agent/mount/mounters/index.js";
+import type { MountCommand, MountOptionValue, MountRequest } from "../../agent/mount/mounters/types.js";
+import type { OptionAllowlist } from "../../agent/mount/mounters/validate.js";
+import { parseMountOptions } from "../../agent/reconcile/pod.js";
 import { parseBuckets, type BucketEntry } from "../../shared/buckets.js";
 import { MOUNTERS, podDir, type MounterName } from "../../shared/names.js";
 import { ROOT, SHELL_META, anyText, bucketsEntry, dnsLabel, hex32, hostile } from "./arbitraries.js";
@@ -90,7 +90,7 @@ export function argvProblems(mounter: MounterName, req: MountRequest, cmd: Mount
         problems.push(`s3fs -o item ${JSON.stringify(item)} is not allowed`);
       const v = item.includes("=") ? item.slice(item.indexOf("=") + 1) : undefined;
       // endpoint= carries the region from the Secret, which may start with "-" (REGION in
-      // agent/mounters/validate.ts allows it). Inside the -o list that cannot become an option.
+      // agent/mount/mounters/validate.ts allows it). Inside the -o list that cannot become an option.
       if (v !== undefined && v.startsWith("-") && k !== "endpoint")
         problems.push(`s3fs -o value ${JSON.stringify(item)} starts with "-"`);
       if (

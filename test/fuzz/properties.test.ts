@@ -6,8 +6,8 @@
 import { expect } from "chai";
 import fc from "fast-check";
 import { posix } from "node:path";
-import { buildMount } from "../../agent/mounters/index.js";
-import type { MountCommand, MountRequest } from "../../agent/mounters/types.js";
+import { buildMount } from "../../agent/mount/mounters/index.js";
+import type { MountCommand, MountRequest } from "../../agent/mount/mounters/types.js";
 import { MAX_BUCKET_ENTRIES, formatBuckets, parseBuckets } from "../../shared/buckets.js";
 import { isAppError } from "../../shared/errors.js";
 import { ANNOTATIONS, MOUNTERS, VOLUME_NAME, podDir } from "../../shared/names.js";

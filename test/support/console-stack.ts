@@ -11,10 +11,10 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Authenticator, Authorizer } from "../../agent/auth.js";
-import { ConsoleServer, type ConsoleLimits } from "../../agent/console.js";
-import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "../../agent/http.js";
-import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../../agent/reconciler.js";
+import type { Authenticator, Authorizer } from "../../agent/console/auth.js";
+import { ConsoleServer, type ConsoleLimits } from "../../agent/console/server.js";
+import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "../../agent/console/http.js";
+import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../../agent/reconcile/reconciler.js";
 import { LocalPodSource } from "../../agent/sources/local.js";
 import { startHttpsServer, type RunningHttpsServer } from "../../shared/https-server.js";
 import { createLogger } from "../../shared/logger.js";

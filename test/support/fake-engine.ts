@@ -1,8 +1,8 @@
 /** A MountEngine that records mounts in memory; tests choose which mounts fail, hang or go stale. */
 import { AppError } from "../../shared/errors.js";
-import type { MountInfo } from "../../agent/mountinfo.js";
-import type { MountRequest } from "../../agent/mounters/types.js";
-import type { MountEngine } from "../../agent/reconciler.js";
+import type { MountInfo } from "../../agent/mount/mountinfo.js";
+import type { MountRequest } from "../../agent/mount/mounters/types.js";
+import type { MountEngine } from "../../agent/reconcile/reconciler.js";
 import type { MounterName } from "../../shared/names.js";
 
 export class FakeEngine implements MountEngine {

@@ -12,7 +12,7 @@ import {
   parseTokenAuthFile,
   type Authenticator,
   type UserInfo,
-} from "../../../agent/auth.js";
+} from "../../../agent/console/auth.js";
 import { DvctlClient } from "../../../dvctl/client.js";
 import { exitCodeOf } from "../../../dvctl/errors.js";
 import { CONSOLE_PATH } from "../../../shared/protocol.js";

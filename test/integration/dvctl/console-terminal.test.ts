@@ -11,7 +11,7 @@ import {
   AuthenticatedUserAuthorizer,
   StaticTokenAuthenticator,
   parseTokenAuthFile,
-} from "../../../agent/auth.js";
+} from "../../../agent/console/auth.js";
 import { DvctlClient } from "../../../dvctl/client.js";
 import type { Endpoint } from "../../../dvctl/connect.js";
 import { runRepl } from "../../../dvctl/repl.js";

@@ -14,7 +14,7 @@ import {
   AuthenticatedUserAuthorizer,
   StaticTokenAuthenticator,
   parseTokenAuthFile,
-} from "../../../agent/auth.js";
+} from "../../../agent/console/auth.js";
 import { generateCa } from "../../../certs/generate.js";
 import {
   AGENT_LABEL_SELECTOR,

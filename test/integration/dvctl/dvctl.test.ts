@@ -7,7 +7,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { StaticTokenAuthenticator, parseTokenAuthFile, type Authorizer } from "../../../agent/auth.js";
+import {
+  StaticTokenAuthenticator,
+  parseTokenAuthFile,
+  type Authorizer,
+} from "../../../agent/console/auth.js";
 import type { ListResult, MountResult, PodSummary, StateEvent } from "../../../shared/protocol.js";
 import { ConsoleClient } from "../../support/console-client.js";
 import { ConsoleStack, NODE_NAME } from "../../support/console-stack.js";

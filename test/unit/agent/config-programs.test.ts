@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAgentConfig } from "../../../agent/config.js";
-import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS } from "../../../agent/mounters/programs.js";
+import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS } from "../../../agent/mount/mounters/programs.js";
 import { ConfigError } from "../../../shared/errors.js";
 
 describe("loadAgentConfig: programs and the clients' PATH", () => {

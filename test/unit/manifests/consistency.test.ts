@@ -7,8 +7,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
 import { AGENT_OPTIONS, loadAgentConfig } from "../../../agent/config.js";
-import { createAgentHttpHandler, createAgentMetrics } from "../../../agent/http.js";
-import { MOUNT_OPTIONS_ANNOTATION } from "../../../agent/pod.js";
+import { createAgentHttpHandler, createAgentMetrics } from "../../../agent/console/http.js";
+import { MOUNT_OPTIONS_ANNOTATION } from "../../../agent/reconcile/pod.js";
 import { runCli } from "../../../certs/cli.js";
 import { createLogger } from "../../../shared/logger.js";
 import {
@@ -734,7 +734,7 @@ describe("manifests match the code", function () {
 
   describe("docs and manifests", () => {
     it("spell every dynamic-volumes/<key> as shared/names.ts does, or as an object's namespace/name", () => {
-      // The mount-options annotation is spelt in agent/pod.ts rather than in shared/names.ts.
+      // The mount-options annotation is spelt in agent/reconcile/pod.ts rather than in shared/names.ts.
       const known = new Set<string>([
         LABEL_INJECTION,
         ...Object.values(ANNOTATIONS),

@@ -3,8 +3,8 @@
  * matches its annotation (scripts/soak/catalog.ts). The soak itself runs with `npm run soak`.
  */
 import { expect } from "chai";
-import type { MountInfo } from "../../../agent/mountinfo.js";
-import type { PodStatus } from "../../../agent/status.js";
+import type { MountInfo } from "../../../agent/mount/mountinfo.js";
+import type { PodStatus } from "../../../agent/reconcile/status.js";
 import {
   expectedOf,
   mismatch,
