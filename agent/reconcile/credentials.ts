@@ -2,7 +2,7 @@
  * Turning the pod's credentials Secret into what a mounter needs (pure). Tenants are namespaces:
  * the Secret is always read from the pod's own namespace.
  */
-import { AppError } from "../../shared/errors.js";
+import { AppError, publicMessage } from "../../shared/errors.js";
 import { SECRET_KEYS } from "../../shared/names.js";
 import { checkEndpoint } from "../mount/mounters/validate.js";
 
@@ -38,9 +38,13 @@ export function credentialsFromSecret(
   try {
     checkEndpoint(endpoint);
   } catch (e) {
+    // The message reaches the pod's status: only an AppError's is written for users.
     throw new AppError(
       "InvalidArgument",
-      `Secret ${what}: key ${SECRET_KEYS.endpoint}: ${(e as Error).message}`,
+      `Secret ${what}: key ${SECRET_KEYS.endpoint}: ${publicMessage(e)}`,
+      {
+        cause: e,
+      },
     );
   }
   const region = (data[SECRET_KEYS.region] ?? "").trim();

@@ -9,7 +9,7 @@ import { mkdirSync } from "node:fs";
 import { readdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { describeBucketError } from "../../shared/buckets.js";
-import { AppError, isAppError } from "../../shared/errors.js";
+import { AppError, isAppError, publicMessage } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { MountChange } from "../../shared/protocol-messages.js";
 import { podsDir, type MounterName, type MountState } from "../../shared/names.js";
@@ -493,7 +493,11 @@ export class Reconciler {
     } catch (e) {
       await this.records.remove(id, spec.name).catch(() => undefined);
       await rmdir(mountPoint).catch(() => undefined);
-      const message = isAppError(e) ? e.message : `internal error: ${(e as Error).message}`;
+      // Status and Events are read by the pod's users: only an AppError's message is written for
+      // them. Anything else (a file system error naming the agent's private paths, say) is
+      // "internal error" there, and its details go to the agent's log only.
+      const message = isAppError(e) ? e.message : `${publicMessage(e)}; the agent's log has the details`;
+      const detail = e instanceof Error ? e.message : String(e);
       this.metrics?.mountDuration.observe(
         { mounter: spec.mounter, result: "failed" },
         (Date.now() - started) / 1000,
@@ -506,7 +510,7 @@ export class Reconciler {
       this.scheduleRetry(view.key, delay);
       this.setState(view, st, spec.name, { ...summary(spec), state: "failed", error: message });
       this.log.warn(
-        { pod: view.key, name: spec.name, attempts, retryInMs: delay, err: message },
+        { pod: view.key, name: spec.name, attempts, retryInMs: delay, err: detail },
         "mount failed",
       );
       // One Event per distinct failure, not one per retry: a mount retried every minute for a day

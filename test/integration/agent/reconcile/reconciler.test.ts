@@ -236,6 +236,37 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     ).to.deep.equal([`a: ${rclone(7)}`, "a: s3fs could not mount: invalid credentials"]);
   });
 
+  it('reports an internal engine error as "internal error" in status and Events, and logs the details', async () => {
+    const lines: string[] = [];
+    const captured = createLogger(
+      { name: "test", level: "info" },
+      { write: (l: string) => void lines.push(l) },
+    );
+    const secretPath = "/var/lib/dynamic-volumes/agent/secret-path";
+    engine.mount = async () => {
+      throw new Error(`EACCES: permission denied, open '${secretPath}'`);
+    };
+    rec = new Reconciler(
+      new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
+      engine,
+      { ...DEFAULT_RECONCILER_CONFIG, root, signingKey: key, defaultMounter: "s3fs", resyncMs: 100 },
+      captured,
+    );
+    writePod("trainer.json", mk("trainer", "a=bucket-a"));
+    await rec.start();
+    await until("failed", () => status("trainer.json").a?.state === "failed");
+    await until("event", () => events().some((e) => e.reason === "MountFailed"));
+    const error = status("trainer.json").a!.error!;
+    expect(error).to.match(/^internal error/);
+    expect(error).to.not.include(secretPath).and.not.include("EACCES");
+    const failed = events().filter((e) => e.reason === "MountFailed");
+    expect(failed.map((e) => e.message)).to.deep.equal([`a: ${error}`]);
+    const logged = lines.map((l) => JSON.parse(l) as { msg: string; err?: string });
+    expect(logged.some((l) => l.msg === "mount failed" && l.err?.includes(secretPath) === true)).to.equal(
+      true,
+    );
+  });
+
   it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {
     writeFileSync(
       join(dir, "secrets", "team-a", "dynamic-volumes-credentials.json"),
