@@ -2,12 +2,13 @@
  * The reconcile loop: pod events in, mounts and status out. Each pod is reconciled by one worker at
  * a time (serialized per pod), with at most `concurrency` pods at once; a change that arrives while
  * a pod is being worked on queues one more pass, so the latest desired state always wins. Failed
- * mounts are retried with capped exponential backoff.
+ * mounts are retried with capped exponential backoff and full jitter (shared/backoff.ts).
  */
 import { EventEmitter } from "node:events";
 import { mkdirSync } from "node:fs";
 import { readdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { backoffDelay } from "../../shared/backoff.js";
 import { describeBucketError } from "../../shared/buckets.js";
 import { AppError, isAppError, publicMessage } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -84,6 +85,15 @@ export interface MountStateEvent extends MountChange {
   readonly pod: string;
 }
 
+/** What the reconciler takes from its surroundings besides the pod source and the engine. */
+export interface ReconcilerDeps {
+  /**
+   * The random source of the retries' jitter, in [0, 1). Default `Math.random`; tests pass a
+   * constant to get exact delays.
+   */
+  readonly random?: () => number;
+}
+
 /** Mounts of one pod made at the same time. */
 const MOUNTS_PER_POD = 4;
 
@@ -120,6 +130,7 @@ export class Reconciler {
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: Logger;
+  private readonly random: () => number;
 
   constructor(
     private readonly source: PodSource,
@@ -128,8 +139,10 @@ export class Reconciler {
     log: Logger,
     private readonly now: () => Date = () => new Date(),
     private readonly metrics?: ReconcilerMetrics,
+    deps: ReconcilerDeps = {},
   ) {
     this.log = log.child({ component: "reconciler" });
+    this.random = deps.random ?? Math.random;
     this.records = new MountRecords(cfg.root);
   }
 
@@ -504,7 +517,12 @@ export class Reconciler {
       );
       this.metrics?.failures.inc({ reason: isAppError(e) ? e.code : "Internal" });
       const attempts = (failure?.spec === skey ? failure.attempts : 0) + 1;
-      const delay = Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** (attempts - 1));
+      // Full jitter: the agents of many nodes that failed together (an S3 outage) retry apart.
+      const delay = backoffDelay(
+        attempts,
+        { baseMs: this.cfg.backoffBaseMs, maxMs: this.cfg.backoffMaxMs },
+        this.random,
+      );
       const sameness = withoutTimestamps(message);
       this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay, sameness });
       this.scheduleRetry(view.key, delay);

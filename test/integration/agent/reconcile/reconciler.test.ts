@@ -99,6 +99,8 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
       log,
       undefined,
       metrics,
+      // The top of each backoff window: the delays these tests wait on are exact.
+      { random: () => 0.999999 },
     );
 
   afterEach(async () => {
@@ -265,6 +267,41 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     expect(logged.some((l) => l.msg === "mount failed" && l.err?.includes(secretPath) === true)).to.equal(
       true,
     );
+  });
+
+  it("draws each retry's delay from the capped backoff window with the injected random source", async () => {
+    const lines: string[] = [];
+    const captured = createLogger(
+      { name: "test", level: "info" },
+      { write: (l: string) => void lines.push(l) },
+    );
+    engine.failures.set("bucket-a", 3);
+    rec = new Reconciler(
+      new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
+      engine,
+      {
+        ...DEFAULT_RECONCILER_CONFIG,
+        root,
+        signingKey: key,
+        defaultMounter: "s3fs",
+        backoffBaseMs: 100,
+        backoffMaxMs: 300,
+        resyncMs: 100,
+      },
+      captured,
+      undefined,
+      undefined,
+      { random: () => 0.5 },
+    );
+    writePod("trainer.json", mk("trainer", "a=bucket-a"));
+    await rec.start();
+    await until("mounted after retries", () => status("trainer.json").a?.state === "mounted");
+    const delays = lines
+      .map((l) => JSON.parse(l) as { msg: string; retryInMs?: number })
+      .filter((l) => l.msg === "mount failed")
+      .map((l) => l.retryInMs);
+    // Half of the windows [0, 100], [0, 200], [0, 300] (the cap).
+    expect(delays).to.deep.equal([50, 100, 150]);
   });
 
   it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {
