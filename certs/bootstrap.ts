@@ -6,7 +6,12 @@
  * The Kubernetes API is reached through the small {@link CertsApi} interface, implemented for a real
  * cluster by `kube-client.ts` and faked in tests. Key material is never logged.
  */
-import type { V1ConfigMap, V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
+import type {
+  V1ConfigMap,
+  V1MutatingWebhookConfiguration,
+  V1ObjectMeta,
+  V1Secret,
+} from "@kubernetes/client-node";
 import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import {
@@ -364,17 +369,29 @@ function generateBundle(opts: EnsureServingSecretOptions): ServingBundle {
   return { caPem: ca.certPem, certPem: serving.certPem, keyPem: serving.keyPem };
 }
 
+/**
+ * Metadata of an object the bootstrap writes: its labels and annotations kept, ours added, and the
+ * resourceVersion it was read at, so that a replace loses no one else's concurrent change.
+ */
+export function managedMetadata(
+  namespace: string,
+  name: string,
+  previous?: { metadata?: V1ObjectMeta },
+): V1ObjectMeta {
+  return {
+    name,
+    namespace,
+    labels: { ...previous?.metadata?.labels, "app.kubernetes.io/managed-by": "dynamic-volumes-certs" },
+    ...(previous?.metadata?.annotations ? { annotations: previous.metadata.annotations } : {}),
+    ...(previous?.metadata?.resourceVersion ? { resourceVersion: previous.metadata.resourceVersion } : {}),
+  };
+}
+
 function secretFor(namespace: string, name: string, bundle: ServingBundle, previous?: V1Secret): V1Secret {
   return {
     apiVersion: "v1",
     kind: "Secret",
-    metadata: {
-      name,
-      namespace,
-      labels: { ...previous?.metadata?.labels, "app.kubernetes.io/managed-by": "dynamic-volumes-certs" },
-      ...(previous?.metadata?.annotations ? { annotations: previous.metadata.annotations } : {}),
-      ...(previous?.metadata?.resourceVersion ? { resourceVersion: previous.metadata.resourceVersion } : {}),
-    },
+    metadata: managedMetadata(namespace, name, previous),
     type: TLS_SECRET_TYPE,
     data: {
       [TLS_CERT_KEY]: Buffer.from(bundle.certPem, "utf8").toString("base64"),

@@ -11,7 +11,7 @@
 import type { V1ConfigMap } from "@kubernetes/client-node";
 import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { CA_CERT_KEY, MAX_ATTEMPTS, trustBundle, type CertsApi } from "./bootstrap.js";
+import { CA_CERT_KEY, MAX_ATTEMPTS, managedMetadata, trustBundle, type CertsApi } from "./bootstrap.js";
 
 export interface PublishCaOptions {
   readonly namespace: string;
@@ -72,13 +72,7 @@ function configMapFor(namespace: string, name: string, bundle: string, previous?
   return {
     apiVersion: "v1",
     kind: "ConfigMap",
-    metadata: {
-      name,
-      namespace,
-      labels: { ...previous?.metadata?.labels, "app.kubernetes.io/managed-by": "dynamic-volumes-certs" },
-      ...(previous?.metadata?.annotations ? { annotations: previous.metadata.annotations } : {}),
-      ...(previous?.metadata?.resourceVersion ? { resourceVersion: previous.metadata.resourceVersion } : {}),
-    },
+    metadata: managedMetadata(namespace, name, previous),
     data: { [CA_CERT_KEY]: bundle },
   };
 }
