@@ -238,6 +238,29 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
         expect(await readFile(join(req.mountPoint, "hello.txt"), "utf8")).to.equal(SEED["hello.txt"]);
       });
 
+      it("reports a client killed with -9 as stale to a mounter that did not start it (adopted after a restart)", async () => {
+        const req = request();
+        const r = await mountOk(req, m);
+        process.kill(r.pid, "SIGKILL");
+        // A second mounter, as after an agent restart: it tracks no client, so only its stat through
+        // the mount can tell that the client is gone.
+        const adopter = new FuseMounter({ root, readyTimeoutMs: 15_000, settleMs: 300, stopGraceMs: 1000 });
+        expect(adopter.pidOf(req.mountPoint)).to.equal(undefined);
+        // Wait until the kernel answers ENOTCONN for the dead connection (its cached attributes may
+        // answer for a moment after the kill); that is the state the probe must call stale.
+        await waitFor("ENOTCONN at the mount point", () =>
+          stat(req.mountPoint).then(
+            () => undefined,
+            (e: NodeJS.ErrnoException) => (e.code === "ENOTCONN" ? true : undefined),
+          ),
+        );
+        expect(
+          findMount(await mountinfo(), req.mountPoint),
+          "the dead mount stays in mountinfo",
+        ).to.not.equal(undefined);
+        expect(await adopter.probe(req.mountPoint)).to.equal("stale");
+      });
+
       it("refuses to mount on top of an existing mount", async () => {
         const req = request();
         await mountOk(req, m);
