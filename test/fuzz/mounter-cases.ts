@@ -11,6 +11,7 @@ import { parseMountOptions } from "../../agent/reconcile/pod.js";
 import { parseBuckets, type BucketEntry } from "../../shared/buckets.js";
 import { MOUNTERS, podDir, type MounterName } from "../../shared/names.js";
 import { ROOT, SHELL_META, anyText, bucketsEntry, dnsLabel, hex32, hostile } from "./arbitraries.js";
+import { DEFAULT_PROGRAMS } from "../../agent/mount/mounters/programs.js";
 
 // --- helpers: what a safe argv looks like, from the outside --------------------------------
 
@@ -50,7 +51,8 @@ function switchFlags(allowlist: OptionAllowlist): Set<string> {
 export function argvProblems(mounter: MounterName, req: MountRequest, cmd: MountCommand): string[] {
   const problems: string[] = [];
   const argv = cmd.argv;
-  if (cmd.command !== mounter) problems.push(`command is ${cmd.command}`);
+  // The program comes from configuration by absolute path, never from PATH.
+  if (cmd.command !== DEFAULT_PROGRAMS[mounter]) problems.push(`command is ${cmd.command}`);
   for (const a of argv)
     if (typeof a !== "string" || a.includes("\u0000")) problems.push(`argv element ${JSON.stringify(a)}`);
   const source = req.prefix === "" ? req.bucket : undefined;
