@@ -17,39 +17,16 @@ import { stagingDir } from "../../agent/mount/host.js";
 import { isFuse, mountsUnder, type MountInfo } from "../../agent/mount/mountinfo.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
+import { pidsWithArg, waitFor as waitUntil } from "../support/processes.js";
 
-async function waitFor<T>(
+const waitFor = <T>(
   what: string,
   probe: () => Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - t0 > timeoutMs)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+  timeoutMs = 30000,
+): Promise<T> => waitUntil(what, probe, timeoutMs, 50);
 
 /** Live processes with an argument that names `fragment` (a FUSE client names where it mounts). */
-async function pidsMentioning(fragment: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
-    const statLine = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    if (cmdline.split("\0").some((a) => a.includes(fragment)) && !/^\d+ \(.*\) Z/.test(statLine))
-      pids.push(Number(entry));
-  }
-  return pids;
-}
+const pidsMentioning = (fragment: string): Promise<number[]> => pidsWithArg((a) => a.includes(fragment));
 
 /**
  * Samples a mount table every few milliseconds and keeps every FUSE mount point it sees that was not

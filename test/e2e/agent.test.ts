@@ -5,50 +5,29 @@
  * running container.
  */
 import { expect } from "chai";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { stagingPathOf } from "../../agent/mount/host.js";
 import { mountsUnder } from "../../agent/mount/mountinfo.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { ANNOTATIONS } from "../../shared/names.js";
+import { pidsWithArg, waitFor as waitUntil } from "../support/processes.js";
 
-async function waitFor<T>(
+const waitFor = <T>(
   what: string,
   probe: () => Promise<T | undefined | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - t0 > timeoutMs)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+  timeoutMs = 20000,
+): Promise<T> => waitUntil(what, probe, timeoutMs, 25);
 
 /**
- * PIDs of the FUSE clients of mount point `path` (`<root>/pods/<id>/<name>`): a client's argv names
- * the staging directory it mounted on before the agent moved its mount there (agent/mount/host.ts).
+ * PIDs of the FUSE clients of mount point `mountPoint` (`<root>/pods/<id>/<name>`): a client's argv
+ * names the staging directory it mounted on before the agent moved its mount there (agent/mount/host.ts).
  */
-async function pidsMentioning(mountPoint: string): Promise<number[]> {
+const pidsMentioning = (mountPoint: string): Promise<number[]> => {
   const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);
-  const pids: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
-    const stateLine = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    // Zombies have an empty command line already; skip them explicitly too.
-    if (cmdline.split("\0").includes(path) && !/^\d+ \(.*\) Z/.test(stateLine)) pids.push(Number(entry));
-  }
-  return pids;
-}
+  return pidsWithArg((a) => a === path);
+};
 
 async function staleMounts(root: string): Promise<string[]> {
   const stale: string[] = [];

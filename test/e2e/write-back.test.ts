@@ -11,7 +11,7 @@
  */
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { stagingPathOf } from "../../agent/mount/host.js";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
@@ -20,46 +20,26 @@ import { HeldWriter } from "../../scripts/lib/held-writer.js";
 import { recoverKeptCache } from "../../scripts/lib/kept-cache.js";
 import { LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
+import { pidsWithArg, waitFor as waitUntil } from "../support/processes.js";
+
+const waitFor = <T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs = 30000,
+): Promise<T> => waitUntil(what, probe, timeoutMs, 100);
+
+/**
+ * PIDs of the FUSE clients of mount point `mountPoint` (`<root>/pods/<id>/<name>`): a client's argv
+ * names the staging directory it mounted on before the agent moved its mount there (agent/mount/host.ts).
+ */
+const pidsMentioning = (mountPoint: string): Promise<number[]> => {
+  const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);
+  return pidsWithArg((a) => a === path);
+};
 
 const SIZE = 16 * 1024 * 1024;
 /** The agent's upload grace in these tests (the default is 60 s). */
 const GRACE_SECONDS = 3;
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - t0 > timeoutMs)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/**
- * PIDs of the live FUSE clients of mount point `path` (`<root>/pods/<id>/<name>`): a client's argv
- * names the staging directory it mounted on before the agent moved its mount there (agent/mount/host.ts).
- */
-async function pidsMentioning(mountPoint: string): Promise<number[]> {
-  const path = stagingPathOf(join(mountPoint, "..", "..", ".."), mountPoint);
-  const pids: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
-    const statLine = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    if (cmdline.split("\0").includes(path) && !/^\d+ \(.*\) Z/.test(statLine)) pids.push(Number(entry));
-  }
-  return pids;
-}
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(

@@ -1,5 +1,5 @@
-/** What the process tests ask of /proc, and of a promise that must fail. */
-import { readFile } from "node:fs/promises";
+/** What the process and end-to-end tests ask of /proc, of a promise that must fail, and of time. */
+import { readdir, readFile } from "node:fs/promises";
 
 /** Running (a zombie whose parent died may linger unreaped when PID 1 does not reap: it counts as dead). */
 export async function alive(pid: number): Promise<boolean> {
@@ -25,4 +25,41 @@ export async function rejection(p: Promise<unknown>): Promise<unknown> {
     return e;
   }
   throw new Error("expected a rejection");
+}
+
+/** Live (not zombie) processes with an argument that `matches`: a FUSE client names where it mounts. */
+export async function pidsWithArg(matches: (arg: string) => boolean): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+    // Zombies have an empty command line already; alive() says so for the rest.
+    if (cmdline.split("\0").some(matches) && (await alive(Number(entry)))) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/**
+ * Resolves with the first value of `probe` that is neither undefined nor false, polling every
+ * `intervalMs`; a probe that throws counts as not yet, and its last error is in the timeout's message.
+ */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  intervalMs = 50,
+): Promise<T> {
+  const t0 = Date.now();
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() - t0 > timeoutMs)
+      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
 }
