@@ -3,56 +3,35 @@
  * a time (serialized per pod), with at most `concurrency` pods at once; a change that arrives while
  * a pod is being worked on queues one more pass, so the latest desired state always wins. Failed
  * mounts are retried with capped exponential backoff and full jitter (shared/backoff.ts).
+ *
+ * The Reconciler holds the per-pod logic (plan, mount, unmount, teardown) and composes the parts
+ * that have their own files: the keyed work queue, the status writer and the garbage collector.
  */
 import { EventEmitter } from "node:events";
 import { mkdirSync } from "node:fs";
-import { readdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { backoffDelay } from "../../shared/backoff.js";
 import { describeBucketError } from "../../shared/buckets.js";
 import { AppError, isAppError, publicMessage } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { MountChange } from "../../shared/protocol-messages.js";
-import { podsDir, type MounterName, type MountState } from "../../shared/names.js";
+import type { MountState } from "../../shared/names.js";
 import { credentialsFromSecret } from "./credentials.js";
 import { makeDirAt } from "../mount/host.js";
-import type { MountInfo } from "../mount/mountinfo.js";
 import { withoutTimestamps } from "../mount/mounters/index.js";
-import type { MountRequest } from "../mount/mounters/types.js";
 import { planPod, specKey, specOf, type ActualMount, type MountSpec } from "./plan.js";
 import { readPod, type PodReadConfig, type PodView } from "./pod.js";
 import type { PodEvent, PodRef, PodSource } from "../sources/pod-source.js";
-import { MountRecords, type KeptCache } from "../mount/records.js";
+import { MountRecords } from "../mount/records.js";
 import type { ReconcilerMetrics } from "./metrics.js";
 import { writeBackEvent, type WriteBackNext, type WriteBackReport } from "../mount/write-back.js";
-import { removeMountStatus, renderStatus, setMountStatus, type PodStatus } from "./status.js";
+import { removeMountStatus, setMountStatus, type PodStatus } from "./status.js";
+import type { MountEngine } from "./engine.js";
+import { GarbageCollector, nodeGarbageFs, type GarbageFs } from "./garbage-collector.js";
+import { StatusWriter } from "./status-writer.js";
+import { realTimers, WorkQueue, type TimerHandle, type Timers } from "./work-queue.js";
 
-/**
- * What the reconciler needs from the machine: mounting, unmounting, probing, mountinfo.
- * `FuseMounter` is the real one; timeouts are its own configuration.
- */
-export interface MountEngine {
-  /**
-   * Mounts and waits until ready; throws AppError("MountFailed") with the client's scrubbed stderr.
-   * `onStarted` is called once, as soon as the client runs (not called when it never starts).
-   */
-  mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<unknown>;
-  /**
-   * Unmounts (lazily when busy or stale), stops the client, and removes the mount's state
-   * directory `opts.stateDir`, except a cache that may hold writes not yet in S3, which is kept
-   * and reported in `writeBack`.
-   */
-  unmount(
-    mountPoint: string,
-    opts?: { readonly stateDir?: string },
-  ): Promise<{ readonly writeBack?: WriteBackReport } | void>;
-  probe(mountPoint: string): Promise<"ok" | "stale" | "absent">;
-  /**
-   * The mount table (at least the mounts at or below `under`), read at most `maxAgeMs` ago and
-   * after the engine's own last change; 0: now.
-   */
-  mountinfo(maxAgeMs?: number, under?: string): Promise<readonly MountInfo[]>;
-}
+export type { MountEngine } from "./engine.js";
 
 export interface ReconcilerConfig extends PodReadConfig {
   readonly concurrency: number;
@@ -92,7 +71,19 @@ export interface ReconcilerDeps {
    * constant to get exact delays.
    */
   readonly random?: () => number;
+  /** Retry and resync timers. Default: Node's, unref'd. */
+  readonly timers?: Timers;
+  /** The file system operations on pod directories (removal of empty ones). Default: node:fs. */
+  readonly fs?: GarbageFs;
+  /** The mounts' private records. Default: `MountRecords` under the configured root. */
+  readonly records?: ReconcilerRecords;
 }
+
+/** The record operations the reconciler uses (see MountRecords). */
+export type ReconcilerRecords = Pick<
+  MountRecords,
+  "read" | "write" | "remove" | "removePod" | "ids" | "stateDir"
+>;
 
 /** Mounts of one pod made at the same time. */
 const MOUNTS_PER_POD = 4;
@@ -107,10 +98,7 @@ interface Failure {
 
 interface PodState {
   status: PodStatus;
-  written: string | undefined;
   lastRefusal: string | undefined;
-  /** Status writes of one pod, one after another, so that an older one never lands last. */
-  writing?: Promise<void>;
 }
 
 export class Reconciler {
@@ -119,15 +107,13 @@ export class Reconciler {
   private readonly gone = new Map<string, PodView>();
   private readonly state = new Map<string, PodState>();
   private readonly failures = new Map<string, Failure>();
-  private readonly queued = new Set<string>();
-  private readonly pending: string[] = [];
-  private readonly running = new Set<string>();
-  private readonly dirty = new Set<string>();
-  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
-  private readonly records: MountRecords;
-  /** Kept caches of gone pods already logged (see noteKept). */
-  private readonly keptNoticed = new Set<string>();
-  private resyncTimer: NodeJS.Timeout | undefined;
+  private readonly queue: WorkQueue;
+  private readonly statusWriter: StatusWriter;
+  private readonly garbage: GarbageCollector;
+  private readonly records: ReconcilerRecords;
+  private readonly fs: GarbageFs;
+  private readonly timers: Timers;
+  private resyncTimer: TimerHandle | undefined;
   private stopped = false;
   private readonly log: Logger;
   private readonly random: () => number;
@@ -143,7 +129,26 @@ export class Reconciler {
   ) {
     this.log = log.child({ component: "reconciler" });
     this.random = deps.random ?? Math.random;
-    this.records = new MountRecords(cfg.root);
+    this.records = deps.records ?? new MountRecords(cfg.root);
+    this.fs = deps.fs ?? nodeGarbageFs;
+    this.timers = deps.timers ?? realTimers;
+    this.queue = new WorkQueue((key) => this.work(key), {
+      concurrency: cfg.concurrency,
+      timers: this.timers,
+      onDepth: (depth) => this.metrics?.queueDepth.set({}, depth),
+      onIdle: () => this.events.emit("idle"),
+    });
+    this.statusWriter = new StatusWriter(source, this.log);
+    this.garbage = new GarbageCollector({
+      root: cfg.root,
+      gcGraceMs: cfg.gcGraceMs,
+      engine,
+      records: this.records,
+      log: this.log,
+      fs: this.fs,
+      now: () => this.now().getTime(),
+      tableMaxAgeMs: TABLE_MAX_AGE_MS,
+    });
   }
 
   /** Starts watching; after the initial list, collects orphans and reconciles every pod. */
@@ -151,22 +156,20 @@ export class Reconciler {
     await this.source.start((e) => this.onEvent(e));
     await this.collectGarbage();
     for (const key of this.pods.keys()) this.enqueue(key);
-    this.resyncTimer = setInterval(() => this.resync(), this.cfg.resyncMs);
-    this.resyncTimer.unref();
+    this.scheduleResync();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.resyncTimer);
-    for (const t of this.retryTimers.values()) clearTimeout(t);
+    this.resyncTimer?.cancel();
+    this.queue.stop();
     await this.source.stop();
     await this.idle();
   }
 
   /** Resolves when no pod is queued or being reconciled. */
   idle(): Promise<void> {
-    if (this.running.size === 0 && this.pending.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.events.once("idle", resolve));
+    return this.queue.idle();
   }
 
   /** The status of one pod, as written to its annotation. */
@@ -206,6 +209,15 @@ export class Reconciler {
     if (before !== undefined && before.uid !== view.uid) this.enqueue(`${key}#${before.uid}`);
   }
 
+  /** Every mount is probed (each pod reconciled) and orphans collected every `resyncMs`. */
+  private scheduleResync(): void {
+    if (this.stopped) return;
+    this.resyncTimer = this.timers.setTimeout(() => {
+      this.resync();
+      this.scheduleResync();
+    }, this.cfg.resyncMs);
+  }
+
   private resync(): void {
     if (this.stopped) return;
     for (const key of this.pods.keys()) this.enqueue(key);
@@ -214,40 +226,22 @@ export class Reconciler {
     );
   }
 
+  /** Queues a pass over pod `key` (`<namespace>/<name>`, or a gone pod's `…#<uid>`). */
   enqueue(key: string): void {
     if (this.stopped) return;
-    if (this.running.has(key)) {
-      this.dirty.add(key);
-      return;
-    }
-    if (this.queued.has(key)) return;
-    this.queued.add(key);
-    this.pending.push(key);
-    this.pump();
+    this.queue.enqueue(key);
   }
 
-  private pump(): void {
-    while (this.running.size < this.cfg.concurrency && this.pending.length > 0) {
-      const key = this.pending.shift()!;
-      this.queued.delete(key);
-      this.running.add(key);
-      this.metrics?.queueDepth.set({}, this.pending.length + this.running.size);
-      void this.reconcile(key)
-        .then(
-          () => this.metrics?.reconciles.inc({ result: "ok" }),
-          (e: unknown) => {
-            this.metrics?.reconciles.inc({ result: "error" });
-            this.log.error({ pod: key, err: (e as Error).message }, "reconcile failed");
-          },
-        )
-        .finally(() => {
-          this.running.delete(key);
-          if (this.dirty.delete(key)) this.enqueue(key);
-          this.pump();
-          this.metrics?.queueDepth.set({}, this.pending.length + this.running.size);
-          this.updateMountGauge();
-          if (this.running.size === 0 && this.pending.length === 0) this.events.emit("idle");
-        });
+  /** One pass of the work queue: reconcile, count, and log a failure (the queue goes on). */
+  private async work(key: string): Promise<void> {
+    try {
+      await this.reconcile(key);
+      this.metrics?.reconciles.inc({ result: "ok" });
+    } catch (e) {
+      this.metrics?.reconciles.inc({ result: "error" });
+      this.log.error({ pod: key, err: (e as Error).message }, "reconcile failed");
+    } finally {
+      this.updateMountGauge();
     }
   }
 
@@ -274,12 +268,13 @@ export class Reconciler {
       await this.teardown(gone);
       if (view === undefined) {
         this.state.delete(key);
+        this.statusWriter.forget(key);
         return;
       }
     }
     if (view === undefined) return;
     const ref: PodRef = { namespace: view.namespace, name: view.name, uid: view.uid };
-    const st = this.state.get(key) ?? { status: {}, written: undefined, lastRefusal: undefined };
+    const st = this.state.get(key) ?? { status: {}, lastRefusal: undefined };
     this.state.set(key, st);
 
     const refusal = view.refusal ?? this.claimConflict(view);
@@ -376,7 +371,7 @@ export class Reconciler {
         this.failures.delete(`${key}/${spec.name}`);
       }
     }
-    await this.removeStrayDirs(dir, new Set(desired.map((d) => d.name)));
+    await this.garbage.removeStrayDirs(dir, new Set(desired.map((d) => d.name)));
     await this.flushStatus(ref, st);
   }
 
@@ -435,8 +430,9 @@ export class Reconciler {
     const fkey = `${view.key}/${spec.name}`;
     const failure = this.failures.get(fkey);
     const skey = specKey(spec);
-    if (failure !== undefined && failure.spec === skey && failure.retryAt > Date.now()) {
-      this.scheduleRetry(view.key, failure.retryAt - Date.now());
+    const now = this.now().getTime();
+    if (failure !== undefined && failure.spec === skey && failure.retryAt > now) {
+      this.scheduleRetry(view.key, failure.retryAt - now);
       return;
     }
     this.setState(view, st, spec.name, { ...summary(spec), state: "mounting" });
@@ -505,7 +501,7 @@ export class Reconciler {
       );
     } catch (e) {
       await this.records.remove(id, spec.name).catch(() => undefined);
-      await rmdir(mountPoint).catch(() => undefined);
+      await this.fs.rmdir(mountPoint).catch(() => undefined);
       // Status and Events are read by the pod's users: only an AppError's message is written for
       // them. Anything else (a file system error naming the agent's private paths, say) is
       // "internal error" there, and its details go to the agent's log only.
@@ -524,7 +520,7 @@ export class Reconciler {
         this.random,
       );
       const sameness = withoutTimestamps(message);
-      this.failures.set(fkey, { spec: skey, attempts, retryAt: Date.now() + delay, sameness });
+      this.failures.set(fkey, { spec: skey, attempts, retryAt: this.now().getTime() + delay, sameness });
       this.scheduleRetry(view.key, delay);
       this.setState(view, st, spec.name, { ...summary(spec), state: "failed", error: message });
       this.log.warn(
@@ -574,7 +570,7 @@ export class Reconciler {
           ? undefined
           : { outcome: "kept", mounter: recorded?.mounter, client: "unknown", graceMs: 0, ...kept };
     }
-    await rmdir(mountPoint).catch(() => undefined);
+    await this.fs.rmdir(mountPoint).catch(() => undefined);
     this.log.info({ pod: view.key, name, reason }, "unmounted");
     if (leaving !== undefined) leaving.status = removeMountStatus(leaving.status, name);
     if (leaving !== undefined || reason === "removed") this.emitState(view.key, name, { state: "removed" });
@@ -612,9 +608,9 @@ export class Reconciler {
     for (const m of await this.actualMounts(view.id, view.dir))
       await this.unmountOne(view, ref, view.id, view.dir, m.name, "removed", m.recorded, undefined, true);
     if (live === undefined || live.uid !== view.uid) {
-      this.noteKept(await this.records.removePod(view.id));
-      await this.removeStrayDirs(view.dir, new Set());
-      await rmdir(view.dir).catch((e: NodeJS.ErrnoException) => {
+      this.garbage.noteKept(await this.records.removePod(view.id));
+      await this.garbage.removeStrayDirs(view.dir, new Set());
+      await this.fs.rmdir(view.dir).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== "ENOENT") this.log.warn({ dir: view.dir, err: e.code }, "pod directory not removed");
       });
       for (const k of this.failures.keys()) if (k.startsWith(`${view.key}/`)) this.failures.delete(k);
@@ -622,102 +618,16 @@ export class Reconciler {
     }
   }
 
-  /** Removes empty directories in a pod's directory that no mount wants. Never removes content. */
-  private async removeStrayDirs(dir: string, keep: Set<string>): Promise<void> {
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      return;
-    }
-    for (const n of names) if (!keep.has(n)) await rmdir(join(dir, n)).catch(() => undefined);
-  }
-
   /** Removes pod directories, mounts and private state that no live pod claims. */
   async collectGarbage(): Promise<void> {
     const claimed = new Set<string>();
     for (const p of [...this.pods.values(), ...this.gone.values()]) if (p.id !== undefined) claimed.add(p.id);
-    const base = podsDir(this.cfg.root);
-    const infos = await this.engine.mountinfo(TABLE_MAX_AGE_MS, base);
-    const orphanMounts = infos
-      .filter((m) => m.mountPoint.startsWith(`${base}/`))
-      .filter((m) => !claimed.has(m.mountPoint.slice(base.length + 1).split("/")[0]!))
-      .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
-    for (const m of orphanMounts) {
-      this.log.info({ mountPoint: m.mountPoint }, "garbage: unmounting a mount of no live pod");
-      const [id, name, ...deeper] = m.mountPoint.slice(base.length + 1).split("/");
-      const stateDir =
-        id !== undefined && name !== undefined && deeper.length === 0
-          ? this.records.stateDir(id, name)
-          : undefined;
-      await this.engine
-        .unmount(m.mountPoint, stateDir !== undefined ? { stateDir } : {})
-        .catch((e: unknown) =>
-          this.log.warn({ mountPoint: m.mountPoint, err: (e as Error).message }, "garbage unmount failed"),
-        );
-    }
-    let dirs: string[] = [];
-    try {
-      dirs = await readdir(base);
-    } catch {
-      /* no pods directory yet */
-    }
-    const stillMounted = new Set(
-      (await this.engine.mountinfo(TABLE_MAX_AGE_MS, base)).map(
-        (m) => m.mountPoint.slice(base.length + 1).split("/")[0],
-      ),
-    );
-    const withState = new Set(await this.records.ids());
-    for (const id of dirs) {
-      if (claimed.has(id) || stillMounted.has(id)) continue;
-      // The kubelet creates a pod's directory (DirectoryOrCreate) when it starts the pod, which can
-      // be before this agent hears of the pod; removing it then would leave the container bound to
-      // a deleted directory that no mount ever reaches. Such a directory is empty and has no state
-      // of ours; one we mounted into (a pod deleted while the agent was down) goes at once.
-      const fresh =
-        !withState.has(id) &&
-        (await readdir(join(base, id)).then(
-          (e) => e.length === 0,
-          () => true,
-        )) &&
-        (await stat(join(base, id)).then(
-          (s) => Date.now() - s.mtimeMs < this.cfg.gcGraceMs,
-          () => true,
-        ));
-      if (fresh) continue;
-      await this.removeStrayDirs(join(base, id), new Set());
-      await rmdir(join(base, id)).catch(() => undefined);
-    }
-    for (const id of await this.records.ids())
-      if (!claimed.has(id)) this.noteKept(await this.records.removePod(id));
-  }
-
-  /**
-   * Logs, once per directory and agent run, a cache kept for a pod that is gone: its writes wait
-   * for an operator (docs/troubleshooting.md), and garbage collection looks at it on every pass.
-   */
-  private noteKept(kept: readonly KeptCache[]): void {
-    for (const k of kept) {
-      if (this.keptNoticed.has(k.stateDir)) continue;
-      this.keptNoticed.add(k.stateDir);
-      this.log.warn(
-        { cacheDir: k.cacheDir, dirty: k.verdict.dirty.length, unsure: k.verdict.unsure.length },
-        "a deleted pod's cache is kept: it may hold writes not yet in S3; upload or remove it by hand",
-      );
-    }
+    await this.garbage.collect(claimed);
   }
 
   private scheduleRetry(key: string, delayMs: number): void {
-    if (this.stopped || this.retryTimers.has(key)) return;
-    const t = setTimeout(
-      () => {
-        this.retryTimers.delete(key);
-        this.enqueue(key);
-      },
-      Math.max(0, delayMs),
-    );
-    t.unref();
-    this.retryTimers.set(key, t);
+    if (this.stopped) return;
+    this.queue.retryAfter(key, delayMs);
   }
 
   private setState(
@@ -752,20 +662,7 @@ export class Reconciler {
   }
 
   private flushStatus(ref: PodRef, st: PodState): Promise<void> {
-    const run = (st.writing ?? Promise.resolve()).then(() => this.writeStatusNow(ref, st));
-    st.writing = run;
-    return run;
-  }
-
-  private async writeStatusNow(ref: PodRef, st: PodState): Promise<void> {
-    const text = renderStatus(st.status);
-    if (text === st.written) return;
-    try {
-      await this.source.writeStatus(ref, text);
-      st.written = text;
-    } catch (e) {
-      this.log.warn({ pod: `${ref.namespace}/${ref.name}`, err: (e as Error).message }, "status not written");
-    }
+    return this.statusWriter.write(`${ref.namespace}/${ref.name}`, ref, () => st.status);
   }
 
   private async event(

@@ -12,6 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "../../../../agent/reconcile/reconciler.js";
+import type { Timers } from "../../../../agent/reconcile/work-queue.js";
 import { LocalPodSource } from "../../../../agent/sources/local.js";
 import type { PodStatus } from "../../../../agent/reconcile/status.js";
 import { AppError } from "../../../../shared/errors.js";
@@ -302,6 +303,60 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
       .map((l) => l.retryInMs);
     // Half of the windows [0, 100], [0, 200], [0, 300] (the cap).
     expect(delays).to.deep.equal([50, 100, 150]);
+  });
+
+  it("waits for the retry on its injected clock and timers: nothing is retried until the test moves time", async () => {
+    let nowMs = Date.parse("2026-12-02T12:00:00Z");
+    const due: Array<{ at: number; fn: () => void; cancelled: boolean }> = [];
+    const timers: Timers = {
+      setTimeout: (fn, ms) => {
+        const t = { at: nowMs + ms, fn, cancelled: false };
+        due.push(t);
+        return { cancel: () => void (t.cancelled = true) };
+      },
+    };
+    const advance = (ms: number): void => {
+      nowMs += ms;
+      for (const t of due.splice(0)) {
+        if (t.cancelled) continue;
+        if (t.at <= nowMs) t.fn();
+        else due.push(t);
+      }
+    };
+    engine.failures.set("bucket-a", 1);
+    rec = new Reconciler(
+      new LocalPodSource({ podsDir, secretsDir: join(dir, "secrets"), log, rescanMs: 50 }),
+      engine,
+      {
+        ...DEFAULT_RECONCILER_CONFIG,
+        root,
+        signingKey: key,
+        defaultMounter: "s3fs",
+        backoffBaseMs: 30_000,
+        backoffMaxMs: 30_000,
+        resyncMs: 60_000,
+      },
+      log,
+      () => new Date(nowMs),
+      undefined,
+      { random: () => 0.999999, timers },
+    );
+    writePod("trainer.json", mk("trainer", "a=bucket-a"));
+    await rec.start();
+    await until("failed", () => status("trainer.json").a?.state === "failed");
+    await rec.idle();
+    // Real time passes, the source rescans: still no second attempt.
+    await new Promise((r) => setTimeout(r, 300));
+    await rec.idle();
+    const mounts = (): number => engine.calls.filter((c) => c.startsWith("mount")).length;
+    expect(mounts()).to.equal(1);
+    advance(29_999);
+    await rec.idle();
+    expect(mounts()).to.equal(1);
+    advance(1);
+    await until("mounted on the retry", () => status("trainer.json").a?.state === "mounted");
+    expect(mounts()).to.equal(2);
+    expect(status("trainer.json").a!.since).to.equal(new Date(nowMs).toISOString());
   });
 
   it("fails with the missing key's name when the Secret is incomplete, and mounts nothing", async () => {
