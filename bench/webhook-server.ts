@@ -10,7 +10,7 @@
  *   answers every `POST /mutate` with a constant AdmissionReview echoing the uid: allowed, with the
  *   JSONPatch the webhook gives the benchmark's pod, computed once at start-up.
  */
-import { randomBytes } from "node:crypto";
+import { createSecretKey, randomBytes } from "node:crypto";
 import express, { type Request, type Response } from "express";
 import { startHttpsServer } from "../shared/https-server.js";
 import { createLogger } from "../shared/logger.js";
@@ -72,7 +72,12 @@ function createBenchWebhookApp(): express.Express {
     component: "webhook",
   });
   return createWebhookApp({
-    mutate: { root: DEFAULT_ROOT, defaultMountPath: DEFAULT_MOUNT_PATH, signingKey: randomBytes(32) },
+    // A KeyObject, as `readSigningKey` gives `webhook/main.ts`.
+    mutate: {
+      root: DEFAULT_ROOT,
+      defaultMountPath: DEFAULT_MOUNT_PATH,
+      signingKey: createSecretKey(randomBytes(32)),
+    },
     log,
     metrics: createWebhookMetrics(),
     mintId: mintPodId,
