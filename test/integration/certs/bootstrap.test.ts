@@ -488,34 +488,32 @@ describe("certificate bootstrap against the fake API server with the real client
       await rm(dir, { recursive: true, force: true });
     });
 
+    const bootstrapArgs = (...more: string[]): string[] => [
+      "bootstrap",
+      "--namespace",
+      NS,
+      "--secret-name",
+      SECRET,
+      "--service",
+      SERVICE,
+      "--webhook-config",
+      "dynamic-volumes",
+      ...more,
+    ];
+
     it("creates the Secret, patches the caBundle and writes the PEMs with 0600 for the key", async () => {
       api.store.create(MWCS, {
         metadata: { name: "dynamic-volumes" },
         webhooks: [webhook("a.dynamic-volumes.io")],
       });
       const logs: string[] = [];
-      const code = await runCli(
-        [
-          "bootstrap",
-          "--namespace",
-          NS,
-          "--secret-name",
-          SECRET,
-          "--service",
-          SERVICE,
-          "--webhook-config",
-          "dynamic-volumes",
-          "--write-dir",
-          join(dir, "out"),
-        ],
-        {
-          env: {},
-          stdout: (l) => logs.push(l),
-          stderr: (l) => logs.push(l),
-          kubeApi: () => certsApi,
-          log: pino({ level: "info" }, { write: (l: string) => void logs.push(l) }),
-        },
-      );
+      const code = await runCli(bootstrapArgs("--write-dir", join(dir, "out")), {
+        env: {},
+        stdout: (l) => logs.push(l),
+        stderr: (l) => logs.push(l),
+        kubeApi: () => certsApi,
+        log: pino({ level: "info" }, { write: (l: string) => void logs.push(l) }),
+      });
       expect(code, logs.join("\n")).to.equal(0);
       const secret = stored()!;
       const files = Object.fromEntries(
@@ -533,18 +531,6 @@ describe("certificate bootstrap against the fake API server with the real client
       expect(logs.join("\n")).to.match(/certificate bootstrap done/);
     });
 
-    const bootstrapArgs = (...more: string[]): string[] => [
-      "bootstrap",
-      "--namespace",
-      NS,
-      "--secret-name",
-      SECRET,
-      "--service",
-      SERVICE,
-      "--webhook-config",
-      "dynamic-volumes",
-      ...more,
-    ];
     const run = async (args: string[], logs: string[]): Promise<number> =>
       runCli(args, {
         env: {},
