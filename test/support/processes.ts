@@ -1,5 +1,7 @@
 /** What the process and end-to-end tests ask of /proc, of a promise that must fail, and of time. */
+import { expect } from "chai";
 import { readdir, readFile } from "node:fs/promises";
+import { AppError } from "../../shared/errors.js";
 
 /** Running (a zombie whose parent died may linger unreaped when PID 1 does not reap: it counts as dead). */
 export async function alive(pid: number): Promise<boolean> {
@@ -62,4 +64,11 @@ export async function waitFor<T>(
       throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** The `AppError` that `p` rejects with; fails the test when it resolves or rejects with anything else. */
+export async function appFailure(p: Promise<unknown>): Promise<AppError> {
+  const e = await rejection(p);
+  expect(e).to.be.instanceOf(AppError);
+  return e as AppError;
 }

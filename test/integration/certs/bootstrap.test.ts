@@ -25,13 +25,13 @@ import {
   serviceDnsNames,
 } from "../../../certs/generate.js";
 import { KubernetesCertsApi } from "../../../certs/kube-client.js";
-import { AppError } from "../../../shared/errors.js";
 import {
   ADMISSIONREGISTRATION_V1,
   CORE_V1,
   FakeKubeApiServer,
   type KubeObject,
 } from "../../support/kube-api-server.js";
+import { appFailure as failure } from "../../support/processes.js";
 
 const NS = "dynamic-volumes";
 const SECRET = "dv-webhook-tls";
@@ -75,16 +75,6 @@ function webhook(name: string, caBundle?: string): Record<string, unknown> {
       ...(caBundle ? { caBundle } : {}),
     },
   };
-}
-
-async function failure(p: Promise<unknown>): Promise<AppError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(AppError);
-    return e as AppError;
-  }
-  throw new Error("expected a failure");
 }
 
 describe("certificate bootstrap against the fake API server with the real client", () => {

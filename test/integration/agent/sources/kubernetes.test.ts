@@ -7,10 +7,10 @@ import {
   MAX_EVENT_MESSAGE,
   MAX_WRITE_ATTEMPTS,
 } from "../../../../agent/sources/kubernetes.js";
-import { AppError } from "../../../../shared/errors.js";
 import { createLogger } from "../../../../shared/logger.js";
 import { ANNOTATIONS, VOLUME_NAME } from "../../../../shared/names.js";
 import { CORE_V1, FakeKubeApiServer, type KubeObject } from "../../../support/kube-api-server.js";
+import { appFailure as failure } from "../../../support/processes.js";
 
 const NODE = "node-a";
 const pods = (namespace: string) => ({ apiPath: CORE_V1, resource: "pods", namespace });
@@ -73,16 +73,6 @@ async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promi
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-async function failure(p: Promise<unknown>): Promise<AppError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(AppError);
-    return e as AppError;
-  }
-  throw new Error("expected a failure");
 }
 
 describe("KubernetesPodSource", () => {

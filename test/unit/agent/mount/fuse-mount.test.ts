@@ -18,7 +18,7 @@ import type { ClientProcess, ExitStatus, UnmountOutcome } from "../../../../agen
 import { defaultBaseEnv, FuseMounter, type ProcessRunner } from "../../../../agent/mount/fuse-mount.js";
 import { stagingDir, stagingPathOf } from "../../../../agent/mount/host.js";
 import type { MountRequest } from "../../../../agent/mount/mounters/types.js";
-import { AppError } from "../../../../shared/errors.js";
+import { appFailure as failure } from "../../../support/processes.js";
 
 const SECRET = "fake-secret-0123456789";
 const ROOT_LINE = "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw";
@@ -164,16 +164,6 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       baseEnv: { PATH: "/usr/bin" },
       ...over,
     });
-  }
-
-  async function failure(p: Promise<unknown>): Promise<AppError> {
-    try {
-      await p;
-    } catch (e) {
-      expect(e).to.be.instanceOf(AppError);
-      return e as AppError;
-    }
-    throw new Error("expected a rejection");
   }
 
   describe("mount", () => {
