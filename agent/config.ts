@@ -20,7 +20,7 @@ import {
 import { ConfigError } from "../shared/errors.js";
 import { DEFAULT_ROOT, MOUNTERS, type MounterName } from "../shared/names.js";
 import { parseTokenAuthFile, type StaticToken } from "./console/auth.js";
-import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS, type ProgramPaths } from "./mount/mounters/programs.js";
+import { defaultSocketPath } from "./mounter/config.js";
 
 const opt = option;
 
@@ -33,7 +33,7 @@ const opt = option;
 export const AGENT_NODE_FLAGS = ["--max-semi-space-size=2"] as const;
 
 export const AGENT_OPTIONS = {
-  root: opt("root", "host root that holds the pods' directories and the agent's private state", DEFAULT_ROOT),
+  root: opt("root", "host root that holds the pods' directories (the agent only reads it)", DEFAULT_ROOT),
   nodeName: opt("node-name", "this node's name (in a cluster, from the downward API; NODE_NAME also works)"),
   podsDir: opt(
     "pods-dir",
@@ -47,28 +47,11 @@ export const AGENT_OPTIONS = {
     "s3fs",
   ),
   concurrency: opt("concurrency", "pods reconciled at once", "4"),
-  mountTimeoutSeconds: opt("mount-timeout-seconds", "how long one mount may take to become ready", "30"),
   resyncSeconds: opt("resync-seconds", "how often every mount is probed and orphans are collected", "10"),
   backoffMaxSeconds: opt("backoff-max-seconds", "longest wait between retries of a failed mount", "60"),
-  uploadGraceSeconds: opt(
-    "upload-grace-seconds",
-    "how long an unmount waits for a client to upload the writes it acknowledged; then the client is stopped and a cache that may hold them is kept for the next mount of the entry",
-    "60",
-  ),
-  s3fsProgram: opt("s3fs-program", "absolute path of s3fs", DEFAULT_PROGRAMS.s3fs),
-  rcloneProgram: opt("rclone-program", "absolute path of rclone", DEFAULT_PROGRAMS.rclone),
-  geesefsProgram: opt("geesefs-program", "absolute path of geesefs", DEFAULT_PROGRAMS.geesefs),
-  mountProgram: opt("mount-program", "absolute path of util-linux mount", DEFAULT_PROGRAMS.mount),
-  umountProgram: opt("umount-program", "absolute path of util-linux umount", DEFAULT_PROGRAMS.umount),
-  fusermount3Program: opt(
-    "fusermount3-program",
-    "absolute path of fusermount3",
-    DEFAULT_PROGRAMS.fusermount3,
-  ),
-  clientPath: opt(
-    "client-path",
-    "PATH given to the FUSE clients, which look up helpers such as fusermount themselves (absolute directories, ':'-separated); the agent's own PATH is never passed on",
-    DEFAULT_CLIENT_PATH,
+  mounterSocket: opt(
+    "mounter-socket",
+    "unix socket of the node's mounter, which makes every mount (default <root>/run/mounter.sock)",
   ),
   logLevel: LOG_LEVEL_OPTION,
   listen: opt(
@@ -141,15 +124,10 @@ export interface AgentConfig {
   readonly signingKey: KeyObject;
   readonly defaultMounter: MounterName;
   readonly concurrency: number;
-  readonly mountTimeoutMs: number;
   readonly resyncMs: number;
   readonly backoffMaxMs: number;
-  /** The programs the agent runs, by absolute path: nothing is looked up through `PATH`. */
-  readonly programs: ProgramPaths;
-  /** The clients' `PATH`. */
-  readonly clientPath: string;
-  /** Upper bound of the wait at unmount for a client's uploads (see `agent/mount/write-back.ts`). */
-  readonly uploadGraceMs: number;
+  /** The mounter's socket. */
+  readonly mounterSocket: string;
   readonly logLevel: string;
   /** The console and health endpoints; undefined without --listen. */
   readonly console: ConsoleConfig | undefined;
@@ -178,20 +156,18 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
       `--default-mounter (env ${o.defaultMounter.env}): "${mounter}" is not one of ${MOUNTERS.join(", ")}`,
     );
   const logLevel = parseLogLevel(o.logLevel, requireOption(o.logLevel, raw));
+  const root = parseAbsolutePath(o.root, requireOption(o.root, raw));
   return Object.freeze({
-    root: parseAbsolutePath(o.root, requireOption(o.root, raw)),
+    root,
     // In local mode every pod file is scheduled here, so the node name is only a label.
     nodeName: local ? (raw["node-name"] ?? "local") : requireOption(o.nodeName, raw),
     local,
     signingKey: readSigningKey(o.signingKeyFile, requireOption(o.signingKeyFile, raw)),
     defaultMounter: mounter as MounterName,
     concurrency: parsePositiveInt(o.concurrency, requireOption(o.concurrency, raw)),
-    mountTimeoutMs: parsePositiveInt(o.mountTimeoutSeconds, requireOption(o.mountTimeoutSeconds, raw)) * 1000,
     resyncMs: parsePositiveInt(o.resyncSeconds, requireOption(o.resyncSeconds, raw)) * 1000,
     backoffMaxMs: parsePositiveInt(o.backoffMaxSeconds, requireOption(o.backoffMaxSeconds, raw)) * 1000,
-    programs: loadPrograms(raw),
-    clientPath: parseClientPath(o.clientPath, requireOption(o.clientPath, raw)),
-    uploadGraceMs: parsePositiveInt(o.uploadGraceSeconds, requireOption(o.uploadGraceSeconds, raw)) * 1000,
+    mounterSocket: parseAbsolutePath(o.mounterSocket, raw[o.mounterSocket.flag] ?? defaultSocketPath(root)),
     logLevel,
     console: loadConsoleConfig(raw, local !== undefined),
   });
@@ -262,28 +238,6 @@ function loadConsoleConfig(raw: RawOptions, local: boolean): ConsoleConfig | und
     maxHandshakesPerAddress: int(o.consoleMaxHandshakesPerAddress),
     authTimeoutMs: int(o.consoleAuthTimeoutSeconds) * 1000,
   };
-}
-
-function loadPrograms(raw: RawOptions): ProgramPaths {
-  const o = AGENT_OPTIONS;
-  const path = (spec: OptionSpec): string => parseAbsolutePath(spec, requireOption(spec, raw));
-  return Object.freeze({
-    s3fs: path(o.s3fsProgram),
-    rclone: path(o.rcloneProgram),
-    geesefs: path(o.geesefsProgram),
-    mount: path(o.mountProgram),
-    umount: path(o.umountProgram),
-    fusermount3: path(o.fusermount3Program),
-  });
-}
-
-function parseClientPath(spec: OptionSpec, value: string): string {
-  for (const dir of value.split(":"))
-    if (!dir.startsWith("/") || dir.split("/").includes(".."))
-      throw new ConfigError(
-        `--${spec.flag} (env ${spec.env}): "${value}" must list absolute directories only, separated by ':'`,
-      );
-  return value;
 }
 
 function parseAbsoluteOrRelative(spec: OptionSpec, value: string): string {

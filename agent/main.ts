@@ -20,11 +20,10 @@ import {
 } from "./console/auth.js";
 import { AGENT_OPTIONS, loadAgentConfig, type AgentConfig, type ConsoleConfig } from "./config.js";
 import { ConsoleServer } from "./console/server.js";
-import { FuseMounter } from "./mount/fuse-mount.js";
-import { ensureSharedRoot } from "./mount/host.js";
 import { createAgentHttpHandler, createAgentMetrics, type AgentMetrics } from "./console/http.js";
 import type { PodSource } from "./sources/pod-source.js";
 import { DEFAULT_RECONCILER_CONFIG, Reconciler } from "./reconcile/reconciler.js";
+import { MounterLink } from "./reconcile/mounter-link.js";
 import { createReconcilerMetrics } from "./reconcile/metrics.js";
 import { Registry } from "../shared/metrics.js";
 import { LocalPodSource } from "./sources/local.js";
@@ -38,7 +37,6 @@ async function main(argv: string[]): Promise<number> {
   const log = createLogger({ name: "dynamic-volumes-agent", level: config.logLevel }).child({
     node: config.nodeName,
   });
-  await ensureSharedRoot(config.root, log, config.programs);
 
   let source: PodSource;
   if (config.local) {
@@ -49,20 +47,20 @@ async function main(argv: string[]): Promise<number> {
   }
   // One registry for the reconciler and the console; served on /metrics when --listen is set.
   const metrics = createAgentMetrics(new Registry().collectDefaults());
-  // The engine reports dead clients to the reconciler, which is built with the engine.
-  let onClientExit: (mountPoint: string) => void = () => undefined;
-  const engine = new FuseMounter({
+  // The mounter reports dead clients and comes back after restarts; the reconciler, built with
+  // the link, looks at the mounts then.
+  let reconciler: Reconciler | undefined;
+  const link = new MounterLink({
     root: config.root,
-    programs: config.programs,
-    clientPath: config.clientPath,
-    readyTimeoutMs: config.mountTimeoutMs,
-    uploadGraceMs: config.uploadGraceMs,
-    log: log.child({ component: "fuse" }),
-    onClientExit: (mp) => onClientExit(mp),
+    socketPath: config.mounterSocket,
+    log: log.child({ component: "mounter-link" }),
+    onClientExit: (mp) => reconciler?.mountPointChanged(mp),
+    onReconnect: () => reconciler?.resyncNow(),
   });
-  const reconciler = new Reconciler(
+  link.start();
+  reconciler = new Reconciler(
     source,
-    engine,
+    link,
     {
       ...DEFAULT_RECONCILER_CONFIG,
       root: config.root,
@@ -75,11 +73,11 @@ async function main(argv: string[]): Promise<number> {
     log,
     undefined,
     createReconcilerMetrics(metrics.registry),
+    { records: link, fs: link },
   );
-  onClientExit = (mp) => reconciler.mountPointChanged(mp);
   await reconciler.start();
   const stopConsole = config.console
-    ? await startConsole(config, config.console, reconciler, source, log, metrics)
+    ? await startConsole(config, config.console, reconciler, source, log, metrics, () => link.connected)
     : async (): Promise<void> => undefined;
   log.info(
     { root: config.root, mode: config.local ? "local" : "kubernetes", pods: reconciler.podViews().length },
@@ -92,6 +90,7 @@ async function main(argv: string[]): Promise<number> {
       void stopConsole()
         .catch((e: unknown) => log.warn({ err: (e as Error).message }, "console did not stop cleanly"))
         .then(() => reconciler.stop())
+        .then(() => link.stop())
         .then(resolve);
     };
     process.once("SIGTERM", stop);
@@ -108,6 +107,7 @@ async function startConsole(
   source: PodSource,
   log: Logger,
   metrics: AgentMetrics,
+  mounterReachable: () => boolean,
 ): Promise<() => Promise<void>> {
   for (const w of c.tokenWarnings) log.warn(w);
   let authenticator: Authenticator;
@@ -127,7 +127,7 @@ async function startConsole(
   }
   let ready = true;
   const https = await startHttpsServer({
-    handler: createAgentHttpHandler({ registry: metrics.registry, isReady: () => ready }),
+    handler: createAgentHttpHandler({ registry: metrics.registry, isReady: () => ready && mounterReachable() }),
     tls: c.tls,
     host: c.host,
     port: c.port,

@@ -4,6 +4,7 @@
  * See https://kubernetes.io/docs/reference/access-authn-authz/extensible-admission-controllers/
  */
 import { AppError, describeValue } from "../shared/errors.js";
+export { nestsDeeperThan } from "../shared/json-depth.js";
 
 export const ADMISSION_API_VERSION = "admission.k8s.io/v1";
 
@@ -62,28 +63,6 @@ const OPERATIONS = new Set(["CREATE", "UPDATE", "DELETE", "CONNECT"]);
  * review, while a body of millions of nested brackets is refused before it costs a parse.
  */
 export const MAX_JSON_DEPTH = 100;
-
-/**
- * Whether the JSON text in `bytes` (UTF-8) nests arrays and objects deeper than `max`. One linear
- * scan that skips strings, meant to run before the parse; it stops at the first level too deep.
- * In UTF-8 the bytes of `"`, `\`, brackets and braces never occur inside a multi-byte character.
- */
-export function nestsDeeperThan(bytes: Uint8Array, max: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i];
-    if (inString) {
-      // A backslash escapes the byte after it, a quote among them.
-      if (b === 0x5c) i++;
-      else if (b === 0x22) inString = false;
-    } else if (b === 0x22) inString = true;
-    else if (b === 0x5b || b === 0x7b) {
-      if (++depth > max) return true;
-    } else if (b === 0x5d || b === 0x7d) depth--;
-  }
-  return false;
-}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);

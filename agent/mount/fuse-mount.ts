@@ -22,11 +22,10 @@ import {
   fchmodSync,
   mkdirSync,
   openSync,
-  readFileSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { open, readdir, rmdir, stat } from "node:fs/promises";
+import { open, readdir, rmdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { AppError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -34,14 +33,8 @@ import { MOUNTERS, type MounterName } from "../../shared/names.js";
 import * as exec from "./exec.js";
 import { openMountPoint, openMountRoot, stagingPathOf } from "./host.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
-import {
-  findMount,
-  isFuse,
-  mountContaining,
-  parseMountinfo,
-  parseMountinfoUnder,
-  type MountInfo,
-} from "./mountinfo.js";
+import { findMount, isFuse, mountContaining, type MountInfo } from "./mountinfo.js";
+import { errnoOf, MountTable, probeMount, withTimeout, type ProbeResult } from "./mount-table.js";
 import {
   buildMount,
   DEFAULT_CLIENT_PATH,
@@ -54,14 +47,6 @@ import type { BaseEnv, MountCommand, MountRequest } from "./mounters/types.js";
 import { checkAbsolutePath } from "./mounters/validate.js";
 import { removeStateDir, stateDirCache } from "./records.js";
 import { mayHaveLostWrites, WRITE_BACK_MODE, type ClientEnd, type WriteBackReport } from "./write-back.js";
-
-/** One read of the mount table: its text, and its full parse once someone asked for it. */
-interface TableRead {
-  readonly text: Promise<string>;
-  /** When the read started. */
-  readonly at: number;
-  all?: Promise<readonly MountInfo[]>;
-}
 
 /** The parts of `agent/mount/exec.ts` the mounter uses; tests hand in fakes. */
 export interface ProcessRunner {
@@ -151,7 +136,7 @@ export interface UnmountResult {
   readonly writeBack?: WriteBackReport;
 }
 
-export type ProbeResult = "ok" | "stale" | "absent";
+export type { ProbeResult } from "./mount-table.js";
 
 /**
  * Variables passed down to clients from the agent's environment. Everything else stays behind, the
@@ -184,7 +169,6 @@ export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): Record<str
 }
 
 const CLIENT_LOG = "client.log";
-const STALE_CODES = new Set(["ENOTCONN", "EIO", "ECONNABORTED", "ETIMEDOUT"]);
 
 interface Tracked {
   readonly client: ClientProcess;
@@ -196,22 +180,6 @@ interface Tracked {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Rejects with an `ETIMEDOUT` errno-like error when `p` takes longer than `ms`. */
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(Object.assign(new Error(`${what} timed out after ${ms} ms`), { code: "ETIMEDOUT" })),
-      ms,
-    );
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-function errnoOf(e: unknown): string {
-  return (e as NodeJS.ErrnoException).code ?? (e instanceof Error ? e.message : String(e));
 }
 
 /** The last `limit` bytes of a local file, or "" when it cannot be read. */
@@ -263,7 +231,7 @@ function lastLines(text: string, maxChars = 2000): string {
 export class FuseMounter {
   private readonly exec: ProcessRunner;
   private readonly onClientExit: ((mountPoint: string) => void) | undefined;
-  private readonly readMountinfoText: () => Promise<string>;
+  private readonly table: MountTable;
   private readonly readyTimeoutMs: number;
   private readonly settleMs: number;
   private readonly pollMs: number;
@@ -281,8 +249,6 @@ export class FuseMounter {
   private readonly clientPath: string;
   private readonly log: Logger | undefined;
   private readonly mounts = new Map<string, Tracked>();
-  /** The latest read of the mount table, finished or not; cleared by this mounter's own changes. */
-  private latest: TableRead | undefined;
 
   constructor(opts: FuseMounterOptions) {
     this.root = opts.root;
@@ -295,10 +261,7 @@ export class FuseMounter {
       moveMount: (source, target) => exec.moveMount(source, target, { programs }),
       detachMount: (mountRoot) => exec.detachMount(mountRoot, { programs }),
     };
-    // Read synchronously: procfs makes the text in memory and never waits on a disk, while an
-    // asynchronous read of a file whose size reads 0 is five round trips through the thread pool
-    // (open, fstat, two reads, close), and a mount waits on two such reads before its client starts.
-    this.readMountinfoText = opts.readMountinfo ?? (async () => readFileSync("/proc/self/mountinfo", "utf8"));
+    this.table = new MountTable(opts.readMountinfo);
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
     this.settleMs = opts.settleMs ?? 300;
     this.pollMs = opts.pollMs ?? 20;
@@ -315,40 +278,19 @@ export class FuseMounter {
     this.onClientExit = opts.onClientExit;
   }
 
-  /**
-   * The mount table (only the mounts at or below `under`, when given), read at most `maxAgeMs` ago
-   * and after this mounter's last change to it. With hundreds of mounts, reading and parsing the
-   * table costs about a millisecond; probing every mount against a fresh copy made a resync cost
-   * O(mounts²), so callers that look at many mounts in a row (probes, a reconcile pass, garbage
-   * collection, mounts waiting to become ready) share one copy. 0 always reads anew.
-   */
-  async mountinfo(maxAgeMs = 0, under?: string): Promise<readonly MountInfo[]> {
-    const read = this.tableRead(maxAgeMs);
-    if (under !== undefined) return parseMountinfoUnder(await read.text, under);
-    return (read.all ??= read.text.then(parseMountinfo));
+  /** See {@link MountTable.read}. */
+  mountinfo(maxAgeMs = 0, under?: string): Promise<readonly MountInfo[]> {
+    return this.table.read(maxAgeMs, under);
   }
 
   /** The topmost mount on `mp` itself, if any. */
-  private async mountAt(mp: string, maxAgeMs: number): Promise<MountInfo | undefined> {
-    return findMount(parseMountinfoUnder(await this.tableRead(maxAgeMs).text, mp), mp);
-  }
-
-  private tableRead(maxAgeMs: number): TableRead {
-    const now = Date.now();
-    const latest = this.latest;
-    if (maxAgeMs > 0 && latest !== undefined && now - latest.at <= maxAgeMs) return latest;
-    const read: TableRead = { text: this.readMountinfoText(), at: now };
-    this.latest = read;
-    // A failed read is not shared: the next caller tries again.
-    read.text.catch(() => {
-      if (this.latest === read) this.latest = undefined;
-    });
-    return read;
+  private mountAt(mp: string, maxAgeMs: number): Promise<MountInfo | undefined> {
+    return this.table.at(mp, maxAgeMs);
   }
 
   /** Marks every read of the mount table made so far as out of date. */
   private tableChanged(): void {
-    this.latest = undefined;
+    this.table.changed();
   }
 
   /** PID of the client this mounter runs for `mountPoint`, while it runs. */
@@ -749,21 +691,14 @@ export class FuseMounter {
    * it fails (`ENOTCONN` after the client died, `EIO`) or hangs past the probe timeout, else "ok".
    */
   async probe(mountPoint: string): Promise<ProbeResult> {
-    // A resync probes every mount in a row: one copy of the table serves them all.
-    if ((await this.mountAt(mountPoint, this.tableMaxAgeMs)) === undefined) return "absent";
-    // The kernel may answer stat from cached attributes for a while after the client died, so a
-    // client known to have exited settles it.
     const tracked = this.mounts.get(mountPoint);
-    if (tracked !== undefined && tracked.client.exitStatus() !== undefined) return "stale";
-    try {
-      await withTimeout(stat(mountPoint), this.probeTimeoutMs, `stat ${mountPoint}`);
-      return "ok";
-    } catch (e) {
-      const code = errnoOf(e);
-      if (code === "ENOENT") return "absent";
-      if (!STALE_CODES.has(code)) this.log?.warn({ mountPoint, err: code }, "probe failed");
-      return "stale";
-    }
+    return probeMount(this.table, mountPoint, {
+      timeoutMs: this.probeTimeoutMs,
+      // A resync probes every mount in a row: one copy of the table serves them all.
+      tableMaxAgeMs: this.tableMaxAgeMs,
+      clientExited: tracked !== undefined && tracked.client.exitStatus() !== undefined,
+      ...(this.log !== undefined ? { log: this.log } : {}),
+    });
   }
 
   /** Unmounts everything this mounter started (for shutdown and tests). */

@@ -236,3 +236,30 @@ export function makeDirAt(path: string, mode: number): boolean {
     throw e;
   }
 }
+
+/**
+ * Removes the empty directory `path` (below `root`), reaching its parent without following a
+ * symbolic link on the way, as {@link openMountPoint} does; `rmdir` itself never follows one in the
+ * last component. Rejects with the errno of `rmdir` (`ENOTEMPTY`, `EBUSY` for a mount point,
+ * `ENOTDIR` for a link, `ENOENT`) or `AppError("Forbidden")` for an unsafe parent.
+ */
+export async function removeEmptyDir(root: string, path: string): Promise<void> {
+  const rel = relative(root, path);
+  if (rel === "" || rel.startsWith("..") || rel.startsWith("/"))
+    throw new AppError("Internal", `${path} is not below the root ${root}`);
+  const parts = rel.split("/");
+  const last = parts.pop()!;
+  let fd = openChecked(root, root);
+  try {
+    let at = root;
+    for (const part of parts) {
+      at = `${at}/${part}`;
+      const next = openChecked(`/proc/self/fd/${fd}/${part}`, at);
+      closeSync(fd);
+      fd = next;
+    }
+    await rmdir(`/proc/self/fd/${fd}/${last}`);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,5 +1,5 @@
 /**
- * The agent's record of each mount it made, kept in its private state so that after a restart it
+ * The record of each mount, kept in the mounter's private state so that the agent, after a restart it
  * can tell a healthy mount it may adopt from one made from an older spec. One directory per mount,
  * `<root>/agent/mounts/<id>/<name>/`, which also holds the client's credential files and cache.
  *
@@ -12,7 +12,6 @@
 import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { agentDir } from "../../shared/names.js";
-import type { MountSpec } from "../reconcile/plan.js";
 import {
   CACHE_DIR_NAME,
   cacheVerdict,
@@ -97,6 +96,9 @@ export async function removeStateDir(stateDir: string): Promise<KeptCache | unde
   return kept;
 }
 
+/** What the agent recorded about a mount (its spec); the mounter keeps it without reading it. */
+export type MountRecord = Readonly<Record<string, unknown>>;
+
 export class MountRecords {
   constructor(private readonly root: string) {}
 
@@ -114,15 +116,15 @@ export class MountRecords {
     return join(this.base, id, name);
   }
 
-  async read(id: string, name: string): Promise<MountSpec | undefined> {
+  async read(id: string, name: string): Promise<MountRecord | undefined> {
     try {
-      return JSON.parse(await readFile(join(this.stateDir(id, name), "spec.json"), "utf8")) as MountSpec;
+      return JSON.parse(await readFile(join(this.stateDir(id, name), "spec.json"), "utf8")) as MountRecord;
     } catch {
       return undefined;
     }
   }
 
-  async write(id: string, name: string, spec: MountSpec): Promise<void> {
+  async write(id: string, name: string, spec: MountRecord): Promise<void> {
     const dir = this.stateDir(id, name);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const tmp = join(dir, "spec.json.tmp");

@@ -79,11 +79,23 @@ export interface ReconcilerDeps {
   readonly records?: ReconcilerRecords;
 }
 
-/** The record operations the reconciler uses (see MountRecords). */
-export type ReconcilerRecords = Pick<
-  MountRecords,
-  "read" | "write" | "remove" | "removePod" | "ids" | "stateDir"
->;
+/** The record operations the reconciler uses (see MountRecords, which keeps them for the mounter). */
+export interface ReconcilerRecords extends Pick<MountRecords, "remove" | "removePod" | "ids" | "stateDir"> {
+  read(id: string, name: string): Promise<MountSpec | undefined>;
+  write(id: string, name: string, spec: MountSpec): Promise<void>;
+}
+
+/** `MountRecords` holding the reconciler's specs. */
+export function specRecords(records: MountRecords): ReconcilerRecords {
+  return {
+    read: async (id, name) => (await records.read(id, name)) as MountSpec | undefined,
+    write: (id, name, spec) => records.write(id, name, { ...spec }),
+    remove: (id, name) => records.remove(id, name),
+    removePod: (id) => records.removePod(id),
+    ids: () => records.ids(),
+    stateDir: (id, name) => records.stateDir(id, name),
+  };
+}
 
 /** Mounts of one pod made at the same time. */
 const MOUNTS_PER_POD = 4;
@@ -129,7 +141,7 @@ export class Reconciler {
   ) {
     this.log = log.child({ component: "reconciler" });
     this.random = deps.random ?? Math.random;
-    this.records = deps.records ?? new MountRecords(cfg.root);
+    this.records = deps.records ?? specRecords(new MountRecords(cfg.root));
     this.fs = deps.fs ?? nodeGarbageFs;
     this.timers = deps.timers ?? realTimers;
     this.queue = new WorkQueue((key) => this.work(key), {
@@ -216,6 +228,11 @@ export class Reconciler {
       this.resync();
       this.scheduleResync();
     }, this.cfg.resyncMs);
+  }
+
+  /** Looks at every pod and collects orphans now (the mounter came back, say). */
+  resyncNow(): void {
+    this.resync();
   }
 
   private resync(): void {

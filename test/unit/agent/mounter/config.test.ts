@@ -1,25 +1,14 @@
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { loadAgentConfig } from "../../../agent/config.js";
-import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS } from "../../../agent/mount/mounters/programs.js";
-import { ConfigError } from "../../../shared/errors.js";
+import { defaultSocketPath, loadMounterConfig } from "../../../../agent/mounter/config.js";
+import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS } from "../../../../agent/mount/mounters/programs.js";
+import { ConfigError } from "../../../../shared/errors.js";
 
-describe("loadAgentConfig: programs and the clients' PATH", () => {
-  let dir: string;
-  let base: string[];
-
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), "dv-agent-config-"));
-    writeFileSync(join(dir, "key"), "agent-config-test-signing-key-0123\n");
-    base = ["--signing-key-file", join(dir, "key"), "--node-name", "node-1"];
-  });
-  after(() => rmSync(dir, { recursive: true, force: true }));
+describe("loadMounterConfig", () => {
+  const base = ["--root", "/var/lib/dv-test"];
 
   const failure = (argv: string[], env: NodeJS.ProcessEnv = {}): ConfigError => {
     try {
-      loadAgentConfig([...base, ...argv], env);
+      loadMounterConfig([...base, ...argv], env);
     } catch (e) {
       expect(e).to.be.instanceOf(ConfigError);
       return e as ConfigError;
@@ -28,7 +17,7 @@ describe("loadAgentConfig: programs and the clients' PATH", () => {
   };
 
   it("[ok] defaults: absolute paths where Debian and the image put them, a PATH of system directories", () => {
-    const c = loadAgentConfig(base, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/bin" });
+    const c = loadMounterConfig(base, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/bin" });
     expect(c.programs).to.deep.equal({
       s3fs: "/usr/bin/s3fs",
       rclone: "/usr/bin/rclone",
@@ -43,7 +32,7 @@ describe("loadAgentConfig: programs and the clients' PATH", () => {
   });
 
   it("[ok] each program from its flag or its DV_ variable, the flag first", () => {
-    const c = loadAgentConfig(
+    const c = loadMounterConfig(
       [...base, "--s3fs-program", "/opt/s3fs/bin/s3fs", "--client-path", "/usr/bin:/bin"],
       {
         DV_S3FS_PROGRAM: "/ignored/s3fs",
@@ -87,5 +76,26 @@ describe("loadAgentConfig: programs and the clients' PATH", () => {
       expect(e.message).to.include("--client-path (env DV_CLIENT_PATH)");
       expect(e.message).to.include("absolute directories only");
     }
+  });
+
+  it("[ok] the socket defaults to <root>/run/mounter.sock, the agent's ids to 65532, --check off", () => {
+    const c = loadMounterConfig(base, {});
+    expect(c.socketPath).to.equal("/var/lib/dv-test/run/mounter.sock");
+    expect(defaultSocketPath("/")).to.equal("/run/mounter.sock");
+    expect([c.agentUid, c.agentGid, c.check]).to.deep.equal([65532, 65532, false]);
+  });
+
+  it("[ok] --check is a switch; ids and socket from flags or DV_ variables", () => {
+    const c = loadMounterConfig([...base, "--check", "--agent-uid", "1000"], {
+      DV_AGENT_GID: "0",
+      DV_SOCKET: "/run/dv/m.sock",
+    });
+    expect([c.check, c.agentUid, c.agentGid, c.socketPath]).to.deep.equal([true, 1000, 0, "/run/dv/m.sock"]);
+  });
+
+  it("[error] a non-numeric agent id or a relative socket fails, naming the flag", () => {
+    expect(failure(["--agent-uid", "nobody"]).message).to.include("--agent-uid (env DV_AGENT_UID)");
+    expect(failure(["--agent-gid=-1"]).message).to.include("--agent-gid (env DV_AGENT_GID)");
+    expect(failure(["--socket", "run/m.sock"]).message).to.include("--socket (env DV_SOCKET)");
   });
 });
