@@ -1,12 +1,14 @@
 /**
  * One node without Kubernetes, for the demo and the end-to-end tests: an S3 server, runc pods
- * whose spec went through the webhook's patch, and the real agent in local mode, running as its own
- * process in a mount namespace that behaves like Kubernetes' `Bidirectional` mount of the root.
+ * whose spec went through the webhook's patch, the real mounter as root in a mount namespace that
+ * behaves like Kubernetes' `Bidirectional` mount of the root, and the real agent in local mode as
+ * an unprivileged uid with no capabilities (`setpriv`), in a namespace that receives the host's
+ * mounts as `HostToContainer` does.
  */
 import { AGENT_NODE_FLAGS } from "../../agent/config.js";
 import { randomBytes } from "node:crypto";
 import { renameSync } from "node:fs";
-import { mkdir, readFile, unlink, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PodStatus } from "../../agent/reconcile/status.js";
 import { DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
@@ -22,6 +24,8 @@ import { injectedPod, podIdOf, withBuckets, type LocalPodOptions, type Pod } fro
 import { RuncPods, type RuncPod } from "./runc.js";
 import { S3RVER_CREDENTIALS, S3RVER_REGION, startS3Server, type S3Server } from "./s3-server.js";
 import { cleanupStaleWorkDirs, createWorkDir, removeWorkDir } from "./workdir.js";
+import { fuseProcesses } from "../soak/observe.js";
+import { listClients } from "../../agent/reconcile/mounter-link.js";
 
 export interface LocalNodeOptions {
   /** Work directory prefix under the temp dir. */
@@ -29,6 +33,8 @@ export interface LocalNodeOptions {
   readonly buckets: Readonly<Record<string, Readonly<Record<string, string | Uint8Array>>>>;
   /** Extra agent flags. */
   readonly agentArgs?: readonly string[];
+  /** Extra mounter flags. */
+  readonly mounterArgs?: readonly string[];
   /**
    * The agent's entry: a `.ts` file runs under tsx, a `.js` file (the compiled `dist/agent/main.js`
    * that the image runs) as it is. Default {@link AGENT_MAIN}.
@@ -48,10 +54,40 @@ export interface LocalPod {
 
 export const AGENT_MAIN = join(import.meta.dirname, "..", "..", "agent", "main.ts");
 
+/** The mounter's entry beside an agent entry (`agent/main.ts` → `agent/mounter/main.ts`, same for `dist/`). */
+export function mounterEntryOf(agentEntry: string): string {
+  return join(agentEntry, "..", "mounter", agentEntry.endsWith(".ts") ? "main.ts" : "main.js");
+}
+
+/** The agent's uid and gid here and in the manifests: no privilege, no capability. */
+export const AGENT_UID = 65532;
+export const AGENT_GID = 65532;
+
+/** Runs `argv` as the agent's uid and gid, with no supplementary group and no capability. */
+export function unprivileged(argv: readonly string[]): string[] {
+  return [
+    "setpriv",
+    `--reuid=${AGENT_UID}`,
+    `--regid=${AGENT_GID}`,
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+    "--",
+    ...argv,
+  ];
+}
+
+/** Hands a file or directory the agent must read (or, for the pods directory, write) to its uid. */
+async function giveToAgent(path: string): Promise<void> {
+  await chown(path, AGENT_UID, AGENT_GID);
+}
 export class LocalNode {
   readonly pods = new Map<string, LocalPod>();
   agent: NamespacedProcess | undefined;
+  mounter: NamespacedProcess | undefined;
   private agentStarts = 0;
+  private mounterStarts = 0;
 
   private constructor(
     readonly work: string,
@@ -65,7 +101,13 @@ export class LocalNode {
     readonly runc: RuncPods,
     private readonly agentArgs: readonly string[],
     private readonly agentEntry: string,
+    private readonly mounterArgs: readonly string[],
   ) {}
+
+  /** The mounter's socket (its default place). */
+  get mounterSocket(): string {
+    return join(this.root, "run", "mounter.sock");
+  }
 
   static async start(o: LocalNodeOptions): Promise<LocalNode> {
     await cleanupStaleWorkDirs(o.prefix);
@@ -81,6 +123,10 @@ export class LocalNode {
     const keyText = randomBytes(32).toString("base64");
     const keyFile = join(work, "signing-key");
     await writeFile(keyFile, `${keyText}\n`, { mode: 0o600 });
+    // The agent runs as its own uid: it must reach the work directory, read the key and the
+    // Secrets, and write status files beside the pod files, as a fsGroup gives it in a cluster.
+    await chmod(work, 0o755);
+    for (const p of [podsDir, secretsDir, keyFile]) await giveToAgent(p);
     let s3: S3Server | undefined;
     let shared: SharedMount | undefined;
     try {
@@ -105,6 +151,7 @@ export class LocalNode {
       runc,
       o.agentArgs ?? [],
       o.agentEntry ?? AGENT_MAIN,
+      o.mounterArgs ?? [],
     );
   }
 
@@ -115,9 +162,10 @@ export class LocalNode {
     name = DEFAULT_SECRET_NAME,
   ): Promise<void> {
     await mkdir(join(this.secretsDir, namespace), { recursive: true });
-    await writeFile(join(this.secretsDir, namespace, `${name}.json`), JSON.stringify({ stringData: data }), {
-      mode: 0o600,
-    });
+    await giveToAgent(join(this.secretsDir, namespace));
+    const file = join(this.secretsDir, namespace, `${name}.json`);
+    await writeFile(file, JSON.stringify({ stringData: data }), { mode: 0o600 });
+    await giveToAgent(file);
   }
 
   s3Credentials(): Record<string, string> {
@@ -248,13 +296,51 @@ export class LocalNode {
     return this.runc.exec(this.pod(name).container, argv, input !== undefined ? { input } : {});
   }
 
-  /** Starts the agent in local mode in its own Bidirectional mount namespace. */
+  /** Starts the mounter as root in its own Bidirectional mount namespace. */
+  async startMounter(extra: readonly string[] = []): Promise<NamespacedProcess> {
+    if (this.mounter !== undefined && this.mounter.exitStatus() === undefined)
+      throw new Error("the mounter is running");
+    this.mounterStarts++;
+    const entry = mounterEntryOf(this.agentEntry);
+    this.mounter = await startInMountNamespace({
+      argv: [
+        process.execPath,
+        ...AGENT_NODE_FLAGS,
+        ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
+        entry,
+        "--root",
+        this.root,
+        "--agent-uid",
+        String(AGENT_UID),
+        "--agent-gid",
+        String(AGENT_GID),
+        ...this.mounterArgs,
+        ...extra,
+      ],
+      logFile: join(this.work, `mounter-${this.mounterStarts}.log`),
+      bidirectional: [this.root],
+    });
+    await waitForLine(this.mounter, '"mounter started"', "mounter");
+    return this.mounter;
+  }
+
+  /**
+   * Starts the agent in local mode as the agent's uid with no capabilities, in a namespace that
+   * receives the host's mounts; starts the mounter first when none runs.
+   */
   async startAgent(extra: readonly string[] = []): Promise<NamespacedProcess> {
     if (this.agent !== undefined && this.agent.exitStatus() === undefined)
       throw new Error("the agent is running");
+    if (this.mounter === undefined || this.mounter.exitStatus() !== undefined) await this.startMounter();
     this.agentStarts++;
+    const args = [...this.agentArgs, ...extra];
+    // Files handed to the agent by flag (TLS key, token file) are given to its uid, as a Secret
+    // volume with fsGroup would be.
+    for (const [i, a] of args.entries())
+      if (["--tls-cert-file", "--tls-key-file", "--token-auth-file"].includes(a) && args[i + 1] !== undefined)
+        await giveToAgent(args[i + 1]!);
     this.agent = await startInMountNamespace({
-      argv: [
+      argv: unprivileged([
         process.execPath,
         ...AGENT_NODE_FLAGS,
         ...(this.agentEntry.endsWith(".ts") ? ["--import", "tsx"] : []),
@@ -267,27 +353,48 @@ export class LocalNode {
         this.secretsDir,
         "--signing-key-file",
         this.keyFile,
-        ...this.agentArgs,
-        ...extra,
-      ],
+        ...args,
+      ]),
+      env: { ...process.env, HOME: "/tmp" },
       logFile: join(this.work, `agent-${this.agentStarts}.log`),
-      bidirectional: [this.root],
+      propagation: "slave",
     });
-    const deadline = Date.now() + 30_000;
-    while (!(await this.agent.log()).includes('"agent started"')) {
-      if (this.agent.exitStatus() !== undefined)
-        throw new Error(`the agent exited: ${await this.agent.log()}`);
-      if (Date.now() > deadline) throw new Error(`the agent did not start: ${await this.agent.log()}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitForLine(this.agent, '"agent started"', "agent");
     return this.agent;
+  }
+
+  /** The FUSE clients the mounter runs now: mount point → pid. */
+  async clients(): Promise<Map<string, number>> {
+    return listClients(this.mounterSocket);
+  }
+
+  /**
+   * Kills the mounter with SIGKILL together with every FUSE client of this node, as the end of its
+   * container would: the mounts stay behind, stale.
+   */
+  async killMounter(): Promise<void> {
+    const m = this.mounter;
+    if (m === undefined || m.exitStatus() !== undefined) return;
+    m.kill("SIGKILL");
+    await m.exited;
+    for (const p of await fuseProcesses(this.root)) {
+      try {
+        process.kill(p.pid, "SIGKILL");
+      } catch {
+        /* gone already */
+      }
+    }
+  }
+
+  async mounterLog(): Promise<string> {
+    return (await this.mounter?.log()) ?? "";
   }
 
   async agentLog(): Promise<string> {
     return (await this.agent?.log()) ?? "";
   }
 
-  /** Stops everything: pods (their files first, so the agent unmounts), agent, containers, mounts, S3. */
+  /** Stops everything: agent, mounter, containers, mounts, S3. */
   async stop(): Promise<void> {
     const errors: unknown[] = [];
     const step = async (f: () => Promise<unknown>): Promise<void> => {
@@ -298,6 +405,7 @@ export class LocalNode {
       }
     };
     await step(() => this.agent?.stop(5000) ?? Promise.resolve());
+    await step(() => this.mounter?.stop(5000) ?? Promise.resolve());
     await step(() => this.runc.deleteAll());
     await step(() => unmountTree(this.root));
     await step(() => this.shared.undo());
@@ -305,5 +413,15 @@ export class LocalNode {
     // removeWorkDir refuses while anything is still mounted: rm -r through a FUSE mount deletes objects.
     await step(() => removeWorkDir(this.work));
     if (errors.length > 0) throw new AggregateError(errors, "cleanup was incomplete");
+  }
+}
+
+/** Waits until `p` logs `marker`; rejects with its log when it exits first or takes 30 s. */
+async function waitForLine(p: NamespacedProcess, marker: string, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await p.log()).includes(marker)) {
+    if (p.exitStatus() !== undefined) throw new Error(`the ${what} exited: ${await p.log()}`);
+    if (Date.now() > deadline) throw new Error(`the ${what} did not start: ${await p.log()}`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -11,8 +11,10 @@
  *
  * `--propagation unchanged` copies the host's mount tree *with* its propagation, so the namespace's
  * ROOT is a peer of the host's ROOT (same `shared:N` group) and a FUSE mount made there appears on
- * the host and, through the pods' `rslave` binds, inside running containers. `unshare`'s default
- * (`private`, i.e. plain `unshare -m`) and `slave` both cut that link: useful as negative controls.
+ * the host and, through the pods' `rslave` binds, inside running containers: the mounter's
+ * namespace. `--propagation slave` receives the host's mounts and sends none back, as Kubernetes'
+ * `HostToContainer` does: the agent's namespace. `unshare`'s default (`private`, i.e. plain
+ * `unshare -m`) cuts the link both ways: a negative control.
  */
 import { readFile, readlink, realpath } from "node:fs/promises";
 import { run, start, type Env, type ExitStatus } from "../../agent/mount/exec.js";
@@ -139,7 +141,7 @@ async function unmountOne(m: MountInfo): Promise<UnmountedMount["method"] | unde
 }
 
 /** `unshare --propagation` modes worth naming: see the module comment. */
-export type NamespacePropagation = "unchanged" | "private";
+export type NamespacePropagation = "unchanged" | "slave" | "private";
 
 export interface MountNamespaceOptions {
   /** The command and its arguments, run through `unshare` (no shell). */
@@ -148,6 +150,7 @@ export interface MountNamespaceOptions {
   readonly logFile: string;
   /**
    * `unchanged` (default): Kubernetes `Bidirectional`, `unshare -m --propagation unchanged`.
+   * `slave`: Kubernetes `HostToContainer`, `unshare -m --propagation slave`.
    * `private`: plain `unshare -m`, nothing propagates in or out (a negative control).
    */
   readonly propagation?: NamespacePropagation;
@@ -192,7 +195,7 @@ export interface NamespacedProcess {
 export async function startInMountNamespace(opts: MountNamespaceOptions): Promise<NamespacedProcess> {
   if (opts.argv.length === 0) throw new Error("startInMountNamespace: argv is empty");
   const mode = opts.propagation ?? "unchanged";
-  const unshareArgs = mode === "unchanged" ? ["-m", "--propagation", "unchanged"] : ["-m"];
+  const unshareArgs = mode === "private" ? ["-m"] : ["-m", "--propagation", mode];
   const child = await start("unshare", [...unshareArgs, "--", ...opts.argv], {
     env: opts.env ?? process.env,
     logFile: opts.logFile,

@@ -46,8 +46,6 @@ const AGENT_ARGS = [
   "2",
   "--backoff-max-seconds",
   "4",
-  "--mount-timeout-seconds",
-  "20",
   "--log-level",
   "info",
 ];
@@ -185,7 +183,13 @@ async function soak(opts: SoakOptions): Promise<number> {
   const node = await LocalNode.start({
     prefix: PREFIX,
     buckets: seedObjects(),
-    agentArgs: [...AGENT_ARGS, "--upload-grace-seconds", String(opts.profile.uploadGraceSeconds)],
+    agentArgs: AGENT_ARGS,
+    mounterArgs: [
+      "--mount-timeout-seconds",
+      "20",
+      "--upload-grace-seconds",
+      String(opts.profile.uploadGraceSeconds),
+    ],
   });
   let cleanupNotes: string[] = [];
   let wbS3: S3Server | undefined;

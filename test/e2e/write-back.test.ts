@@ -116,13 +116,10 @@ describe("write-back: acknowledged rclone writes are never dropped silently (rea
         "1",
         "--backoff-max-seconds",
         "2",
-        "--mount-timeout-seconds",
-        "10",
-        "--upload-grace-seconds",
-        String(GRACE_SECONDS),
         "--log-level",
         "debug",
       ],
+      mounterArgs: ["--mount-timeout-seconds", "10", "--upload-grace-seconds", String(GRACE_SECONDS)],
     });
     await node.writeSecret("team-a");
     await node.startAgent();
