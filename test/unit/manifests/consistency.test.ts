@@ -6,7 +6,7 @@ import { createServer, type RequestListener, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
-import { AGENT_OPTIONS, loadAgentConfig } from "../../../agent/config.js";
+import { AGENT_NODE_FLAGS, AGENT_OPTIONS, loadAgentConfig } from "../../../agent/config.js";
 import { createAgentHttpHandler, createAgentMetrics } from "../../../agent/console/http.js";
 import { MOUNT_OPTIONS_ANNOTATION } from "../../../agent/reconcile/pod.js";
 import { runCli } from "../../../certs/cli.js";
@@ -116,6 +116,68 @@ async function loaderEnv(
 
 const SIGNING_KEY_TEXT = `${Buffer.alloc(32, 7).toString("base64")}\n`;
 
+/** The mounter's program in the agent's image (built from agent/mounter/main.ts). */
+const MOUNTER_MAIN = "dist/agent/mounter/main.js";
+/** Every flag the mounter takes (its command line, agent/mounter/). */
+const MOUNTER_FLAGS = [
+  "root",
+  "socket",
+  "agent-uid",
+  "agent-gid",
+  "log-level",
+  "mount-timeout-seconds",
+  "upload-grace-seconds",
+  "s3fs-program",
+  "rclone-program",
+  "geesefs-program",
+  "mount-program",
+  "umount-program",
+  "fusermount3-program",
+  "client-path",
+] as const;
+/** The flags that moved from the agent to the mounter: the agent's manifest must not set them. */
+const MOVED_TO_MOUNTER = MOUNTER_FLAGS.filter(
+  (f) => !["root", "socket", "agent-uid", "agent-gid", "log-level"].includes(f),
+);
+/** Where the mounter listens, and the agent connects, unless told otherwise. */
+const defaultSocket = (root: string): string => posix.join(root, "run", "mounter.sock");
+
+/** The flag/value pairs of an argument list in `--flag value` form (`--flag=value` is accepted too). */
+function flagPairs(args: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const eq = /^--([a-z][a-z0-9-]*)=(.*)$/.exec(args[i]!);
+    if (eq) {
+      out.set(eq[1]!, eq[2]!);
+      continue;
+    }
+    const m = /^--([a-z][a-z0-9-]*)$/.exec(args[i]!);
+    const value = args[i + 1];
+    if (!m || value === undefined || value.startsWith("--"))
+      throw new Error(`"${args.slice(i, i + 2).join(" ")}" is not --flag value`);
+    if (out.has(m[1]!)) throw new Error(`--${m[1]!} is given twice`);
+    out.set(m[1]!, value);
+    i++;
+  }
+  return out;
+}
+
+/** A container's effective security settings: its own, else the pod's. */
+function effectiveSecurity(pod: V1PodSpec, c: V1Container) {
+  const p = pod.securityContext ?? {};
+  const own = c.securityContext ?? {};
+  return {
+    runAsNonRoot: own.runAsNonRoot ?? p.runAsNonRoot,
+    runAsUser: own.runAsUser ?? p.runAsUser,
+    runAsGroup: own.runAsGroup ?? p.runAsGroup,
+    seccomp: (own.seccompProfile ?? p.seccompProfile)?.type,
+    privileged: own.privileged ?? false,
+    allowPrivilegeEscalation: own.allowPrivilegeEscalation,
+    readOnlyRootFilesystem: own.readOnlyRootFilesystem ?? false,
+    capabilities: own.capabilities,
+  };
+}
+
 describe("manifests match the code", function () {
   // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
   this.timeout(30_000);
@@ -127,6 +189,9 @@ describe("manifests match the code", function () {
   let agent: KubeObject;
   let agentPod: V1PodSpec;
   let agentContainer: V1Container;
+  let mounter: KubeObject;
+  let mounterPod: V1PodSpec;
+  let mounterContainer: V1Container;
   let mwc: KubeObject;
   let webhookService: KubeObject;
   let dir: string;
@@ -141,6 +206,9 @@ describe("manifests match the code", function () {
     agent = findObject(objects, "DaemonSet", "dynamic-volumes-agent");
     agentPod = podSpecOf(agent);
     agentContainer = containerOf(agentPod, "agent");
+    mounter = findObject(objects, "DaemonSet", "dynamic-volumes-mounter");
+    mounterPod = podSpecOf(mounter);
+    mounterContainer = containerOf(mounterPod, "mounter");
     mwc = findObject(objects, "MutatingWebhookConfiguration", "dynamic-volumes");
     webhookService = findObject(objects, "Service", "dynamic-volumes-webhook");
     dir = await mkdtemp(join(tmpdir(), "dv-manifests-"));
@@ -261,6 +329,7 @@ describe("manifests match the code", function () {
         ...(webhookPod.initContainers ?? []),
         ...webhookPod.containers,
         ...agentPod.containers,
+        ...mounterPod.containers,
       ]) {
         expect(c.resources?.requests?.cpu, c.name).to.be.a("string");
         expect(c.resources?.requests?.memory, c.name).to.be.a("string");
@@ -268,7 +337,7 @@ describe("manifests match the code", function () {
       }
     });
 
-    it("injects a hostPath that lies inside the directory the agent mounts Bidirectional", async () => {
+    it("injects a hostPath that lies inside the directory the mounter mounts Bidirectional", async () => {
       const env = await loaderEnv(webhookContainer, join(dir, "webhook-inject"), {
         DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
       });
@@ -287,9 +356,10 @@ describe("manifests match the code", function () {
       if (result.kind !== "patched") throw new Error(`expected a patch, got ${JSON.stringify(result)}`);
       const patched = applyJsonPatch(pod, result.patch) as unknown as { spec: V1PodSpec };
       const injected = volumeOf(patched.spec, VOLUME_NAME);
-      const root = volumeOf(agentPod, "root").hostPath!.path;
+      const root = volumeOf(mounterPod, "root").hostPath!.path;
       expect(injected.hostPath!.path.startsWith(`${root}/pods/`), injected.hostPath!.path).to.equal(true);
-      expect(mountOf(agentContainer, "root").mountPath).to.equal(root);
+      expect(mountOf(mounterContainer, "root").mountPath).to.equal(root);
+      expect(mountOf(mounterContainer, "root").mountPropagation).to.equal("Bidirectional");
     });
   });
 
@@ -418,24 +488,67 @@ describe("manifests match the code", function () {
   });
 
   describe("the agent DaemonSet", () => {
-    it("runs privileged, without the host's PID namespace", () => {
-      expect(agentContainer.securityContext?.privileged).to.equal(true);
+    it("runs unprivileged: a non-root uid and gid, a read-only root, no capabilities, RuntimeDefault seccomp", () => {
+      for (const c of [...(agentPod.initContainers ?? []), ...agentPod.containers]) {
+        const sc = effectiveSecurity(agentPod, c);
+        expect(sc.runAsNonRoot, c.name).to.equal(true);
+        expect(sc.runAsUser, `${c.name}: runAsUser`).to.be.a("number").and.not.equal(0);
+        expect(sc.runAsGroup, `${c.name}: runAsGroup`).to.be.a("number").and.not.equal(0);
+        expect(sc.privileged, c.name).to.equal(false);
+        expect(sc.allowPrivilegeEscalation, c.name).to.equal(false);
+        expect(sc.readOnlyRootFilesystem, c.name).to.equal(true);
+        expect(sc.capabilities?.drop, c.name).to.deep.equal(["ALL"]);
+        expect(sc.capabilities?.add ?? [], c.name).to.deep.equal([]);
+        expect(sc.seccomp, c.name).to.equal("RuntimeDefault");
+      }
       expect(agentPod.hostPID ?? false).to.equal(false);
       expect(agentPod.hostNetwork ?? false).to.equal(false);
+      expect(agentPod.hostIPC ?? false).to.equal(false);
     });
 
-    it("mounts the host root from shared/names.ts at the same path, Bidirectional", () => {
+    it("can read its Secrets as that user: group-readable files owned by its fsGroup", () => {
+      const sc = effectiveSecurity(agentPod, agentContainer);
+      expect(agentPod.securityContext?.fsGroup).to.equal(sc.runAsGroup);
+      for (const name of ["signing-key", "tls"]) {
+        const mode = volumeOf(agentPod, name).secret?.defaultMode;
+        expect(mode, name).to.be.a("number");
+        expect(mode! & 0o040, `${name}: defaultMode ${mode!.toString(8)} is readable by the group`).to.equal(
+          0o040,
+        );
+      }
+    });
+
+    it("mounts the host root from shared/names.ts at the same path, read-only, HostToContainer", () => {
       const root = volumeOf(agentPod, "root");
       expect(root.hostPath).to.deep.equal({ path: DEFAULT_ROOT, type: "DirectoryOrCreate" });
       const mount = mountOf(agentContainer, "root");
       expect(mount.mountPath).to.equal(DEFAULT_ROOT);
-      expect(mount.mountPropagation).to.equal("Bidirectional");
-      expect(mount.readOnly ?? false).to.equal(false);
+      expect(mount.mountPropagation).to.equal("HostToContainer");
+      expect(mount.readOnly).to.equal(true);
+      expect(mount.subPath ?? mount.subPathExpr).to.equal(undefined);
     });
 
-    it("mounts /dev/fuse from the host as a character device", () => {
-      expect(volumeOf(agentPod, "fuse").hostPath).to.deep.equal({ path: "/dev/fuse", type: "CharDevice" });
-      expect(mountOf(agentContainer, "fuse").mountPath).to.equal("/dev/fuse");
+    it("has no /dev/fuse, no device and no other hostPath than the root", () => {
+      const hostPaths = (agentPod.volumes ?? []).filter((v) => v.hostPath !== undefined);
+      expect(hostPaths.map((v) => v.hostPath!.path)).to.deep.equal([DEFAULT_ROOT]);
+      for (const c of [...(agentPod.initContainers ?? []), ...agentPod.containers]) {
+        expect(
+          (c.volumeMounts ?? []).filter((m) => m.mountPath.startsWith("/dev")),
+          c.name,
+        ).to.deep.equal([]);
+        expect(c.volumeDevices ?? [], c.name).to.deep.equal([]);
+      }
+    });
+
+    it("sets none of the flags that moved to the mounter, as a flag or as an environment variable", () => {
+      const envOf = (flag: string) => `DV_${flag.toUpperCase().replace(/-/g, "_")}`;
+      const args = [...(agentContainer.command ?? []), ...(agentContainer.args ?? [])];
+      const set = MOVED_TO_MOUNTER.filter(
+        (f) =>
+          args.some((a) => a === `--${f}` || a.startsWith(`--${f}=`)) ||
+          (agentContainer.env ?? []).some((e) => e.name === envOf(f)),
+      );
+      expect(set).to.deep.equal([]);
     });
 
     it("sets only environment variables that agent/config.ts reads, NODE_NAME from spec.nodeName", () => {
@@ -487,7 +600,7 @@ describe("manifests match the code", function () {
       ).to.deep.equal([200, 200]);
     });
 
-    it("runs on every node, last to be evicted, one node at a time", () => {
+    it("runs on every node, last to be evicted, rolling one node at a time", () => {
       expect(agentPod.tolerations).to.deep.equal([{ operator: "Exists" }]);
       expect(agentPod.priorityClassName).to.equal("system-node-critical");
       expect(specOf(agent).updateStrategy).to.deep.equal({
@@ -513,6 +626,135 @@ describe("manifests match the code", function () {
       expect(resolvePort(agentContainer, ports[0]!.targetPort)).to.equal(
         resolvePort(agentContainer, "https"),
       );
+    });
+  });
+
+  describe("the mounter DaemonSet", () => {
+    let args: Map<string, string>;
+    before(() => {
+      args = flagPairs(mounterContainer.args ?? []);
+    });
+
+    it("runs the mounter program of the agent's image, with the agent's node flags", () => {
+      expect(mounterContainer.image).to.equal(agentContainer.image);
+      expect(mounterContainer.command).to.deep.equal(["node", ...AGENT_NODE_FLAGS, MOUNTER_MAIN]);
+      expect(
+        existsSync(join(REPO_ROOT, "agent/mounter/main.ts")),
+        `${MOUNTER_MAIN} is built from agent/mounter/main.ts`,
+      ).to.equal(true);
+    });
+
+    it("passes only flags the mounter takes, with the root from shared/names.ts", () => {
+      const known = new Set<string>(MOUNTER_FLAGS);
+      expect([...args.keys()].filter((f) => !known.has(f))).to.deep.equal([]);
+      expect(args.get("root")).to.equal(DEFAULT_ROOT);
+      expect(mounterContainer.env ?? [], "flags, not environment variables").to.deep.equal([]);
+    });
+
+    it("gives the socket to the agent's runAsUser and runAsGroup (--agent-uid, --agent-gid)", () => {
+      const sc = effectiveSecurity(agentPod, agentContainer);
+      expect(args.get("agent-uid"), "--agent-uid").to.equal(String(sc.runAsUser));
+      expect(args.get("agent-gid"), "--agent-gid").to.equal(String(sc.runAsGroup));
+    });
+
+    it("listens on the socket the agent connects to, inside the root both mount", () => {
+      const mounterSocket = args.get("socket") ?? defaultSocket(args.get("root")!);
+      const agentEnv = envValues(agentContainer, FIELDS);
+      const agentRoot = agentEnv[AGENT_OPTIONS.root.env] ?? AGENT_OPTIONS.root.default!;
+      // The agent's --mounter-socket, once agent/config.ts has it; its default otherwise.
+      const option = Object.values(AGENT_OPTIONS).find((o) => o.flag === "mounter-socket");
+      const agentSocket = (option && agentEnv[option.env]) ?? defaultSocket(agentRoot);
+      expect(agentSocket).to.equal(mounterSocket);
+      expect(agentRoot).to.equal(args.get("root"));
+      for (const c of [agentContainer, mounterContainer])
+        expect(mounterSocket.startsWith(`${mountOf(c, "root").mountPath}/`), c.name).to.equal(true);
+    });
+
+    it("has no container port, and no Service selects it", () => {
+      for (const c of [...(mounterPod.initContainers ?? []), ...mounterPod.containers])
+        expect(c.ports ?? [], c.name).to.deep.equal([]);
+      expect(mounterPod.hostNetwork ?? false).to.equal(false);
+      expect(mounterPod.hostPID ?? false).to.equal(false);
+      expect(mounterPod.hostIPC ?? false).to.equal(false);
+      const podLabels = (specOf(mounter).template as { metadata: { labels: Record<string, string> } })
+        .metadata.labels;
+      const selecting = objects.filter(
+        (o) =>
+          o.kind === "Service" &&
+          specOf(o).selector !== undefined &&
+          selectorMatches({ matchLabels: specOf(o).selector }, podLabels),
+      );
+      expect(selecting.map(objectId)).to.deep.equal([]);
+      // And the agent's selector does not take in the mounter's pods, nor the other way round.
+      const agentLabels = (specOf(agent).template as { metadata: { labels: Record<string, string> } })
+        .metadata.labels;
+      expect(selectorMatches(specOf(agent).selector, podLabels)).to.equal(false);
+      expect(selectorMatches(specOf(mounter).selector, agentLabels)).to.equal(false);
+    });
+
+    it("is replaced only when its pod is deleted (updateStrategy OnDelete)", () => {
+      expect(specOf(mounter).updateStrategy).to.deep.equal({ type: "OnDelete" });
+    });
+
+    it("holds no API token, under a service account of its own", () => {
+      expect(mounterPod.automountServiceAccountToken).to.equal(false);
+      expect(mounterPod.serviceAccountName).to.equal("dynamic-volumes-mounter");
+      expect(mounterPod.serviceAccountName).to.not.equal(agentPod.serviceAccountName);
+      const sa = findObject(objects, "ServiceAccount", mounterPod.serviceAccountName!);
+      expect(sa.metadata.namespace).to.equal(NS);
+      expect((sa as { automountServiceAccountToken?: boolean }).automountServiceAccountToken).to.equal(false);
+      for (const v of mounterPod.volumes ?? []) {
+        expect(v.projected, v.name).to.equal(undefined);
+        expect(v.secret, `${v.name}: the mounter mounts no Secret`).to.equal(undefined);
+      }
+      for (const c of mounterPod.containers)
+        expect(
+          (c.volumeMounts ?? []).filter((m) => m.mountPath.startsWith("/var/run/secrets")),
+          c.name,
+        ).to.deep.equal([]);
+    });
+
+    it("runs privileged, as root, with /dev/fuse", () => {
+      const sc = effectiveSecurity(mounterPod, mounterContainer);
+      expect(sc.privileged).to.equal(true);
+      expect(sc.runAsUser ?? 0).to.equal(0);
+      expect(volumeOf(mounterPod, "fuse").hostPath).to.deep.equal({ path: "/dev/fuse", type: "CharDevice" });
+      expect(mountOf(mounterContainer, "fuse").mountPath).to.equal("/dev/fuse");
+    });
+
+    it("mounts the agent's hostPath root at the same path, writable, Bidirectional", () => {
+      const root = volumeOf(mounterPod, "root");
+      expect(root.hostPath).to.deep.equal({ path: DEFAULT_ROOT, type: "DirectoryOrCreate" });
+      expect(root.hostPath).to.deep.equal(volumeOf(agentPod, "root").hostPath);
+      const mount = mountOf(mounterContainer, "root");
+      expect(mount.mountPath).to.equal(DEFAULT_ROOT);
+      expect(mount.mountPropagation).to.equal("Bidirectional");
+      expect(mount.readOnly ?? false).to.equal(false);
+      expect(mount.subPath ?? mount.subPathExpr).to.equal(undefined);
+    });
+
+    it("probes liveness and readiness by pinging its socket (`--check`)", () => {
+      const check = ["node", MOUNTER_MAIN, "--check", "--root", args.get("root")!];
+      for (const [kind, probe] of [
+        ["liveness", mounterContainer.livenessProbe],
+        ["readiness", mounterContainer.readinessProbe],
+        ["startup", mounterContainer.startupProbe ?? { exec: { command: check } }],
+      ] as const) {
+        expect(probe?.exec?.command, kind).to.deep.equal(check);
+        expect(probe?.httpGet ?? probe?.tcpSocket ?? probe?.grpc, kind).to.equal(undefined);
+      }
+    });
+
+    it("runs on every node the agent runs on, as late to be evicted", () => {
+      expect(mounterPod.tolerations).to.deep.equal(agentPod.tolerations);
+      expect(mounterPod.nodeSelector).to.deep.equal(agentPod.nodeSelector);
+      expect(mounterPod.affinity).to.deep.equal(agentPod.affinity);
+      expect(mounterPod.priorityClassName).to.equal(agentPod.priorityClassName);
+      const quota = findObject(objects, "ResourceQuota", "dynamic-volumes-critical-pods");
+      const scope = (
+        specOf(quota).scopeSelector as { matchExpressions: { scopeName: string; values: string[] }[] }
+      ).matchExpressions[0]!;
+      expect(scope.values).to.include(mounterPod.priorityClassName);
     });
   });
 
@@ -645,6 +887,7 @@ describe("manifests match the code", function () {
       });
       expect(images.sort()).to.deep.equal([
         `DaemonSet/agent=ghcr.io/dynamic-volumes/agent:${pkg.version}`,
+        `DaemonSet/mounter=ghcr.io/dynamic-volumes/agent:${pkg.version}`,
         `Deployment/certs=ghcr.io/dynamic-volumes/webhook:${pkg.version}`,
         `Deployment/webhook=ghcr.io/dynamic-volumes/webhook:${pkg.version}`,
       ]);

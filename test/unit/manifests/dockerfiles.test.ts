@@ -68,12 +68,20 @@ function importedFiles(entries: readonly string[]): Set<string> {
     const file = queue.pop()!;
     if (seen.has(file)) continue;
     seen.add(file);
+    if (!existsSync(join(REPO_ROOT, file)))
+      throw new Error(`${file} does not exist (an entry point, or imported)`);
     const text = readFileSync(join(REPO_ROOT, file), "utf8");
     for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)"(\.{1,2}\/[^"]+)\.js"/g))
       queue.push(posix.normalize(posix.join(posix.dirname(file), `${m[1]!}.ts`)));
   }
   return seen;
 }
+
+/** Programs an image runs besides its ENTRYPOINT: the webhook's certificate bootstrap, the mounter. */
+const OTHER_PROGRAMS: Readonly<Record<string, readonly string[]>> = {
+  "Dockerfile.webhook": ["dist/certs/main.js"],
+  "Dockerfile.agent": ["dist/agent/mounter/main.js"],
+};
 
 const tsconfigBuild = JSON.parse(readFileSync(join(REPO_ROOT, "tsconfig.build.json"), "utf8")) as {
   include: string[];
@@ -130,7 +138,7 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
         instructions.some((i) => i.stage === build && /tsc -p tsconfig\.build\.json/.test(i.args)),
       ).to.equal(true);
       const mains = [JSON.parse(entrypoint[0]!.args) as string[]]
-        .concat(name === "Dockerfile.webhook" ? [["node", "dist/certs/main.js"]] : [])
+        .concat(OTHER_PROGRAMS[name]!.map((script) => ["node", script]))
         .map((argv) =>
           mainOf(argv)
             .replace(/^dist\//, "")
@@ -154,6 +162,8 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
       expect(m, `${main} is dist/<dir>/main.js`).to.not.equal(null);
       expect(existsSync(join(REPO_ROOT, m![1]!, "main.ts"))).to.equal(true);
       expect(tsconfigBuild.include).to.include(m![1]);
+      // The default stays the component the image is named after; the others name their program.
+      expect(main).to.equal(name === "Dockerfile.agent" ? "dist/agent/main.js" : "dist/webhook/main.js");
       const workdir = instructions.filter((i) => i.keyword === "WORKDIR" && i.stage === last).at(-1)?.args;
       const dist = instructions.find(
         (i) =>
@@ -178,21 +188,85 @@ describe("Dockerfile.webhook and the webhook Deployment", function () {
     const port = Number(/:(\d+)$/.exec(WEBHOOK_OPTIONS.listen.default!)![1]);
     expect(exposed).to.deep.equal([port]);
   });
+});
 
-  it("run every node script of the manifests from a main.ts the image compiles", () => {
+describe("the images and the manifests", function () {
+  // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
+  this.timeout(30_000);
+  it("run every node script of the manifests (commands and exec probes) from a main.ts the image compiles", () => {
     const objects = render(MANIFESTS_DIR).objects;
-    const scripts: string[] = [];
+    const scripts = new Set<string>();
     for (const o of objects.filter((x) => x.kind === "Deployment" || x.kind === "DaemonSet")) {
       const spec = podSpecOf(o);
       for (const c of [...(spec.initContainers ?? []), ...spec.containers])
-        if (c.command?.[0] === "node") scripts.push(c.command[1]!);
+        for (const argv of [
+          c.command,
+          c.startupProbe?.exec?.command,
+          c.livenessProbe?.exec?.command,
+          c.readinessProbe?.exec?.command,
+        ])
+          if (argv?.[0] === "node") scripts.add(`${c.image!.replace(/:[^/:]*$/, "")} ${mainOf(argv)}`);
     }
-    expect(scripts).to.deep.equal(["dist/certs/main.js"]);
+    expect([...scripts].sort()).to.deep.equal([
+      "ghcr.io/dynamic-volumes/agent dist/agent/mounter/main.js",
+      "ghcr.io/dynamic-volumes/webhook dist/certs/main.js",
+    ]);
     containerOf(podSpecOf(objects.find((o) => o.kind === "Deployment")!), "certs", true);
-    for (const s of scripts) {
-      const dir = /^dist\/([a-z-]+)\/main\.js$/.exec(s)![1]!;
-      expect(existsSync(join(REPO_ROOT, dir, "main.ts")), s).to.equal(true);
-      expect(tsconfigBuild.include, s).to.include(dir);
+    for (const entry of scripts) {
+      const [image, script] = entry.split(" ") as [string, string];
+      const dockerfile = image.endsWith("/agent") ? "Dockerfile.agent" : "Dockerfile.webhook";
+      expect(OTHER_PROGRAMS[dockerfile], `${dockerfile} knows that it runs ${script}`).to.include(script);
+      const source = script.replace(/^dist\//, "").replace(/\.js$/, ".ts");
+      expect(existsSync(join(REPO_ROOT, source)), `${script} is compiled from ${source}`).to.equal(true);
+      expect(tsconfigBuild.include, script).to.include(source.split("/")[0]);
     }
+  });
+});
+
+describe("Dockerfile.agent and the agent DaemonSet", function () {
+  // Rendering, dynamic imports and local servers: slow on a busy machine, whatever the mocha config.
+  this.timeout(30_000);
+  const { instructions, stages } = parseDockerfile(readFileSync(join(REPO_ROOT, "Dockerfile.agent"), "utf8"));
+  const last = stages.length - 1;
+
+  it("leaves what the final stage copies from the build stage readable by any user, the agent's non-root uid included", () => {
+    const build = stages.findIndex((s) => s.name === "build");
+    const copied = instructions
+      .filter(
+        (i) => i.keyword === "COPY" && i.stage === last && copyParts(i.args).flags.get("from") === "build",
+      )
+      .flatMap((i) => copyParts(i.args).sources.map((s) => posix.relative("/src", s)));
+    expect(copied).to.include.members(["dist", "node_modules", "package.json"]);
+    // COPY --from keeps the modes of the build stage: a recursive a+rX there, after the build.
+    const chmod = instructions.filter(
+      (i) => i.stage === build && i.keyword === "RUN" && /\bchmod -R a\+rX\b/.test(i.args),
+    );
+    expect(chmod, "a `chmod -R a+rX ...` in the build stage").to.have.length(1);
+    const tsc = instructions.findIndex(
+      (i) => i.stage === build && /tsc -p tsconfig\.build\.json/.test(i.args),
+    );
+    expect(instructions.indexOf(chmod[0]!)).to.be.at.least(tsc);
+    const targets = chmod[0]!.args
+      .split(/chmod -R \S+/)[1]!
+      .split("&&")[0]!
+      .trim()
+      .split(/\s+/);
+    expect(targets).to.include.members(copied);
+    // No --chown or --chmod that could take the access back.
+    for (const i of instructions.filter((x) => x.keyword === "COPY" && x.stage === last))
+      expect(
+        [...copyParts(i.args).flags.keys()].filter((f) => f !== "from"),
+        `line ${i.line}`,
+      ).to.deep.equal([]);
+  });
+
+  it("sets no USER: the agent DaemonSet runs it as non-root, the mounter as root", () => {
+    expect(instructions.filter((i) => i.keyword === "USER")).to.deep.equal([]);
+    const objects = render(MANIFESTS_DIR).objects;
+    const agent = podSpecOf(
+      objects.find((o) => o.kind === "DaemonSet" && o.metadata.name === "dynamic-volumes-agent")!,
+    );
+    expect(agent.securityContext?.runAsNonRoot).to.equal(true);
+    expect(agent.securityContext?.runAsUser).to.be.a("number").and.not.equal(0);
   });
 });

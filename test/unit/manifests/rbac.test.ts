@@ -216,6 +216,31 @@ describe("RBAC", function () {
     });
   });
 
+  describe("the mounter", () => {
+    for (const [tree, dir] of [
+      ["the base", MANIFESTS_DIR],
+      ["the cert-manager overlay", CERT_MANAGER_OVERLAY_DIR],
+    ] as const)
+      it(`is bound to no Role or ClusterRole, not even through a group of service accounts (${tree})`, () => {
+        const tree = render(dir).objects;
+        const pod = podSpecOf(findObject(tree, "DaemonSet", "dynamic-volumes-mounter"));
+        const account = pod.serviceAccountName!;
+        expect(account).to.be.a("string");
+        findObject(tree, "ServiceAccount", account);
+        const bound = rulesOf(
+          tree,
+          (s) =>
+            (s.kind === "ServiceAccount" && s.name === account && (s.namespace ?? NS) === NS) ||
+            (s.kind === "Group" &&
+              (s.name === "system:serviceaccounts" || s.name === `system:serviceaccounts:${NS}`)),
+        );
+        expect(bound.map((r) => r.from)).to.deep.equal([]);
+        // Only system:authenticated remains (the CA's ConfigMap), and without a token the mounter is
+        // not authenticated at all.
+        expect(pod.automountServiceAccountToken).to.equal(false);
+      });
+  });
+
   describe("console users", () => {
     const authenticated = (s: Subject): boolean => s.kind === "Group" && s.name === "system:authenticated";
     const get = (resource: string, name: string | undefined, verb = "get", namespace = NS): Attributes => ({
