@@ -8,8 +8,8 @@
 import { AGENT_NODE_FLAGS } from "../../agent/config.js";
 import { randomBytes } from "node:crypto";
 import { renameSync } from "node:fs";
-import { chmod, chown, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, chown, copyFile, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import type { PodStatus } from "../../agent/reconcile/status.js";
 import { DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
 import { signingKeyFromText } from "../../shared/signing.js";
@@ -328,23 +328,35 @@ export class LocalNode {
    * Starts the agent in local mode as the agent's uid with no capabilities, in a namespace that
    * receives the host's mounts; starts the mounter first when none runs.
    */
-  async startAgent(extra: readonly string[] = []): Promise<NamespacedProcess> {
+  async startAgent(
+    extra: readonly string[] = [],
+    /** Another build of the agent (an upgrade); default the node's own entry. */
+    entry: string = this.agentEntry,
+  ): Promise<NamespacedProcess> {
     if (this.agent !== undefined && this.agent.exitStatus() === undefined)
       throw new Error("the agent is running");
     if (this.mounter === undefined || this.mounter.exitStatus() !== undefined) await this.startMounter();
     this.agentStarts++;
     const args = [...this.agentArgs, ...extra];
-    // Files handed to the agent by flag (TLS key, token file) are given to its uid, as a Secret
-    // volume with fsGroup would be.
-    for (const [i, a] of args.entries())
-      if (["--tls-cert-file", "--tls-key-file", "--token-auth-file"].includes(a) && args[i + 1] !== undefined)
-        await giveToAgent(args[i + 1]!);
+    // Files handed to the agent by flag (TLS certificate and key, token file) are copied where its
+    // uid can read them, as a Secret volume with fsGroup would give them to it.
+    const files = join(this.work, "agent-files");
+    await mkdir(files, { recursive: true, mode: 0o755 });
+    for (const [i, a] of args.entries()) {
+      const from = args[i + 1];
+      if (!["--tls-cert-file", "--tls-key-file", "--token-auth-file"].includes(a) || from === undefined)
+        continue;
+      const to = join(files, `${a.slice(2)}-${basename(from)}`);
+      await copyFile(from, to);
+      await giveToAgent(to);
+      args[i + 1] = to;
+    }
     this.agent = await startInMountNamespace({
       argv: unprivileged([
         process.execPath,
         ...AGENT_NODE_FLAGS,
-        ...(this.agentEntry.endsWith(".ts") ? ["--import", "tsx"] : []),
-        this.agentEntry,
+        ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
+        entry,
         "--root",
         this.root,
         "--pods-dir",

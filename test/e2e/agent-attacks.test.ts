@@ -79,8 +79,9 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       }
     };
 
+    // The agent decides and the mounter starts the clients: both logs tell what happened.
     const agentLogLines = async (): Promise<Array<Record<string, unknown>>> =>
-      (await node.agentLog())
+      `${await node.agentLog()}\n${await node.mounterLog()}`
         .split("\n")
         .filter((l) => l.startsWith("{"))
         .map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -104,6 +105,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
           "--log-level",
           "debug",
         ],
+        mounterArgs: ["--log-level", "debug"],
       });
       evilBin = join(node.work, "evil-bin");
       marker = join(node.work, "look-alikes-ran.log");
