@@ -5,14 +5,14 @@
  * report, and cleans up, on SIGINT and SIGTERM as well. Exit 0: no violation; 1: violations; 2:
  * usage or harness error. Wiring only: see ./actors.ts, ./console-load.ts, ./tracker.ts, ./final.ts.
  */
-import { cp, mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { chown, cp, mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { cpus, release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { run } from "../../agent/mount/exec.js";
 import { generateCa, generateServingCert } from "../../certs/generate.js";
-import { LocalNode } from "../lib/local-node.js";
+import { AGENT_GID, AGENT_UID, LocalNode } from "../lib/local-node.js";
 import { restartableS3 } from "../lib/s3-restart.js";
 import {
   agentKills,
@@ -71,6 +71,9 @@ async function freePort(): Promise<number> {
 async function consoleSetup(work: string): Promise<ConsoleSetup> {
   const dir = join(work, "console");
   await mkdir(dir, { mode: 0o700 });
+  // The agent runs as its own uid: the directory is its, as a Secret volume with fsGroup would be
+  // (LocalNode.startAgent hands it the files named by its flags).
+  await chown(dir, AGENT_UID, AGENT_GID);
   const ca = generateCa({ commonName: "dynamic-volumes soak CA" });
   const serving = generateServingCert({
     ca,
