@@ -127,7 +127,10 @@ async function startConsole(
   }
   let ready = true;
   const https = await startHttpsServer({
-    handler: createAgentHttpHandler({ registry: metrics.registry, isReady: () => ready && mounterReachable() }),
+    handler: createAgentHttpHandler({
+      registry: metrics.registry,
+      isReady: () => ready && mounterReachable(),
+    }),
     tls: c.tls,
     host: c.host,
     port: c.port,

@@ -16,15 +16,7 @@
  * are only the read of `/proc/self/mountinfo`, which the kernel writes from its own tables without
  * asking any file system, and the small writes in the agent's private state (see `prepare`).
  */
-import {
-  chmodSync,
-  closeSync,
-  fchmodSync,
-  mkdirSync,
-  openSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { open, readdir, rmdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { AppError } from "../../shared/errors.js";

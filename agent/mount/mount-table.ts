@@ -97,7 +97,11 @@ export interface ProbeOptions {
  * Health of a mount point: "absent" when nothing is mounted there, "stale" when a `stat` through
  * it fails (`ENOTCONN` after the client died, `EIO`) or hangs past the timeout, else "ok".
  */
-export async function probeMount(table: MountTable, mountPoint: string, o: ProbeOptions): Promise<ProbeResult> {
+export async function probeMount(
+  table: MountTable,
+  mountPoint: string,
+  o: ProbeOptions,
+): Promise<ProbeResult> {
   if ((await table.at(mountPoint, o.tableMaxAgeMs)) === undefined) return "absent";
   // The kernel may answer stat from cached attributes for a while after the client died, so a
   // client known to have exited settles it.

@@ -24,7 +24,11 @@ const opt = option;
 export const DEFAULT_AGENT_ID = "65532";
 
 export const MOUNTER_OPTIONS = {
-  root: opt("root", "host root that holds the pods' directories and the mounter's private state", DEFAULT_ROOT),
+  root: opt(
+    "root",
+    "host root that holds the pods' directories and the mounter's private state",
+    DEFAULT_ROOT,
+  ),
   socket: opt("socket", "unix socket the agent connects to (default <root>/run/mounter.sock)"),
   agentUid: opt("agent-uid", "uid of the agent: owner of the socket", DEFAULT_AGENT_ID),
   agentGid: opt("agent-gid", "gid of the agent: group of the socket and its directory", DEFAULT_AGENT_ID),
@@ -43,7 +47,11 @@ export const MOUNTER_OPTIONS = {
   geesefsProgram: opt("geesefs-program", "absolute path of geesefs", DEFAULT_PROGRAMS.geesefs),
   mountProgram: opt("mount-program", "absolute path of util-linux mount", DEFAULT_PROGRAMS.mount),
   umountProgram: opt("umount-program", "absolute path of util-linux umount", DEFAULT_PROGRAMS.umount),
-  fusermount3Program: opt("fusermount3-program", "absolute path of fusermount3", DEFAULT_PROGRAMS.fusermount3),
+  fusermount3Program: opt(
+    "fusermount3-program",
+    "absolute path of fusermount3",
+    DEFAULT_PROGRAMS.fusermount3,
+  ),
   clientPath: opt(
     "client-path",
     "PATH given to the FUSE clients, which look up helpers such as fusermount themselves (absolute directories, ':'-separated); the mounter's own PATH is never passed on",

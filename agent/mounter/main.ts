@@ -49,7 +49,12 @@ async function main(argv: string[]): Promise<number> {
     log: log.child({ component: "fuse" }),
     onClientExit: (mountPoint) => server?.broadcast({ event: "clientExited", mountPoint }),
   });
-  const service = new MounterService({ root: config.root, engine, records: new MountRecords(config.root), log });
+  const service = new MounterService({
+    root: config.root,
+    engine,
+    records: new MountRecords(config.root),
+    log,
+  });
   server = await MounterServer.start({
     socketPath: config.socketPath,
     agentUid: config.agentUid,

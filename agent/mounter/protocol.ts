@@ -192,9 +192,17 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** Fields whose value never goes into a message, not even a number sent in a string's place. */
+const SECRET_FIELDS: ReadonlySet<string> = new Set(["accessKeyID", "secretAccessKey"]);
+
 function str(o: Record<string, unknown>, key: string, max = 4096): string {
   const v = o[key];
-  if (typeof v !== "string") throw bad(`${key} must be a string, not ${describeValue(v)}`);
+  if (typeof v !== "string") {
+    // describeValue prints numbers and booleans as they are.
+    const what =
+      SECRET_FIELDS.has(key) && typeof v !== "object" && v !== undefined ? `a ${typeof v}` : describeValue(v);
+    throw bad(`${key} must be a string, not ${what}`);
+  }
   if (v.length > max) throw bad(`${key} is longer than ${max} characters`);
   return v;
 }

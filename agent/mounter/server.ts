@@ -39,7 +39,8 @@ async function prepare(o: MounterServerOptions): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o750 });
   const d = await lstat(dir);
   if (!d.isDirectory()) throw new ConfigError(`${dir}, the socket's directory, is not a directory`);
-  if (d.uid !== 0) throw new ConfigError(`${dir}, the socket's directory, is owned by uid ${d.uid}, not root`);
+  if (d.uid !== 0)
+    throw new ConfigError(`${dir}, the socket's directory, is owned by uid ${d.uid}, not root`);
   await chown(dir, 0, o.agentGid);
   await chmod(dir, 0o750);
   const existing = await lstat(o.socketPath).catch(() => undefined);
@@ -101,11 +102,15 @@ export class MounterServer {
     };
     socket.on("close", () => this.sockets.delete(socket));
     socket.on("error", (e) => log.debug({ err: e.message }, "mounter connection error"));
+    // Set once a line is refused for its length: what the peer sends after that is never read.
+    let refused = false;
     socket.on("data", (chunk: Buffer) => {
+      if (refused) return;
       let lines: Buffer[];
       try {
         lines = reader.push(chunk);
       } catch (e) {
+        refused = true;
         log.warn({ err: (e as Error).message }, "request refused; connection closed");
         send({ seq: -1, ok: false, error: wireError(e) });
         socket.end();

@@ -3,11 +3,12 @@
  * path is derived here from the pod id and entry name (`<root>/pods/<id>/<name>`), the mount's
  * private state from the same, and the engine builds and checks the client's command itself.
  */
+import { closeSync } from "node:fs";
 import { AppError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { podDir, podsDir } from "../../shared/names.js";
 import type { FuseMounter } from "../mount/fuse-mount.js";
-import { removeEmptyDir } from "../mount/host.js";
+import { openMountPoint, removeEmptyDir } from "../mount/host.js";
 import type { MountRecords } from "../mount/records.js";
 import type { MounterOp } from "./protocol.js";
 
@@ -26,6 +27,9 @@ export class MounterService {
     const { root, engine, records } = this.o;
     switch (req.op) {
       case "mount": {
+        // The kubelet makes the pod's directory when the pod starts; a mount asked for before
+        // that makes it here, checked as every directory on the way to a mount point is.
+        closeSync(openMountPoint(root, podDir(root, req.podId)));
         const r = await engine.mount(
           {
             bucket: req.bucket,

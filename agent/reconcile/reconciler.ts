@@ -8,7 +8,6 @@
  * that have their own files: the keyed work queue, the status writer and the garbage collector.
  */
 import { EventEmitter } from "node:events";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { backoffDelay } from "../../shared/backoff.js";
 import { describeBucketError } from "../../shared/buckets.js";
@@ -17,7 +16,6 @@ import type { Logger } from "../../shared/logger.js";
 import type { MountChange } from "../../shared/protocol-messages.js";
 import type { MountState } from "../../shared/names.js";
 import { credentialsFromSecret } from "./credentials.js";
-import { makeDirAt } from "../mount/host.js";
 import { withoutTimestamps } from "../mount/mounters/index.js";
 import { planPod, specKey, specOf, type ActualMount, type MountSpec } from "./plan.js";
 import { readPod, type PodReadConfig, type PodView } from "./pod.js";
@@ -166,7 +164,10 @@ export class Reconciler {
   /** Starts watching; after the initial list, collects orphans and reconciles every pod. */
   async start(): Promise<void> {
     await this.source.start((e) => this.onEvent(e));
-    await this.collectGarbage();
+    // Without a mounter nothing can be collected; the pass after it is back does it.
+    await this.collectGarbage().catch((e: unknown) =>
+      this.log.warn({ err: (e as Error).message }, "garbage collection postponed"),
+    );
     for (const key of this.pods.keys()) this.enqueue(key);
     this.scheduleResync();
   }
@@ -341,10 +342,14 @@ export class Reconciler {
     const previous = st.status;
     st.status = status;
 
-    // The kubelet normally has made it. `<root>/pods` is never a FUSE mount, so the recursive
-    // fallback cannot wait on a client either.
-    if (!makeDirAt(dir, 0o755)) mkdirSync(dir, { recursive: true, mode: 0o755 });
-    const actual = await this.actualMounts(id, dir);
+    let actual: ActualMount[];
+    try {
+      actual = await this.actualMounts(id, dir);
+    } catch (e) {
+      if (!isAppError(e) || e.code !== "Unavailable") throw e;
+      await this.mounterDown(view, ref, st, desired, dir, e);
+      return;
+    }
     const actions = planPod(desired, actual);
     // Unmounts one by one, deepest first; then the mounts, several at once, since each waits
     // mostly on its FUSE client becoming ready.
@@ -389,6 +394,29 @@ export class Reconciler {
       }
     }
     await this.garbage.removeStrayDirs(dir, new Set(desired.map((d) => d.name)));
+    await this.flushStatus(ref, st);
+  }
+
+  /**
+   * The mounter cannot be reached: nothing can change. A mount that still works stays `mounted`;
+   * every other entry reads `failed` with the reason until the mounter is back, when the link's
+   * reconnect makes every pod pass again.
+   */
+  private async mounterDown(
+    view: PodView,
+    ref: PodRef,
+    st: PodState,
+    desired: readonly MountSpec[],
+    dir: string,
+    e: AppError,
+  ): Promise<void> {
+    for (const spec of desired) {
+      const working =
+        st.status[spec.name]?.state === "mounted" && (await this.engine.probe(join(dir, spec.name))) === "ok";
+      if (!working)
+        this.setState(view, st, spec.name, { ...summary(spec), state: "failed", error: e.message });
+    }
+    this.log.warn({ pod: view.key, err: e.message }, "mounter unreachable; the pod waits for it");
     await this.flushStatus(ref, st);
   }
 
