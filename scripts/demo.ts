@@ -1,11 +1,14 @@
 /**
  * The local demo: a bucket appears inside an already-running container, a write from inside lands
  * in S3, and the bucket disappears again, all without restarting the container. Real parts only:
- * an S3 server on loopback, a runc container whose volume went through the webhook's patch, and the
- * agent in local mode running real FUSE clients. Cleans up on exit and on Ctrl-C.
+ * an S3 server on loopback, a runc container whose volume went through the webhook's patch, the
+ * mounter running real FUSE clients, and the agent in local mode as an unprivileged uid. The agent is
+ * restarted while a loop in the container keeps reading. Cleans up on exit and on Ctrl-C.
  */
+import { readFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { LocalNode } from "./lib/local-node.js";
+import { PodLoop, readerScript } from "./lib/pod-loop.js";
 
 const MOUNTER = process.env.DV_DEMO_MOUNTER ?? "s3fs";
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -50,7 +53,7 @@ async function main(): Promise<void> {
   const cleanup = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    step("cleanup: agent, container, mounts, S3 server, work directory");
+    step("cleanup: agent, mounter, container, mounts, S3 server, work directory");
     await node.stop();
     done("everything removed");
   };
@@ -68,9 +71,15 @@ async function main(): Promise<void> {
         .stdout,
     );
 
-    step(`3. start the agent in local mode (its own Bidirectional mount namespace, mounter ${MOUNTER})`);
+    step(
+      `3. start the mounter (root, Bidirectional mount namespace) and the agent (no privilege), client ${MOUNTER}`,
+    );
     await node.startAgent();
-    done(`agent running, pid ${node.agent!.pid}`);
+    const status = await readFile(`/proc/${node.agent!.pid}/status`, "utf8");
+    const field = (name: string): string => new RegExp(`^${name}:\\s*(\\S+)`, "m").exec(status)?.[1] ?? "?";
+    done(
+      `mounter pid ${node.mounter!.pid} (uid 0); agent pid ${node.agent!.pid} (uid ${field("Uid")}, CapEff ${field("CapEff")})`,
+    );
 
     step('4. annotate the running pod: dynamic-volumes/buckets = "data=imagenet-mini/train:ro, out=results"');
     const t0 = performance.now();
@@ -115,7 +124,32 @@ async function main(): Promise<void> {
     console.log(`   annotation change → gone from the container: ${(performance.now() - t1).toFixed(0)} ms`);
     show((await node.exec("trainer", ["ls", "/datasets"])).stdout);
 
-    step("7. Events recorded for the pod (events.jsonl)");
+    step("7. restart the agent (kill -9, then start) while a loop in the container keeps reading");
+    const reader = new PodLoop(pod.container.id, readerScript("/datasets/out/run-1.txt"));
+    try {
+      await reader.advance(5);
+      const clientsBefore = await node.clients();
+      node.agent!.kill("SIGKILL");
+      await node.agent!.exited;
+      const t2 = performance.now();
+      await reader.advance(10);
+      await node.startAgent();
+      console.log(
+        `   agent killed and started again (pid ${node.agent!.pid}) in ${(performance.now() - t2).toFixed(0)} ms`,
+      );
+      await reader.advance(10);
+      const clientsAfter = await node.clients();
+      const same = [...clientsBefore].every(([mp, pid]) => clientsAfter.get(mp) === pid);
+      console.log(
+        `   reads in the container: ${reader.rounds}, errors: ${reader.errors.length}; FUSE client pids ${same ? "unchanged" : "CHANGED"}: ${[...clientsAfter.values()].join(", ")}`,
+      );
+      if (reader.errors.length > 0 || !same)
+        throw new Error(`the agent restart was visible in the pod: ${reader.errors.join("; ")}`);
+    } finally {
+      await reader.stop();
+    }
+
+    step("8. Events recorded for the pod (events.jsonl)");
     for (const e of await node.events())
       console.log(`   ${e.type.padEnd(7)} ${e.reason.padEnd(11)} ${e.message}`);
     const up = (await node.exec("trainer", ["cat", "/proc/1/stat"])).stdout.split(" ")[21];

@@ -143,7 +143,7 @@ export class MounterLink implements MountEngine, ReconcilerRecords, GarbageFs {
     if (parts.length !== 2) throw new AppError("Internal", `${req.mountPoint} is not a pod's entry`);
     const [podId, name] = parts as [string, string];
     try {
-      return await this.request(
+      const result = await this.request(
         {
           op: "mount",
           podId,
@@ -162,8 +162,11 @@ export class MounterLink implements MountEngine, ReconcilerRecords, GarbageFs {
         },
         onStarted,
       );
-    } finally {
+      // A mark of a dead client stays until something else is mounted there: a failed request may
+      // have left the dead mount, which a `stat` could still answer from the kernel's cache.
       this.exited.delete(req.mountPoint);
+      return result;
+    } finally {
       this.table.changed();
     }
   }
@@ -171,9 +174,12 @@ export class MounterLink implements MountEngine, ReconcilerRecords, GarbageFs {
   async unmount(mountPoint: string): Promise<{ readonly writeBack?: WriteBackReport }> {
     const [podId, ...path] = this.below(mountPoint);
     try {
-      return (await this.request({ op: "unmount", podId: podId!, path })) as { writeBack?: WriteBackReport };
-    } finally {
+      const result = (await this.request({ op: "unmount", podId: podId!, path })) as {
+        writeBack?: WriteBackReport;
+      };
       this.exited.delete(mountPoint);
+      return result;
+    } finally {
       this.table.changed();
     }
   }
