@@ -1,16 +1,17 @@
 /**
  * The load and the faults, each an independent loop with its own seeded stream: pod churn, the
- * annotation flipper, the isolation prober, FUSE client kills, agent kills, the S3 outage, and the
+ * annotation flipper, the isolation prober, FUSE client kills, agent kills, mounter kills, the S3 outage, and the
  * --sabotage negative control (the writers are in ./writers.ts, the console in ./console-load.ts).
  * Every loop stops by itself at the end of its phase or on abort.
  */
 import { join } from "node:path";
 import { DeleteObjectCommand } from "@aws-sdk/client-s3";
-import { markerText, randomBuckets } from "./catalog.js";
-import { catFile, fuseProcesses, listDir, readMountinfo } from "./observe.js";
+import { expectedOf, markerText, randomBuckets } from "./catalog.js";
+import { catFile, fuseProcesses, listDir, readMountinfo, servedPath } from "./observe.js";
 import type { Prng } from "./prng.js";
 import type { Tracker } from "./tracker.js";
-import type { Mounter, World } from "./world.js";
+import type { Readers } from "./readers.js";
+import type { Mounter, SoakPod, World } from "./world.js";
 import type { WriteBackPlan } from "./write-back.js";
 import { locationOf, type WriteRecord } from "./writers.js";
 
@@ -173,10 +174,15 @@ export async function checkIsolation(w: World, name: string, rng: Prng, reads: n
   }
 }
 
-/** The fault plan: when the S3 outage, the agent kills and the write-back faults happen, drawn from the seed. */
+/**
+ * The fault plan, drawn from the seed: when the S3 outage, the agent kills, the mounter kills and
+ * the write-back faults happen. Agent kills, mounter kills and write-back faults never overlap
+ * (each holds {@link World.exclusive} until it is over); the plan also keeps them apart in time.
+ */
 export interface FaultPlan {
   readonly s3At: number;
   readonly agentKills: ReadonlyArray<{ at: number; downMs: number }>;
+  readonly mounterKills: ReadonlyArray<{ at: number; downMs: number }>;
   readonly writeBack: WriteBackPlan;
 }
 
@@ -184,23 +190,34 @@ export function planFaults(w: World): FaultPlan {
   const rng = w.rng("faults");
   const span = w.loadEnd - w.loadStart;
   const p = w.opts.profile;
-  const s3At = w.loadStart + span * rng.uniform(0.25, 0.45);
   const kills: Array<{ at: number; downMs: number }> = [];
-  // Agent kills spread over [10%, 55%] of the load, so that the last incarnation runs long
-  // enough to show whether descriptors or memory grow.
-  const slot = (0.45 * span) / Math.max(1, p.agentKills);
+  // Agent kills spread over [5%, 30%] of the load, so that the last incarnation runs long enough
+  // to show whether descriptors or memory grow, and so that each is over (with the comparison of
+  // the mounts after it) before the S3 outage: a mount that hangs on a dead S3 may rightly be
+  // found stale and made again, which would hide whether the kill alone made it again.
+  const slot = (0.25 * span) / Math.max(1, p.agentKills);
   for (let i = 0; i < p.agentKills; i++)
     kills.push({
-      at: w.loadStart + 0.1 * span + slot * i + rng.uniform(0.1, 0.9) * slot,
+      at: w.loadStart + 0.05 * span + slot * i + rng.uniform(0.1, 0.9) * slot,
       downMs: between(rng, p.agentDownSeconds),
     });
-  // The write-back faults freeze S3 for a while each: after the outage and the agent kills (which
-  // end by about 55 % of the load), so that each fault is alone with the load.
+  // The S3 outage starts in [40%, 44%] and ends by about 55 % of the load (30 s of 300 s at most).
+  const s3At = w.loadStart + span * rng.uniform(0.4, 0.44);
+  // Mounter kills over [56%, 64%], early in their slots so that the mounts are back before the next.
+  const mounterSlot = (0.08 * span) / Math.max(1, p.mounterKills);
+  const mounterKills: Array<{ at: number; downMs: number }> = [];
+  for (let i = 0; i < p.mounterKills; i++)
+    mounterKills.push({
+      at: w.loadStart + 0.56 * span + mounterSlot * i + rng.uniform(0, 0.4) * mounterSlot,
+      downMs: between(rng, p.mounterDownSeconds),
+    });
+  // The write-back faults freeze S3 for a while each: after the outage and the kills, so that each
+  // fault is alone with the load.
   const writeBack = {
-    removeAt: w.loadStart + span * rng.uniform(0.58, 0.62),
-    killAt: w.loadStart + span * rng.uniform(0.68, 0.72),
+    removeAt: w.loadStart + span * rng.uniform(0.66, 0.69),
+    killAt: w.loadStart + span * rng.uniform(0.74, 0.77),
   };
-  return { s3At, agentKills: kills, writeBack };
+  return { s3At, agentKills: kills, mounterKills, writeBack };
 }
 
 /** The S3 server killed and, after the profile's outage, started again on the same port. */
@@ -218,24 +235,132 @@ export async function s3Outage(w: World, plan: FaultPlan): Promise<void> {
   w.log("fault: S3 server back on the same port");
 }
 
-export async function agentKills(w: World, plan: FaultPlan): Promise<void> {
+/** A FUSE client of a kill: when and which mount point (from the fuse-kill actor). */
+export type FuseKill = { t: number; mountPoint: string };
+
+/** The FUSE clients of the node by pod mount point, from the mounter. */
+async function clientsByMountPoint(w: World): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const [mp, pid] of await w.node.clients()) out.set(servedPath(mp), pid);
+  return out;
+}
+
+/** The live pod whose directory holds `mountPoint`, and the mount's name. */
+function ownerOf(w: World, mountPoint: string): { pod: SoakPod; name: string } | undefined {
+  for (const pod of w.livePods())
+    if (mountPoint.startsWith(`${pod.hostDir}/`))
+      return { pod, name: mountPoint.slice(pod.hostDir.length + 1) };
+  return undefined;
+}
+
+/** How long after an agent's restart its mounts are compared with those before the kill. */
+const IDENTITY_SETTLE_MS = 6000;
+
+/**
+ * kill -9 of the agent, down for a while, started again. The FUSE clients live in the mounter, so
+ * every mount must stay the same mount: a client that ran before the kill for a mount that is
+ * still wanted, unchanged, must be the same process once the agent is back and has resynced. Not
+ * compared: mounts of pods edited, converging or deleted meanwhile, mounts whose client the
+ * fuse-kill actor killed meanwhile, and every mount when an S3 outage overlaps (the agent may
+ * rightly find a mount that hangs on a dead S3 stale).
+ */
+export async function agentKills(w: World, plan: FaultPlan, fuseKills: readonly FuseKill[]): Promise<void> {
   for (const k of plan.agentKills) {
     await w.until(k.at);
     if (w.aborted) return;
-    w.log(`fault: agent killed with -9, down for ${(k.downMs / 1000).toFixed(1)} s`);
-    await w.killAgent(k.downMs);
+    await w.exclusive(async () => {
+      if (w.aborted) return;
+      const t0 = Date.now();
+      const edits = new Map(w.livePods().map((p) => [p.name, p.edits]));
+      const converging = new Set(
+        w
+          .livePods()
+          .filter((p) => p.pending !== undefined)
+          .map((p) => p.name),
+      );
+      const before = await clientsByMountPoint(w).catch((e: unknown) => {
+        w.ledger.harnessError("clients before an agent kill", e);
+        return new Map<string, number>();
+      });
+      w.log(`fault: agent killed with -9, down for ${(k.downMs / 1000).toFixed(1)} s`);
+      await w.killAgent(k.downMs);
+      await w.sleep(IDENTITY_SETTLE_MS);
+      if (w.aborted) return;
+      const after = await clientsByMountPoint(w);
+      const t1 = Date.now();
+      if (w.windows.some((x) => x.kind === "s3" && x.from <= t1 && (x.to ?? Infinity) >= t0 - 5000)) {
+        w.ledger.count("agentKill.identity.skippedS3Outage", before.size);
+        return;
+      }
+      for (const [mp, pid] of before) {
+        const owner = ownerOf(w, mp);
+        const unchanged =
+          owner !== undefined &&
+          edits.get(owner.pod.name) === owner.pod.edits &&
+          owner.pod.pending === undefined &&
+          !converging.has(owner.pod.name) &&
+          expectedOf(owner.pod.annotation).valid.some((e) => e.name === owner.name) &&
+          !fuseKills.some((f) => f.mountPoint === mp && f.t >= t0 - 5000);
+        if (!unchanged) {
+          w.ledger.count("agentKill.identity.skipped");
+          continue;
+        }
+        w.ledger.checked("agentKill");
+        const now = after.get(mp);
+        if (now === pid) {
+          w.ledger.count("agentKill.identity.sameClient");
+          continue;
+        }
+        w.ledger.violate(
+          "agentKill",
+          `${owner.pod.name}/${owner.name} (${owner.pod.mounter}): client ${pid} before the agent kill, ` +
+            `${now === undefined ? "none" : `client ${now}`} ${IDENTITY_SETTLE_MS / 1000} s after the agent was back`,
+        );
+      }
+    });
   }
 }
 
-/** kill -9 of a random FUSE client of a live or deleted pod. */
-export function fuseKills(w: World, kills: Array<{ t: number; mountPoint: string }>): Promise<void> {
+/**
+ * kill -9 of the mounter, which takes every FUSE client of the node with it, as the end of its
+ * container would; started again after a short while. The mounts go stale, and the agent (which
+ * reconnects by itself and looks at every mount again) must make them again. Holds the faults'
+ * turn until the long-lived readers read again (at most 60 s).
+ */
+export async function mounterKills(w: World, plan: FaultPlan, readers: Readers | undefined): Promise<void> {
+  for (const k of plan.mounterKills) {
+    await w.until(k.at);
+    if (w.aborted) return;
+    await w.exclusive(async () => {
+      if (w.aborted) return;
+      w.log(
+        `fault: mounter killed with -9 with its FUSE clients, down for ${(k.downMs / 1000).toFixed(1)} s`,
+      );
+      const clients = await w.killMounter(k.downMs);
+      w.log(`fault: mounter back (it ran ${clients} FUSE clients when it was killed)`);
+      const back = Date.now();
+      if (readers === undefined) return;
+      const ok = await readers.recovered(back, 60_000);
+      w.log(
+        ok
+          ? `fault: the readers read again ${((Date.now() - back) / 1000).toFixed(1)} s after the mounter was back`
+          : "fault: the readers did not read again within 60 s of the mounter's restart",
+      );
+    });
+  }
+}
+
+/** kill -9 of a random FUSE client of a live or deleted pod, except those below `spare` (the readers'). */
+export function fuseKills(w: World, kills: FuseKill[], spare: readonly string[] = []): Promise<void> {
   const rng = w.rng("fuse-kills");
   return w.loop(
     "fuse-kills",
     w.faultEnd,
     () => between(rng, w.opts.profile.fuseKillEvery),
     async () => {
-      const procs = (await fuseProcesses(join(w.node.root, "pods"))).sort((a, b) => a.pid - b.pid);
+      const procs = (await fuseProcesses(join(w.node.root, "pods")))
+        .filter((p) => !spare.some((dir) => p.mountPoint?.startsWith(`${dir}/`)))
+        .sort((a, b) => a.pid - b.pid);
       if (procs.length === 0) return;
       const victim = rng.pick(procs);
       try {

@@ -11,6 +11,10 @@ export const INVARIANTS = {
   writeBack:
     "write-back: writes an unmount could not upload are kept and announced (WriteBackPending), and the next mount uploads them",
   isolation: "no pod observed a mount of another pod or a bucket it never asked for",
+  agentKill:
+    "an agent kill (-9) leaves every mount as it was: the same FUSE client once the agent is back, no remount",
+  readers:
+    "files held open on mounts the soak never changes read without error, except across a mounter kill or an S3 outage, and read again after them",
   crash: "no crash or unhandled error of the agent that the soak did not cause",
   console:
     "console: bad inputs refused cleanly (never accepted, never an internal error), every request answered, the agent keeps serving",

@@ -21,6 +21,7 @@ import {
   fuseKills,
   initialPods,
   isolation,
+  mounterKills,
   planFaults,
   s3Outage,
   sabotage,
@@ -32,6 +33,7 @@ import { NAMESPACES, seedObjects } from "./catalog.js";
 import { ConsoleLoad } from "./console-load.js";
 import { finalChecks, type FinalSummary } from "./final.js";
 import { Ledger } from "./ledger.js";
+import { Readers, type ReaderSummary } from "./readers.js";
 import { fuseProcesses } from "./observe.js";
 import { parseOptions, USAGE, UsageError, type SoakOptions } from "./options.js";
 import { renderReport } from "./report.js";
@@ -167,6 +169,8 @@ async function soak(opts: SoakOptions): Promise<number> {
   let fatal: string | undefined;
   let final: FinalSummary | undefined;
   let tracker: Tracker | undefined;
+  let readers: Readers | undefined;
+  let readerSummary: ReaderSummary | undefined;
   let signals = 0;
   let firstSignal = 0;
   // Handlers before anything starts: a signal during set-up must still lead to the cleanup.
@@ -215,11 +219,14 @@ async function soak(opts: SoakOptions): Promise<number> {
     await world.startAgent();
     log(`agent ${world.agentPid()} started; console on wss://127.0.0.1:${world.console.port}`);
     await initialPods(world);
+    readers = new Readers(world);
+    await readers.start();
     world.beginLoad();
     const plan = planFaults(world);
     log(
       `load for ${opts.loadSeconds} s; S3 outage at +${Math.round((plan.s3At - world.loadStart) / 1000)} s, ` +
         `agent kills at ${plan.agentKills.map((k) => `+${Math.round((k.at - world.loadStart) / 1000)} s`).join(", ")}, ` +
+        `mounter kills at ${plan.mounterKills.map((k) => `+${Math.round((k.at - world.loadStart) / 1000)} s`).join(", ")}, ` +
         `write-back faults at +${Math.round((plan.writeBack.removeAt - world.loadStart) / 1000)} s and +${Math.round((plan.writeBack.killAt - world.loadStart) / 1000)} s`,
     );
     const writes: WriteRecord[] = [];
@@ -239,6 +246,7 @@ async function soak(opts: SoakOptions): Promise<number> {
               `+${Math.round((Date.now() - world.loadStart) / 1000)} s: ${world.livePods().length} pods (${unconverged} converging), ` +
                 `${ledger.get("changes.flips")} flips, ${t.converged.length} converged, ${ledger.get("writes.acknowledged")} writes, ` +
                 `${ledger.get("faults.fuseKills")} FUSE kills, ${ledger.get("faults.agentKills")} agent kills, ` +
+                `${ledger.get("faults.mounterKills")} mounter kills, ` +
                 `${ledger.violationCount()} violations`,
             );
           }
@@ -257,8 +265,9 @@ async function soak(opts: SoakOptions): Promise<number> {
       isolation(world),
       consoleLoad.run(),
       s3Outage(world, plan),
-      agentKills(world, plan),
-      fuseKills(world, kills),
+      agentKills(world, plan, kills),
+      mounterKills(world, plan, readers),
+      fuseKills(world, kills, readers.hostDirs()),
       writeBackFaults(world, t, writeBackWrites, plan.writeBack),
       opts.sabotage ? sabotage(world, t, writes) : Promise.resolve(),
     ]);
@@ -274,6 +283,16 @@ async function soak(opts: SoakOptions): Promise<number> {
     clearTimeout(watchdog);
     sampling = false;
     await sampler;
+    readerSummary = await readers.finish();
+    log(
+      `readers: ${readerSummary.readers} readers, ${readerSummary.iterations} iterations; read errors across ` +
+        `agent kills ${readerSummary.errors.agent}, mounter kills ${readerSummary.errors.mounter}, ` +
+        `S3 outage ${readerSummary.errors.s3}, no fault ${readerSummary.errors.none}; read again after ` +
+        `${readerSummary.recovered} of ${readerSummary.recoveries} mounter kills × readers` +
+        (readerSummary.worstRecoveryMs !== undefined
+          ? ` (worst ${(readerSummary.worstRecoveryMs / 1000).toFixed(1)} s after the mounter's restart)`
+          : ""),
+    );
     log(`load done: ${ledger.get("changes.flips")} flips, ${ledger.get("pods.created")} pods created`);
     if (!world.aborted) {
       const finalWatchdog = setTimeout(() => world.abort.abort(), 300_000);
@@ -285,6 +304,7 @@ async function soak(opts: SoakOptions): Promise<number> {
     log(`harness error: ${(e as Error).stack ?? String(e)}`);
   } finally {
     log("cleanup");
+    if (readerSummary === undefined) await readers?.finish().catch(() => undefined);
     if (opts.keepLogs || ledger.violationCount() > 0) {
       const dir = await mkdtemp(join(tmpdir(), `dv-soaklogs-${opts.seed}-`));
       await cp(node.podsDir, join(dir, "pods"), { recursive: true }).catch(() => undefined);
@@ -309,6 +329,7 @@ async function soak(opts: SoakOptions): Promise<number> {
       converged: tracker.converged,
       cleanups: tracker.cleanups,
       final,
+      readers: readerSummary,
       cleanup: cleanupNotes,
       fatal: fatal?.split("\n")[0],
       livePodsRange: [opts.profile.minPods, opts.profile.maxPods],

@@ -31,6 +31,10 @@ export interface Profile {
   readonly agentKills: number;
   /** Seconds the agent stays down after a kill: uniform in this range. */
   readonly agentDownSeconds: readonly [number, number];
+  /** Times the mounter is killed with -9 (with every FUSE client of the node) and restarted. */
+  readonly mounterKills: number;
+  /** Seconds the mounter stays down after a kill: uniform in this range. */
+  readonly mounterDownSeconds: readonly [number, number];
   /** Seconds between kills of a random FUSE client: uniform in this range. */
   readonly fuseKillEvery: readonly [number, number];
   /** After the load stops, every live pod must match its annotation within this many seconds. */
@@ -59,6 +63,8 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     s3OutageSeconds: 10,
     agentKills: 2,
     agentDownSeconds: [0.5, 3],
+    mounterKills: 1,
+    mounterDownSeconds: [0.5, 2],
     fuseKillEvery: [4, 9],
     convergenceBoundSeconds: 60,
     uploadGraceSeconds: 5,
@@ -78,6 +84,8 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     s3OutageSeconds: 30,
     agentKills: 4,
     agentDownSeconds: [0.5, 5],
+    mounterKills: 2,
+    mounterDownSeconds: [0.5, 3],
     fuseKillEvery: [4, 10],
     convergenceBoundSeconds: 60,
     uploadGraceSeconds: 10,
@@ -103,9 +111,9 @@ export const USAGE = `usage: npm run soak -- [--profile short|long] [--seed N] [
                       [--keep-logs] [--sabotage]
 
 A seeded soak of the agent on this machine (root, /dev/fuse, runc, s3fs, rclone): pods created and
-deleted, annotations flipped, S3 outages, FUSE clients and the agent killed with -9, writes left
-pending by an unreachable S3 (an entry removed, a client killed), console clients; invariants
-checked all along and at the end. Exit status 0 when no invariant was
+deleted, annotations flipped, S3 outages, FUSE clients, the agent and the mounter killed with -9,
+writes left pending by an unreachable S3 (an entry removed, a client killed), console clients,
+long-lived readers holding files open; invariants checked all along and at the end. Exit status 0 when no invariant was
 violated, 1 when one was, 2 on a usage or harness error.
 
   --profile   short (CI, about 2.5 minutes in all) or long (default: long)

@@ -6,6 +6,7 @@ import type { FinalSummary } from "./final.js";
 import { INVARIANTS, type Invariant, type Ledger } from "./ledger.js";
 import { percentile } from "./catalog.js";
 import { SIGNATURES } from "./data-check.js";
+import type { ReaderSummary } from "./readers.js";
 import type { Convergence } from "./tracker.js";
 
 export interface ReportInput {
@@ -22,6 +23,7 @@ export interface ReportInput {
   readonly converged: readonly Convergence[];
   readonly cleanups: readonly Convergence[];
   readonly final: FinalSummary | undefined;
+  readonly readers?: ReaderSummary | undefined;
   readonly cleanup: readonly string[];
   readonly fatal: string | undefined;
   readonly livePodsRange: readonly [number, number];
@@ -68,7 +70,8 @@ export function renderReport(r: ReportInput): string {
     "",
   );
   lines.push(
-    "What runs: the real agent (local mode, in its own Bidirectional mount namespace, with its wss console), " +
+    "What runs: the real mounter (root, in its own Bidirectional mount namespace, running every FUSE client) and " +
+      "the real agent (local mode, uid 65532 with no capabilities, in a HostToContainer namespace, with its wss console), " +
       "pods as runc containers admitted through the webhook's patch, real s3fs and rclone clients, and s3rver on " +
       "loopback. See `scripts/soak/` for how every figure below is measured.",
     "",
@@ -84,7 +87,8 @@ export function renderReport(r: ReportInput): string {
   );
   lines.push(
     `| **Faults injected** | S3 server killed ${n(g("faults.s3Outages"))}× and restarted on the same port after the outage; ` +
-      `agent killed with -9 and restarted ${n(g("faults.agentKills"))}×; FUSE clients killed with -9 ${n(g("faults.fuseKills"))}× (${fuseKills.join(", ") || "none"}); ` +
+      `agent killed with -9 and restarted ${n(g("faults.agentKills"))}×; ` +
+      `mounter killed with -9 together with its FUSE clients (${n(g("faults.mounterKills.clients"))} in all) and restarted ${n(g("faults.mounterKills"))}×; FUSE clients killed with -9 ${n(g("faults.fuseKills"))}× (${fuseKills.join(", ") || "none"}); ` +
       `S3 unreachable (frozen) while an entry with pending writes is removed ${n(g("faults.writeBack.removedWhileUnreachable"))}×; ` +
       `client killed with pending writes ${n(g("faults.writeBack.clientKilled"))}× |`,
   );
@@ -113,7 +117,7 @@ export function renderReport(r: ReportInput): string {
   lines.push(latencyRow("every change that converged", r.converged));
   lines.push(
     latencyRow(
-      "… with no S3 outage or agent downtime in between",
+      "… with no S3 outage, agent or mounter downtime in between",
       r.converged.filter((c) => c.clean),
     ),
   );
@@ -217,6 +221,47 @@ export function renderReport(r: ReportInput): string {
       for (const [msg, c] of [...f.logErrors].sort((a, b) => b[1] - a[1])) lines.push(`| ${msg} | ${n(c)} |`);
       lines.push("");
     }
+  }
+
+  if (r.readers !== undefined) {
+    const x = r.readers;
+    lines.push("## Agent and mounter kills: what a running pod sees", "");
+    lines.push(
+      "The FUSE clients run in the mounter, so an agent kill must leave every mount as it was. Right before each agent " +
+        `kill the soak asks the mounter for its clients, and again ${n(6)} s after the agent is back: a client of a mount ` +
+        "that is still wanted and was not edited, converging or killed meanwhile must be the same process. A mounter kill " +
+        "takes every client with it (as the end of its container would): the mounts go stale until the agent, which " +
+        "reconnects by itself, makes them again.",
+      "",
+    );
+    lines.push(
+      `Long-lived readers: ${n(x.readers)} processes inside the containers of ${n(2)} pods whose annotation never changes ` +
+        "(no flipper, console edit, writer or FUSE kill touches them) hold `marker.txt` of a mount open and read it in a " +
+        "loop, through the held descriptor and with a fresh `cat`, every ~100 ms. An error within a fault window (or " +
+        "30 s after a mounter kill or S3 outage, 10 s after an agent kill) belongs to that fault; after an error a reader " +
+        "opens its file again, since a dead client's descriptor never works again.",
+      "",
+    );
+    lines.push("| | |", "|---|---:|");
+    lines.push(
+      `| agent kills: mounts compared / same FUSE client after / not comparable (edited, converging, client killed) | ${n(L.checks.get("agentKill") ?? 0)} / ${n(g("agentKill.identity.sameClient"))} / ${n(g("agentKill.identity.skipped") + g("agentKill.identity.skippedS3Outage"))} |`,
+    );
+    lines.push(
+      `| reader iterations (each a held-descriptor read and a fresh \`cat\`) | ${n(x.iterations)} |`,
+    );
+    lines.push(`| read errors across agent kills (must be 0) | **${n(x.errors.agent)}** |`);
+    lines.push(`| read errors across mounter kills (expected: the clients died) | ${n(x.errors.mounter)} |`);
+    lines.push(`| read errors across the S3 outage (reported) | ${n(x.errors.s3)} |`);
+    lines.push(`| read errors with no fault around (must be 0) | **${n(x.errors.none)}** |`);
+    lines.push(`| files opened again after an error | ${n(x.reopens)} |`);
+    lines.push(
+      `| readers that read again after a mounter kill, of all (mounter kills × readers) | ${n(x.recovered)} of ${n(x.recoveries)} |`,
+    );
+    lines.push(
+      `| … worst time from the mounter's restart to the reader's first good read | ${s(x.worstRecoveryMs)} |`,
+    );
+    lines.push(`| longest gap between a reader's heartbeats (every 20 iterations) | ${s(x.maxBeatGapMs)} |`);
+    lines.push("");
   }
 
   if (L.signatures.size > 0) {

@@ -44,12 +44,14 @@ export class Tracker {
   /** Call just before writing `value` to `pod`'s annotation. */
   intend(pod: SoakPod, value: string | undefined, source: "flip" | "console"): void {
     this.w.allow(pod, value);
+    pod.edits++;
     this.intents.set(pod.name, { value, any: false, t: Date.now(), source });
   }
 
   /** Call just before a console edit that adds `entry` (or removes one): the new value is the agent's. */
   intendEdit(pod: SoakPod, entry: string | undefined): void {
     if (entry !== undefined) this.w.allow(pod, entry);
+    pod.edits++;
     this.intents.set(pod.name, { value: undefined, any: true, t: Date.now(), source: "console" });
   }
 
@@ -71,6 +73,7 @@ export class Tracker {
         if (timed) this.intents.delete(pod.name);
         this.w.ledger.count(`changes.seen.${timed ? intent.source : "unknown"}`);
         this.w.allow(pod, value);
+        pod.edits++;
         pod.annotation = value;
         pod.pending = {
           value,

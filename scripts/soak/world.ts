@@ -44,6 +44,8 @@ export interface SoakPod {
   pending: Change | undefined;
   /** Why the last sample did not match, for the report. */
   lastMismatch: string | undefined;
+  /** Annotation edits seen or made so far (a mount may legitimately be made again after one). */
+  edits: number;
   /** Every valid entry this pod ever asked for: name → specText set. */
   readonly history: Map<string, Set<string>>;
 }
@@ -60,7 +62,7 @@ export interface DeletedPod {
 }
 
 export interface Window {
-  readonly kind: "s3" | "agent";
+  readonly kind: "s3" | "agent" | "mounter";
   readonly from: number;
   to: number | undefined;
 }
@@ -106,6 +108,7 @@ export class World {
   loadEnd = Date.now();
   faultEnd = Date.now();
   private agentOps: Promise<unknown> = Promise.resolve();
+  private exclusiveOps: Promise<unknown> = Promise.resolve();
   /** The agent's pid once it has said "agent started" (its console listens), until it is killed. */
   private readyPid: number | undefined;
   private expectingExit = false;
@@ -220,6 +223,7 @@ export class World {
       annotation: buckets,
       pending: { value: buckets, expected: expectedOf(buckets), t0: Date.now(), source: "create" },
       lastMismatch: undefined,
+      edits: 0,
       history: new Map(),
     };
     this.allow(pod, buckets);
@@ -346,6 +350,55 @@ export class World {
       await this.startAgentNow();
       this.closeAgentWindow();
     });
+  }
+
+  /**
+   * SIGKILL to the mounter and every FUSE client of the node (as the end of its container would),
+   * wait `downMs`, start it again; the mounts stay behind, stale, until the agent (which reconnects
+   * by itself) makes them again. Serialized with the agent's kills and starts. Resolves with the
+   * number of FUSE clients the mounter ran just before.
+   */
+  killMounter(downMs: number): Promise<number> {
+    return this.serial(async () => {
+      const clients = await this.node.clients().catch(() => new Map<string, number>());
+      const window = this.openWindow("mounter");
+      try {
+        await this.node.killMounter();
+        this.ledger.count("faults.mounterKills");
+        this.ledger.count("faults.mounterKills.clients", clients.size);
+        await this.sleep(downMs);
+      } finally {
+        // Always start it again, even on abort: the agent needs it for the cleanup.
+        await this.startMounterNow();
+        window.to = Date.now();
+      }
+      return clients.size;
+    });
+  }
+
+  private async startMounterNow(): Promise<void> {
+    let last: unknown;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        await this.node.startMounter();
+        return;
+      } catch (e) {
+        last = e;
+        this.ledger.harnessError(`mounter start attempt ${attempt}`, e);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+    throw new Error(`the mounter did not start after 3 attempts: ${(last as Error)?.message}`);
+  }
+
+  /**
+   * Runs `fn` alone among the faults that must not overlap (agent kills, mounter kills, write-back
+   * faults): each waits for the one before to end, whatever the plan's timing.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.exclusiveOps.then(fn, fn);
+    this.exclusiveOps = next.catch(() => undefined);
+    return next;
   }
 
   /** SIGSTOP: the agent stays alive but does nothing (--sabotage). */

@@ -24,6 +24,7 @@ import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { HeldWriter } from "../lib/held-writer.js";
 import { BUCKETS, keyOf, markerText, PREFIXES } from "./catalog.js";
 import { catFile, fuseProcesses } from "./observe.js";
+import type { Prng } from "./prng.js";
 import type { Tracker } from "./tracker.js";
 import type { S3Server } from "../lib/s3-server.js";
 import type { SoakPod, World } from "./world.js";
@@ -125,20 +126,34 @@ export async function writeBackFaults(
   ] as const) {
     await w.until(at);
     if (w.aborted) return;
-    const bucket = rng.pick(BUCKETS);
-    const prefix = rng.pick(PREFIXES);
-    const entry = `${NAME}=${bucket}${prefix === "" ? "" : `/${prefix}`}`;
-    // Reserved for good: the random writers would write to the other server.
-    const pod = await w.createPod(rng, entry, "rclone", { reserved: true, namespace: WRITE_BACK_NAMESPACE });
-    w.ledger.count("pods.created");
-    w.ledger.count("pods.created.rclone");
-    try {
-      await fault(w, tracker, writes, s3, freezer, pod, kind, entry, { bucket, prefix });
-    } catch (e) {
-      w.ledger.harnessError(`write-back fault (${kind})`, e);
-    } finally {
-      freezer.thaw();
-    }
+    // Alone among the agent and mounter kills: a mounter kill would take the pending write's client.
+    await w.exclusive(() => oneFault(w, tracker, writes, s3, freezer, rng, kind));
+  }
+}
+
+async function oneFault(
+  w: World,
+  tracker: Tracker,
+  writes: WriteRecord[],
+  s3: S3Server,
+  freezer: Freezer,
+  rng: Prng,
+  kind: "remove" | "kill",
+): Promise<void> {
+  if (w.aborted) return;
+  const bucket = rng.pick(BUCKETS);
+  const prefix = rng.pick(PREFIXES);
+  const entry = `${NAME}=${bucket}${prefix === "" ? "" : `/${prefix}`}`;
+  // Reserved for good: the random writers would write to the other server.
+  const pod = await w.createPod(rng, entry, "rclone", { reserved: true, namespace: WRITE_BACK_NAMESPACE });
+  w.ledger.count("pods.created");
+  w.ledger.count("pods.created.rclone");
+  try {
+    await fault(w, tracker, writes, s3, freezer, pod, kind, entry, { bucket, prefix });
+  } catch (e) {
+    w.ledger.harnessError(`write-back fault (${kind})`, e);
+  } finally {
+    freezer.thaw();
   }
 }
 
