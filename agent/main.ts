@@ -1,10 +1,11 @@
 /**
- * Agent entry point: configuration, host set-up (shared root), pod source (Kubernetes API or local
- * files), FUSE engine and reconciler, the wss console with `/healthz`, `/readyz` and `/metrics`
- * when `--listen` is given, and a clean stop on SIGTERM/SIGINT. Wiring only.
+ * Agent entry point: configuration, pod source (Kubernetes API or local files), the link to the
+ * node's mounter and the reconciler, the wss console with `/healthz`, `/readyz` and `/metrics` when
+ * `--listen` is given, and a clean stop on SIGTERM/SIGINT. Wiring only. The agent needs no
+ * privilege: every change on the host is a request to the mounter (`agent/mounter/`).
  *
- * Stopping the agent does not unmount anything: mounts outlive the agent, and a restarted agent
- * adopts the healthy ones and remounts the stale ones.
+ * Stopping the agent does not unmount anything: the mounts and their clients belong to the
+ * mounter, and a restarted agent adopts the healthy ones and has the stale ones made again.
  */
 import { usage } from "../shared/config.js";
 import { isAppError } from "../shared/errors.js";
