@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
 import { AGENT_NODE_FLAGS, AGENT_OPTIONS, loadAgentConfig } from "../../../agent/config.js";
 import { createAgentHttpHandler, createAgentMetrics } from "../../../agent/console/http.js";
+import { loadMounterConfig, MOUNTER_OPTIONS } from "../../../agent/mounter/config.js";
 import { MOUNT_OPTIONS_ANNOTATION } from "../../../agent/reconcile/pod.js";
 import { runCli } from "../../../certs/cli.js";
 import { createLogger } from "../../../shared/logger.js";
@@ -118,26 +119,11 @@ const SIGNING_KEY_TEXT = `${Buffer.alloc(32, 7).toString("base64")}\n`;
 
 /** The mounter's program in the agent's image (built from agent/mounter/main.ts). */
 const MOUNTER_MAIN = "dist/agent/mounter/main.js";
-/** Every flag the mounter takes (its command line, agent/mounter/). */
-const MOUNTER_FLAGS = [
-  "root",
-  "socket",
-  "agent-uid",
-  "agent-gid",
-  "log-level",
-  "mount-timeout-seconds",
-  "upload-grace-seconds",
-  "s3fs-program",
-  "rclone-program",
-  "geesefs-program",
-  "mount-program",
-  "umount-program",
-  "fusermount3-program",
-  "client-path",
-] as const;
+/** Every flag the mounter takes (its command line, agent/mounter/config.ts). */
+const MOUNTER_FLAGS = Object.values(MOUNTER_OPTIONS).map((o) => o.flag);
 /** The flags that moved from the agent to the mounter: the agent's manifest must not set them. */
 const MOVED_TO_MOUNTER = MOUNTER_FLAGS.filter(
-  (f) => !["root", "socket", "agent-uid", "agent-gid", "log-level"].includes(f),
+  (f) => !["root", "socket", "agent-uid", "agent-gid", "log-level", "check"].includes(f),
 );
 /** Where the mounter listens, and the agent connects, unless told otherwise. */
 const defaultSocket = (root: string): string => posix.join(root, "run", "mounter.sock");
@@ -649,6 +635,12 @@ describe("manifests match the code", function () {
       expect([...args.keys()].filter((f) => !known.has(f))).to.deep.equal([]);
       expect(args.get("root")).to.equal(DEFAULT_ROOT);
       expect(mounterContainer.env ?? [], "flags, not environment variables").to.deep.equal([]);
+      const config = loadMounterConfig(
+        [...args].map(([flag, value]) => `--${flag}=${value}`),
+        {},
+      );
+      expect(config.root).to.equal(DEFAULT_ROOT);
+      expect(config.check).to.equal(false);
     });
 
     it("gives the socket to the agent's runAsUser and runAsGroup (--agent-uid, --agent-gid)", () => {
@@ -661,9 +653,7 @@ describe("manifests match the code", function () {
       const mounterSocket = args.get("socket") ?? defaultSocket(args.get("root")!);
       const agentEnv = envValues(agentContainer, FIELDS);
       const agentRoot = agentEnv[AGENT_OPTIONS.root.env] ?? AGENT_OPTIONS.root.default!;
-      // The agent's --mounter-socket, once agent/config.ts has it; its default otherwise.
-      const option = Object.values(AGENT_OPTIONS).find((o) => o.flag === "mounter-socket");
-      const agentSocket = (option && agentEnv[option.env]) ?? defaultSocket(agentRoot);
+      const agentSocket = agentEnv[AGENT_OPTIONS.mounterSocket.env] ?? defaultSocket(agentRoot);
       expect(agentSocket).to.equal(mounterSocket);
       expect(agentRoot).to.equal(args.get("root"));
       for (const c of [agentContainer, mounterContainer])
