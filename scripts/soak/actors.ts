@@ -292,6 +292,8 @@ export async function agentKills(w: World, plan: FaultPlan, fuseKills: readonly 
         w.ledger.count("agentKill.identity.skippedS3Outage", before.size);
         return;
       }
+      let compared = 0;
+      let same = 0;
       for (const [mp, pid] of before) {
         const owner = ownerOf(w, mp);
         const unchanged =
@@ -306,8 +308,10 @@ export async function agentKills(w: World, plan: FaultPlan, fuseKills: readonly 
           continue;
         }
         w.ledger.checked("agentKill");
+        compared++;
         const now = after.get(mp);
         if (now === pid) {
+          same++;
           w.ledger.count("agentKill.identity.sameClient");
           continue;
         }
@@ -317,6 +321,10 @@ export async function agentKills(w: World, plan: FaultPlan, fuseKills: readonly 
             `${now === undefined ? "none" : `client ${now}`} ${IDENTITY_SETTLE_MS / 1000} s after the agent was back`,
         );
       }
+      w.log(
+        `fault: agent back; ${same} of ${compared} mounts comparable across the kill kept their FUSE client ` +
+          `(${before.size - compared} not comparable)`,
+      );
     });
   }
 }

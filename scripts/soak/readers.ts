@@ -60,7 +60,7 @@ function script(name: string, want: string): string {
 }
 
 class Reader {
-  readonly errors: Array<{ t: number; line: string }> = [];
+  readonly errors: Array<{ t: number; line: string; held: boolean; fresh: boolean }> = [];
   readonly oks: number[] = [];
   reopens = 0;
   iterations = 0;
@@ -99,7 +99,7 @@ class Reader {
     for (const line of lines) {
       const [tag, i, rest] = line.split(" ", 3);
       if (tag === "ERR") {
-        this.errors.push({ t, line });
+        this.errors.push({ t, line, held: !/ held=0 /.test(line), fresh: !/ cat=0 /.test(line) });
         if (this.errors.length <= 3 || this.errors.length % 50 === 0)
           this.w.log(`reader ${this.label}: ${line.slice(0, 160)} (${this.errors.length} errors so far)`);
       } else if (tag === "OK") {
@@ -137,6 +137,9 @@ export interface ReaderSummary {
   readonly readers: number;
   readonly iterations: number;
   readonly errors: Readonly<Record<ErrorKind, number>>;
+  /** Iterations with an error, by which read failed: the held descriptor's, the fresh `cat`. */
+  readonly heldErrors: number;
+  readonly freshErrors: number;
   readonly reopens: number;
   /** Mounter kills × readers after which reads worked again, of all. */
   readonly recovered: number;
@@ -257,6 +260,8 @@ export class Readers {
       readers: this.readers.length,
       iterations: this.readers.reduce((a, r) => a + r.iterations, 0),
       errors,
+      heldErrors: this.readers.reduce((a, r) => a + r.errors.filter((e) => e.held).length, 0),
+      freshErrors: this.readers.reduce((a, r) => a + r.errors.filter((e) => e.fresh).length, 0),
       reopens: this.readers.reduce((a, r) => a + r.reopens, 0),
       recovered,
       recoveries,
@@ -266,6 +271,8 @@ export class Readers {
     L.counters.set("readers.iterations", summary.iterations);
     for (const [k, v] of Object.entries(errors)) L.counters.set(`readers.errors.${k}`, v);
     L.counters.set("readers.reopens", summary.reopens);
+    L.counters.set("readers.errors.heldDescriptor", summary.heldErrors);
+    L.counters.set("readers.errors.freshCat", summary.freshErrors);
     L.counters.set("readers.recoveredAfterMounterKill", recovered);
     if (worst !== undefined) L.counters.set("readers.worstRecoveryMs", worst);
     L.counters.set("readers.maxHeartbeatGapMs", summary.maxBeatGapMs);

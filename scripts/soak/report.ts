@@ -253,7 +253,10 @@ export function renderReport(r: ReportInput): string {
     lines.push(`| read errors across mounter kills (expected: the clients died) | ${n(x.errors.mounter)} |`);
     lines.push(`| read errors across the S3 outage (reported) | ${n(x.errors.s3)} |`);
     lines.push(`| read errors with no fault around (must be 0) | **${n(x.errors.none)}** |`);
-    lines.push(`| files opened again after an error | ${n(x.reopens)} |`);
+    lines.push(
+      `| … iterations where the held descriptor's read failed / the fresh \`cat\` failed | ${n(x.heldErrors)} / ${n(x.freshErrors)} |`,
+    );
+    lines.push(`| files opened again after an error of the held descriptor | ${n(x.reopens)} |`);
     lines.push(
       `| readers that read again after a mounter kill, of all (mounter kills × readers) | ${n(x.recovered)} of ${n(x.recoveries)} |`,
     );
