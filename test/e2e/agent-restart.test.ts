@@ -8,14 +8,16 @@
  */
 import { expect } from "chai";
 import { execFile } from "node:child_process";
-import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { mountsUnder } from "../../agent/mount/mountinfo.js";
 import { AGENT_UID, LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 import { appenderScript, PodLoop, readerScript } from "../../scripts/lib/pod-loop.js";
+import { httpsRequest } from "../support/https-client.js";
 import { waitFor } from "../support/processes.js";
+import { makeTestPki, type TestPki } from "../support/tls.js";
 
 const REPO = join(import.meta.dirname, "..", "..");
 const LINES = Array.from({ length: 40 }, (_, i) => `line ${i}`).join("\n") + "\n";
@@ -67,6 +69,14 @@ for (const mounter of ["s3fs", "rclone"] as const) {
     let reader: PodLoop | undefined;
     let writer: PodLoop | undefined;
     let upgraded: string;
+    let pki: TestPki;
+
+    /** The status of the agent's /readyz. */
+    const readyz = async (): Promise<number> => {
+      const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(await node.agentLog())?.[1];
+      if (port === undefined) throw new Error("the agent logged no console port");
+      return (await httpsRequest({ port: Number(port), path: "/readyz", ca: pki.ca.certPem })).status;
+    };
 
     const state = async (name: string): Promise<string | undefined> =>
       (await node.status("pod"))[name]?.state;
@@ -76,10 +86,29 @@ for (const mounter of ["s3fs", "rclone"] as const) {
     before(async function () {
       if (process.getuid?.() !== 0)
         throw new Error("the end-to-end tests need root; run scripts/setup.sh and npm test as root");
+      pki = makeTestPki();
+      const tokens = join(pki.dir, "tokens.csv");
+      await writeFile(tokens, 'restart-e2e-token,e2e-user,1,"dev"\n', { mode: 0o600 });
       node = await LocalNode.start({
         prefix: `dv-e2e-restart-${mounter}-`,
         buckets: { data: { "lines.txt": LINES }, out: {}, extra: { "e.txt": "extra\n" } },
-        agentArgs: ["--default-mounter", mounter, "--resync-seconds", "1", "--backoff-max-seconds", "2"],
+        agentArgs: [
+          "--default-mounter",
+          mounter,
+          "--resync-seconds",
+          "1",
+          "--backoff-max-seconds",
+          "2",
+          // Port 0: the agent logs the port it got.
+          "--listen",
+          "127.0.0.1:0",
+          "--tls-cert-file",
+          pki.certFile,
+          "--tls-key-file",
+          pki.keyFile,
+          "--token-auth-file",
+          tokens,
+        ],
       });
       upgraded = await buildTree(join(node.work, "tree"));
       await node.writeSecret("team-a");
@@ -99,6 +128,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       await reader?.stop().catch(() => undefined);
       await writer?.stop().catch(() => undefined);
       await node?.stop();
+      if (pki !== undefined) await rm(pki.dir, { recursive: true, force: true });
     });
 
     it("the agent runs as uid 65532 with no capability", async () => {
@@ -161,9 +191,11 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       writer = undefined;
     });
 
-    it("the mounter killed (its clients with it): status says so, the agent remounts when it is back", async () => {
+    it("the mounter killed (its clients with it): status and /readyz say so, the agent remounts when it is back", async () => {
       const before = await node.clients();
+      expect(await readyz()).to.equal(200);
       await node.killMounter();
+      await waitFor("/readyz 503", async () => (await readyz()) === 503, 10_000);
       // A new entry while the mounter is down fails with a message that names the cause.
       await node.setBuckets("pod", "data:ro, out, extra:ro");
       await waitFor("extra failed", async () => (await state("extra")) === "failed", 20_000);
@@ -179,6 +211,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
           (await node.exec("pod", ["cat", "/datasets/data/lines.txt"])).stdout === LINES,
         60_000,
       );
+      expect(await readyz()).to.equal(200);
       const after = await node.clients();
       expect(after.size).to.equal(3);
       for (const [mp, pid] of before) expect(after.get(mp), mp).to.not.equal(pid);
