@@ -72,7 +72,7 @@ export interface LatencySample {
   readonly readableMs: number;
   /**
    * Baseline: how long this process took to fork and exec the client (not part of `readableMs`).
-   * Agent: from the annotation write to its "client started" log line (undefined when not found).
+   * Agent: from the annotation write to the mounter's "client started" log line (undefined when not found).
    */
   spawnMs: number | undefined;
   /** Agent only: from the annotation write to the status file reading `mounted`. */
@@ -256,8 +256,9 @@ export async function measureLatency(
         ctx.progress("  other processes took CPU; measuring this pair again");
       }
 
-  // When the agent started each client, from its debug log line.
-  const log = parseAgentLog(await node.agentLog());
+  // When each client was started, from the mounter's debug log line (the agent asks the mounter
+  // over its socket; the mounter forks and execs the client).
+  const log = parseAgentLog(await node.mounterLog());
   for (const s of samples) {
     if (s.subject !== "agent") continue;
     const pod = node.pod(pods[s.mounter]);

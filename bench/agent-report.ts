@@ -22,6 +22,7 @@ export const GOALS = Object.freeze({
   throughputRatio: 0.98,
   rssMiB: 150,
   reconcileS: 30,
+  restartS: 5,
 });
 
 export interface AgentReportInput {
@@ -98,7 +99,11 @@ function latencyRows(input: AgentReportInput, mounter: LatencyMounter): MetricRo
       goal ? verdict(ra.p90 <= GOALS.latencyP90Ms, disturbed) : "",
     ),
     row(`${m} → file readable, max (ms)`, ms(rb.max), ms(ra.max), ratio(ra.max, rb.max)),
-    row(`${m} annotation → client spawned (agent's own work), p50 (ms)`, "", ms(agentWork.p50)),
+    row(
+      `${m} annotation → client spawned (agent + socket + mounter's own work), p50 (ms)`,
+      "",
+      ms(agentWork.p50),
+    ),
     row(
       `${m} client running → file readable, p50 (ms)`,
       ms(rb.p50),
@@ -225,57 +230,102 @@ function bootstrapInterval(pairs: readonly ReadPair[]): [number, number] {
   return [draws[Math.floor(0.025 * draws.length)]!, draws[Math.ceil(0.975 * draws.length) - 1]!];
 }
 
+const RUN_NAME: Record<ScaleRun["kind"], string> = {
+  cold: "cold start",
+  "restart-term": "agent restart (SIGTERM)",
+  "restart-kill": "agent restart (SIGKILL)",
+};
+
 function scaleRows(s: ScaleResult): MetricRow[] {
   const disturbed = (r: ScaleRun): boolean => (r.otherCores ?? 0) > DISTURBED_CORES;
   const total = s.plan.pods * 3;
+  const runs = [s.cold, ...s.restarts];
+  const each = (f: (r: ScaleRun) => string): string => runs.map(f).join(" / ");
+  const runNames = runs.map((r) => RUN_NAME[r.kind].replace("agent restart ", "restart ")).join(" / ");
   const memRow = (r: ScaleRun): MetricRow =>
     row(
-      `agent RSS, ${s.plan.pods} pods × 3 mounts after ${r.kind === "cold" ? "cold start" : "adoption"} (MiB)`,
-      mib(s.idle.rssKiB),
-      mib(r.memory.rssKiB),
-      ratio(r.memory.rssKiB, s.idle.rssKiB),
-      `dynamic-volumes ≤ ${GOALS.rssMiB} MiB`,
-      verdict(r.memory.rssKiB / 1024 <= GOALS.rssMiB, false),
+      `agent + mounter RSS, ${s.plan.pods} pods × 3 mounts after ${RUN_NAME[r.kind]} (MiB)`,
+      mib(s.idle.sumKiB),
+      mib(r.memory.sumKiB),
+      ratio(r.memory.sumKiB, s.idle.sumKiB),
+      `sum ≤ ${GOALS.rssMiB} MiB`,
+      verdict(r.memory.sumKiB / 1024 <= GOALS.rssMiB, false),
     );
   const timeRow = (r: ScaleRun): MetricRow =>
-    row(
-      `${r.kind === "cold" ? "cold start: agent start → all" : "adoption: agent restart → all"} ${total} mounts read mounted (s)`,
+    r.kind === "cold"
+      ? row(
+          `cold start: agent start → all ${total} mounts read mounted (s)`,
+          "",
+          secs(r.reconcileMs),
+          "",
+          `≤ ${GOALS.reconcileS} s`,
+          verdict(r.reconcileMs !== undefined && r.reconcileMs / 1000 <= GOALS.reconcileS, disturbed(r)),
+        )
+      : row(
+          `${RUN_NAME[r.kind]}, mounter and ${total} clients running: start → all read mounted (s)`,
+          "",
+          secs(r.reconcileMs),
+          "",
+          `≤ ${GOALS.restartS} s`,
+          verdict(r.reconcileMs !== undefined && r.reconcileMs / 1000 <= GOALS.restartS, disturbed(r)),
+        );
+  const remountRow = (r: ScaleRun): MetricRow => {
+    const c = r.remounts;
+    return row(
+      `${RUN_NAME[r.kind]}: remounts (client pid or mount id changed); clients before → after`,
       "",
-      secs(r.reconcileMs),
+      c === undefined ? "n/a" : `${c.remounts}; ${c.clientsBefore} → ${c.clientsAfter}`,
       "",
-      `≤ ${GOALS.reconcileS} s`,
-      verdict(r.reconcileMs !== undefined && r.reconcileMs / 1000 <= GOALS.reconcileS, disturbed(r)),
+      "0 remounts",
+      verdict(
+        c !== undefined && c.remounts === 0 && c.clientsBefore === total && c.clientsAfter === total,
+        false,
+      ),
     );
+  };
   return [
-    memRow(s.cold),
-    memRow(s.adoption),
+    ...runs.map(memRow),
+    row(
+      `agent RSS, idle vs. after ${runNames} (MiB)`,
+      mib(s.idle.agent.rssKiB),
+      each((r) => mib(r.memory.agent.rssKiB)),
+    ),
+    row(
+      `mounter RSS, idle vs. after ${runNames} (MiB)`,
+      mib(s.idle.mounter.rssKiB),
+      each((r) => mib(r.memory.mounter.rssKiB)),
+    ),
     row(
       "agent RSS: anonymous / file-backed, idle vs. after cold start (MiB)",
-      `${mib(s.idle.anonKiB)} / ${mib(s.idle.fileKiB)}`,
-      `${mib(s.cold.memory.anonKiB)} / ${mib(s.cold.memory.fileKiB)}`,
+      `${mib(s.idle.agent.anonKiB)} / ${mib(s.idle.agent.fileKiB)}`,
+      `${mib(s.cold.memory.agent.anonKiB)} / ${mib(s.cold.memory.agent.fileKiB)}`,
     ),
     row(
-      "agent peak RSS, VmHWM (MiB)",
-      mib(s.idle.hwmKiB),
-      mib(Math.max(s.cold.memory.hwmKiB, s.adoption.memory.hwmKiB)),
-      ratio(Math.max(s.cold.memory.hwmKiB, s.adoption.memory.hwmKiB), s.idle.hwmKiB),
+      "mounter RSS: anonymous / file-backed, idle vs. after cold start (MiB)",
+      `${mib(s.idle.mounter.anonKiB)} / ${mib(s.idle.mounter.fileKiB)}`,
+      `${mib(s.cold.memory.mounter.anonKiB)} / ${mib(s.cold.memory.mounter.fileKiB)}`,
     ),
     row(
-      `agent CPU with nothing to do, % of one core over ${s.plan.steadyMs / 1000} s${s.plan.steadyMs > RESYNC_MS ? " (one resync)" : ""}, after cold start / adoption`,
-      s.idle.cpuPct.toFixed(1),
-      `${s.cold.memory.cpuPct.toFixed(1)} / ${s.adoption.memory.cpuPct.toFixed(1)}`,
+      "peak RSS, VmHWM, agent / mounter (MiB)",
+      `${mib(s.idle.agent.hwmKiB)} / ${mib(s.idle.mounter.hwmKiB)}`,
+      `${mib(Math.max(...runs.map((r) => r.memory.agent.hwmKiB)))} / ${mib(Math.max(...runs.map((r) => r.memory.mounter.hwmKiB)))}`,
     ),
-    timeRow(s.cold),
-    timeRow(s.adoption),
     row(
-      'agent start → "agent started" log line, cold / adoption (s)',
+      `CPU with nothing to do, agent / mounter, % of one core over ${s.plan.steadyMs / 1000} s${s.plan.steadyMs > RESYNC_MS ? " (one resync)" : ""}, idle vs. after ${runNames}`,
+      `${s.idle.agent.cpuPct.toFixed(1)} / ${s.idle.mounter.cpuPct.toFixed(1)}`,
+      each((r) => `${r.memory.agent.cpuPct.toFixed(1)} / ${r.memory.mounter.cpuPct.toFixed(1)}`),
+    ),
+    ...runs.map(timeRow),
+    ...s.restarts.map(remountRow),
+    row(
+      `agent start → "agent started" log line, ${runNames} (s)`,
       "",
-      `${secs(s.cold.startedMs)} / ${secs(s.adoption.startedMs)}`,
+      each((r) => secs(r.startedMs)),
     ),
     row(
-      "agent CPU from start to all mounted, cold / adoption (s)",
+      `CPU from agent start to all mounted, agent / mounter, ${runNames} (s)`,
       "",
-      `${secs(s.cold.agentCpuMs)} / ${secs(s.adoption.agentCpuMs)}`,
+      each((r) => `${secs(r.agentCpuMs)} / ${secs(r.mounterCpuMs)}`),
     ),
     row(
       `FUSE clients after cold start: count, summed RSS (MiB)`,
@@ -304,6 +354,7 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
         .filter((x) => x.mounter === mounter && x.subject === "baseline" && x.spawnMs !== undefined)
         .map((x) => x.spawnMs!),
     ).p50;
+  const runs = [s.cold, ...s.restarts];
   const others = (r: ScaleRun): string => (r.otherCores === undefined ? "n/a" : r.otherCores.toFixed(2));
   const helpers =
     s.helpers.length === 0
@@ -317,15 +368,15 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       `(p50 s3fs ${ms(benchSpawn("s3fs"))} ms, rclone ${ms(benchSpawn("rclone"))} ms; it grows with the forking process's memory). ` +
       "dynamic-volumes from the moment the rewritten pod file is renamed into place (the annotation change; writing the file " +
       "before that is the bench's work) until the file reads correctly inside the container: everything the agent does, " +
-      "its own start of the client included (a fork and exec by the agent, `agent/mount/exec.ts`) and the move of the client's " +
+      "its request over the mounter's socket, the mounter's start of the client (a fork and exec, `agent/mount/exec.ts`) and the move of the client's " +
       "mount from its staging directory onto the mount point (`mount --move`, another fork and exec). So the ratio is, " +
       "if anything, unfavourable to dynamic-volumes.",
     `→ readable, every round (ms): s3fs raw ${perRound("s3fs", "baseline")}; s3fs agent ${perRound("s3fs", "agent")}; ` +
       `rclone raw ${perRound("rclone", "baseline")}; rclone agent ${perRound("rclone", "agent")}.`,
-    '"annotation → client spawned" is the agent\'s own work before the FUSE client runs, from its `client started` debug log ' +
-      "line (wall clock, 1 ms resolution): inotify, re-reading the pod file, planning (a mountinfo read), the Secret, " +
-      "the walk to the mount point, the state directory and credential file, and the start of the client (the `mounting` status and the mount record are written " +
-      "once the client runs). " +
+    "\"annotation → client spawned\" is the node side's own work before the FUSE client runs, from the mounter's `client started` debug log " +
+      "line (wall clock, 1 ms resolution): in the agent inotify, re-reading the pod file, planning (a mountinfo read), the Secret; " +
+      "then the request over the unix socket (the socket hop), and in the mounter the walk to the mount point, the state directory " +
+      "and credential file, and the start of the client (the `mounting` status and the mount record are written once the client runs). " +
       '"client running → file readable" is the rest: the client\'s start-up and first read, plus for dynamic-volumes ' +
       'propagation into the container. "status reads mounted" includes the agent\'s 300 ms check that the client stays alive ' +
       "after mounting (s3fs exits 0 when it fails) and the directory listing that follows it, neither of which delays the data.",
@@ -348,16 +399,35 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "machine, more than the 2% the goal asks about; the goal is judged on all the bytes over all the time of each path " +
       "(throughput in its plain sense), and the bootstrap interval says how far one run's value can be trusted. Sixteen rounds " +
       "with both reads of every round through the same path gave 0.976 (host) and 0.991 (container).",
-    `The agent's pid runs \`${s.agentExe}\` (\`unshare\` execs it, so the pid is node itself, running the compiled \`dist/agent/main.js\`); ` +
-      `${helpers}. Memory is that pid's VmRSS from /proc/<pid>/status: the highest of samples taken every 250 ms for ${s.plan.steadyMs / 1000} s ` +
-      `after the reconcile, and for the idle baseline over ${s.plan.idleMs / 1000} s after a start with 0 pods (a separate start of the same agent). ` +
+    `The agent's pid runs \`${s.agentExe}\`, the mounter's \`${s.mounterExe}\` (\`unshare\` and, for the agent, \`setpriv\` exec into it, ` +
+      "so each pid is node itself, running the compiled `dist/agent/main.js` or `dist/agent/mounter/main.js`); " +
+      `${helpers}; the FUSE clients are the mounter's children and are not counted in its RSS (they are in the last row). ` +
+      `Memory is each pid's VmRSS from /proc/<pid>/status, sampled every 250 ms for ${s.plan.steadyMs / 1000} s after the reconcile: ` +
+      "per process the highest sample, and for the goal the highest agent + mounter sum of samples taken at the same instant. " +
+      `The idle baseline is the same over ${s.plan.idleMs / 1000} s after a start with 0 pods (a separate start of the same agent, ` +
+      "with the mounter that then serves every run of this part: it is never restarted" +
+      `${s.mounterKept ? "" : " — EXCEPT THAT IT WAS NOT THE SAME MOUNTER AT THE END"}). ` +
       "File-backed RSS is mostly the node binary; anonymous RSS holds the V8 heap and malloc.",
-    `Scale runs: CPU taken by others during the cold start ${others(s.cold)} cores, during the adoption ${others(s.adoption)} cores; ` +
-      `highest number of entries reading failed at one time: cold ${s.cold.failedSeen}, adoption ${s.adoption.failedSeen}. ` +
-      `After the adoption, ${s.spotChecked} pods were read through all three mounts on the host, all correct.` +
-      [s.cold, s.adoption]
+    "Agent restarts: before each, the mounter's clients (mount point → pid, asked over its socket, `LocalNode.clients()`) and " +
+      "the FUSE mounts' ids under the root (`/proc/self/mountinfo`) are recorded; the agent is stopped (SIGTERM and waited for, " +
+      "or SIGKILL), every status file is removed, and a new agent is started; the time runs from spawning it until every status " +
+      "file has been rewritten and reads `mounted` for all three entries (polled every 50 ms), i.e. until the new agent's first pass " +
+      `has covered every mount. After the ${s.plan.steadyMs / 1000} s that follow (one resync), both are read again: a remount is a mount ` +
+      "point whose client pid or mount id differs, appeared or went away. " +
+      s.restarts
+        .map((r) =>
+          r.remounts === undefined
+            ? ""
+            : `${RUN_NAME[r.kind]}: ${r.remounts.clientChanges} client pid(s) and ${r.remounts.mountChanges} mount id(s) of ` +
+              `${r.remounts.mountsBefore} FUSE mounts changed. `,
+        )
+        .join(""),
+    `Scale runs: CPU taken by others during ${runs.map((r) => `the ${RUN_NAME[r.kind]} ${others(r)} cores`).join(", ")}; ` +
+      `highest number of entries reading failed at one time: ${runs.map((r) => `${RUN_NAME[r.kind]} ${r.failedSeen}`).join(", ")}. ` +
+      `After the restarts, ${s.spotChecked} pods were read through all three mounts on the host, all correct.` +
+      runs
         .filter((r) => r.error !== undefined)
-        .map((r) => ` A status error seen during the ${r.kind} run: ${r.error}`)
+        .map((r) => ` A status error seen during the ${RUN_NAME[r.kind]}: ${r.error}`)
         .join(""),
     `Clean-up: ${input.ourLeftovers.length === 0 ? "no mount of this run left" : `LEFT MOUNTED: ${input.ourLeftovers.join(", ")}`}; ` +
       `${input.killedClients} FUSE client(s) had to be killed after unmounting; ` +
@@ -370,22 +440,25 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "agent: annotation → data in a running container, read throughput through propagation, 200 pods × 3 mounts",
     setup: [
       "Node: `scripts/lib/local-node.ts`: s3rver on 127.0.0.1 in a child process, pods admitted through the webhook's patch " +
-        "and run as runc containers (busybox, volume bound `rslave`), the real agent in local mode, compiled and run as the image runs it " +
-        `(\`node ${AGENT_NODE_FLAGS.join(" ")} dist/agent/main.js\`) ` +
-        "in its own `unshare -m --propagation unchanged` namespace (Kubernetes' Bidirectional).",
+        "and run as runc containers (busybox, volume bound `rslave`), and the node side split as in the manifests: the real agent in local mode " +
+        "as uid 65532 without capabilities (`setpriv`, no new privileges) in its own `unshare -m --propagation slave` namespace " +
+        "(Kubernetes' HostToContainer), asking for every mount over the unix socket `<root>/run/mounter.sock`; the mounter as root " +
+        "in its own `unshare -m --propagation unchanged` namespace (Kubernetes' Bidirectional), running the FUSE clients and moving " +
+        "their mounts into place. Both compiled and run as the image runs them " +
+        `(\`node ${AGENT_NODE_FLAGS.join(" ")} dist/agent/main.js\`, \`dist/agent/mounter/main.js\`).`,
       `Latency: ${input.latencyPlan.rounds} rounds after one warm-up pair per client; each round one pair per client, order alternating. ` +
         "Baseline: the raw client started by the bench on a fresh directory with the argv, environment and credential file " +
         "the agent's own builder (`buildMount`) produces, via `agent/mount/exec.ts` `start`, then `unmount`. dynamic-volumes: the pod file's " +
         "buckets annotation is rewritten (`LocalNode.setBuckets`: written to a temporary file, timed from the rename into place); then the entry is removed and the mount, its client and status entry awaited gone. " +
         `Both poll the seeded 30-byte file with an async \`readFile\` every ${input.latencyPlan.pollMs} ms, the agent's through ` +
-        "`/proc/<container init pid>/root/datasets/lat/hello.txt`. Agent flags: `--log-level debug`, the rest default.",
+        "`/proc/<container init pid>/root/datasets/lat/hello.txt`. Agent and mounter flags: `--log-level debug`, the rest default.",
       `Throughput: a ${input.throughput.bytes / 1024 / 1024} MiB object seeded with one PutObject, mounted \`:ro\` by the agent with s3fs; ` +
         `${input.throughputRounds} rounds of one read per path, sequential 1 MiB reads.`,
       `Scale: ${s.plan.pods} pod files (webhook patch applied, host directory created, no container), each with buckets \`${SCALE_BUCKETS.join(",")}\` ` +
         `(s3fs): ${s.plan.pods * 3} real s3fs mounts. Agent flags: \`--concurrency ${s.plan.concurrency}\`, the rest default ` +
-        "(log level info, resync 10 s). Reconcile time is from spawning the agent until every pod's status file reads `mounted` " +
-        "for all three entries (polled every 200 ms); for the adoption run the previous agent was stopped with SIGTERM " +
-        "(mounts and clients stay) and the status files removed first.",
+        "(log level info, resync 10 s); mounter flags default. Reconcile time is from spawning the agent until every pod's status file reads `mounted` " +
+        "for all three entries. Cold start: nothing mounted, the mounter idle. Agent restarts: the previous agent was stopped " +
+        "(SIGTERM, then in a second run SIGKILL) while the mounter and its clients kept running, and the status files were removed first.",
     ],
     rows: [...latencyRows(input, "s3fs"), ...latencyRows(input, "rclone"), ...t.rows, ...scaleRows(s)],
     notes,

@@ -1,10 +1,12 @@
 /**
  * Shared pieces of the `agent` section: polling, small-sample statistics, the CPU that this run's
  * own processes used (so that a measurement disturbed by other work on the machine can be told),
- * process lookup by argv, the agent's log, and a synchronous last-resort clean-up for SIGINT.
+ * process lookup by argv, the agent's and the mounter's logs, and a synchronous last-resort
+ * clean-up for SIGINT.
  *
  * "This run's own processes" are this process and every process whose argv mentions the run's work
- * directory: the agent (`--root <work>/root`), the FUSE clients (their mount point), the S3 server
+ * directory: the agent and the mounter (`--root <work>/root`), the FUSE clients (their staging
+ * directory), the S3 server
  * (its data directory). Their reaped children (umount, fusermount3, exited clients) count through
  * the parents' `cutime`/`cstime`.
  */
@@ -173,7 +175,7 @@ export async function openCpuWindow(work: string): Promise<() => Promise<number 
   };
 }
 
-/** One line of the agent's pino log. */
+/** One line of the agent's or the mounter's pino log. */
 export interface AgentLogLine {
   /** Milliseconds since the epoch. */
   readonly time: number;
@@ -181,7 +183,7 @@ export interface AgentLogLine {
   readonly [field: string]: unknown;
 }
 
-/** The agent's JSON log lines (non-JSON lines skipped); `time` as epoch ms whether pino wrote a number or ISO text. */
+/** The agent's or the mounter's JSON log lines (non-JSON lines skipped); `time` as epoch ms whether pino wrote a number or ISO text. */
 export function parseAgentLog(text: string): AgentLogLine[] {
   const out: AgentLogLine[] = [];
   for (const line of text.split("\n")) {
@@ -216,15 +218,15 @@ function pidsMentioningSync(needle: string): number[] {
 
 /**
  * Last-resort clean-up of a {@link LocalNode}, synchronous so that it can run from an exit or
- * signal handler: kills the agent, deletes the runc containers and their bundles, lazily unmounts everything under
+ * signal handler: kills the agent and the mounter, deletes the runc containers and their bundles, lazily unmounts everything under
  * the work directory (deepest first, without touching the mounts' content), kills every process
  * that still mentions the work directory (FUSE clients, the S3 server), and removes the directory
  * when nothing is mounted under it any more. Does nothing once the directory is gone.
  */
 export function forceCleanUp(node: LocalNode): void {
   if (!existsSync(node.work)) return;
-  const agent = node.agent;
-  if (agent !== undefined && agent.exitStatus() === undefined) agent.kill("SIGKILL");
+  for (const p of [node.agent, node.mounter])
+    if (p !== undefined && p.exitStatus() === undefined) p.kill("SIGKILL");
   for (const c of node.runc.list()) {
     spawnSync("runc", ["delete", "--force", c.id], { timeout: 10_000 });
     rmSync(c.bundle, { recursive: true, force: true }); // config.json and runc.log; the rootfs is shared, elsewhere
