@@ -412,16 +412,16 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "the FUSE mounts' ids under the root (`/proc/self/mountinfo`) are recorded; the agent is stopped (SIGTERM and waited for, " +
       "or SIGKILL), every status file is removed, and a new agent is started; the time runs from spawning it until every status " +
       "file has been rewritten and reads `mounted` for all three entries (polled every 50 ms), i.e. until the new agent's first pass " +
-      `has covered every mount. After the ${s.plan.steadyMs / 1000} s that follow (one resync), both are read again: a remount is a mount ` +
-      "point whose client pid or mount id differs, appeared or went away. " +
+      `has covered every mount. After the ${s.plan.steadyMs / 1000} s that follow${s.plan.steadyMs > RESYNC_MS ? " (one resync of the new agent)" : ""}, both are read again: a remount is a mount ` +
+      "point whose client pid or mount id differs, appeared or went away. Mounts: " +
       s.restarts
         .map((r) =>
           r.remounts === undefined
             ? ""
             : `${RUN_NAME[r.kind]}: ${r.remounts.clientChanges} client pid(s) and ${r.remounts.mountChanges} mount id(s) of ` +
-              `${r.remounts.mountsBefore} FUSE mounts changed. `,
+              `${r.remounts.mountsBefore} FUSE mounts changed.`,
         )
-        .join(""),
+        .join(" "),
     `Scale runs: CPU taken by others during ${runs.map((r) => `the ${RUN_NAME[r.kind]} ${others(r)} cores`).join(", ")}; ` +
       `highest number of entries reading failed at one time: ${runs.map((r) => `${RUN_NAME[r.kind]} ${r.failedSeen}`).join(", ")}. ` +
       `After the restarts, ${s.spotChecked} pods were read through all three mounts on the host, all correct.` +
