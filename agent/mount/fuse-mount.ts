@@ -22,6 +22,7 @@ import { dirname } from "node:path";
 import { AppError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { MOUNTERS, type MounterName } from "../../shared/names.js";
+import { diagnose } from "./diagnose.js";
 import * as exec from "./exec.js";
 import { openMountPoint, openMountRoot, stagingPathOf } from "./host.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
@@ -363,9 +364,14 @@ export class FuseMounter {
       const output = await this.abort(req, cmd, client);
       await this.clearStaging(staging);
       const shown = lastLines(scrubSecrets(output, secrets)) || "(no output)";
+      const step = `${mounter} could not mount ${describe(req)}: ${scrubSecrets(failure ?? "unknown failure", secrets)}`;
+      // The first line is what a user acts on; the client's own words follow for whoever digs.
+      const d = diagnose(output, req.bucket, req.endpoint);
       throw new AppError(
         "MountFailed",
-        `${mounter} could not mount ${describe(req)}: ${scrubSecrets(failure ?? "unknown failure", secrets)}. Client output:\n${shown}`,
+        d !== undefined
+          ? `${d.cause}: ${d.fix}.\n${step}. Client output:\n${shown}`
+          : `${step}. Client output:\n${shown}`,
       );
     }
     await rmdir(staging).catch(() => undefined);

@@ -207,6 +207,9 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
         const e = await rejection(mounter.mount(req, m));
         expect(e.code).to.equal("MountFailed");
         expect(e.message).to.match(m === "s3fs" ? /invalid credentials/ : /InvalidAccessKeyId/);
+        expect(e.message.split("\n")[0], "the cause and the fix first").to.match(
+          /refused the credentials for bucket .*: check accessKeyID and secretAccessKey in the Secret/,
+        );
         expect(e.message).to.not.include(secret);
         expect(e.message).to.not.include("WRONGKEY");
         expect(findMount(await mountinfo(), req.mountPoint), "no mount left").to.equal(undefined);
@@ -503,6 +506,9 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
       const e = await rejection(mounter.mount(req, "s3fs"));
       expect(e.code).to.equal("MountFailed");
       expect(e.message).to.match(/bucket or key not found/);
+      expect(e.message.split("\n")[0], "the cause and the fix first").to.equal(
+        `bucket "no-such-bucket" was not found at ${req.endpoint}: check the bucket's name in the annotation, or create the bucket.`,
+      );
     });
   });
 
