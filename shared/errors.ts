@@ -3,19 +3,23 @@
  * string code; the edges (AdmissionReview status, websocket reply, exit code) map the code.
  */
 
-export type ErrorCode =
-  | "InvalidConfig"
-  | "InvalidArgument"
-  | "BadRequest"
-  | "PayloadTooLarge"
-  | "Unauthenticated"
-  | "Forbidden"
-  | "NotFound"
-  | "Conflict"
-  | "Timeout"
-  | "Unavailable"
-  | "MountFailed"
-  | "Internal";
+/** Every code an {@link AppError} may carry. */
+export const ERROR_CODES = [
+  "InvalidConfig",
+  "InvalidArgument",
+  "BadRequest",
+  "PayloadTooLarge",
+  "Unauthenticated",
+  "Forbidden",
+  "NotFound",
+  "Conflict",
+  "Timeout",
+  "Unavailable",
+  "MountFailed",
+  "Internal",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class AppError extends Error {
   readonly code: ErrorCode;

@@ -11,7 +11,7 @@
  * whole of the mounter's input check on the wire; the builders check the mount's fields again.
  */
 import { checkMountName } from "../../shared/buckets.js";
-import { AppError, describeValue, type ErrorCode } from "../../shared/errors.js";
+import { AppError, describeValue, ERROR_CODES, type ErrorCode } from "../../shared/errors.js";
 import { nestsDeeperThan } from "../../shared/json-depth.js";
 import { isPodId, MOUNTERS, type MounterName } from "../../shared/names.js";
 import type { MountOptionValue } from "../mount/mounters/types.js";
@@ -169,20 +169,7 @@ const FIELDS: Readonly<Record<MounterOp["op"], readonly string[]>> = {
   ping: [],
 };
 
-const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  "InvalidConfig",
-  "InvalidArgument",
-  "BadRequest",
-  "PayloadTooLarge",
-  "Unauthenticated",
-  "Forbidden",
-  "NotFound",
-  "Conflict",
-  "Timeout",
-  "Unavailable",
-  "MountFailed",
-  "Internal",
-]);
+const KNOWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 
 function bad(message: string): AppError {
   return new AppError("BadRequest", message);
@@ -351,7 +338,7 @@ export function wireError(e: unknown): MounterError {
 export function fromWireError(v: unknown): AppError {
   if (!isObject(v) || typeof v.message !== "string")
     return new AppError("Internal", "the mounter answered with a malformed error");
-  const code = typeof v.code === "string" && ERROR_CODES.has(v.code) ? (v.code as ErrorCode) : "Internal";
+  const code = typeof v.code === "string" && KNOWN_CODES.has(v.code) ? (v.code as ErrorCode) : "Internal";
   return new AppError(code, v.message);
 }
 

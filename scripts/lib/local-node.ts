@@ -78,6 +78,16 @@ export function unprivileged(argv: readonly string[]): string[] {
   ];
 }
 
+/** Node running `entry` as the image does; a `.ts` entry under tsx. */
+function nodeCommand(entry: string): string[] {
+  return [
+    process.execPath,
+    ...AGENT_NODE_FLAGS,
+    ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
+    entry,
+  ];
+}
+
 /** Hands a file or directory the agent must read (or, for the pods directory, write) to its uid. */
 async function giveToAgent(path: string): Promise<void> {
   await chown(path, AGENT_UID, AGENT_GID);
@@ -304,10 +314,7 @@ export class LocalNode {
     const entry = mounterEntryOf(this.agentEntry);
     this.mounter = await startInMountNamespace({
       argv: [
-        process.execPath,
-        ...AGENT_NODE_FLAGS,
-        ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
-        entry,
+        ...nodeCommand(entry),
         "--root",
         this.root,
         "--agent-uid",
@@ -353,10 +360,7 @@ export class LocalNode {
     }
     this.agent = await startInMountNamespace({
       argv: unprivileged([
-        process.execPath,
-        ...AGENT_NODE_FLAGS,
-        ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
-        entry,
+        ...nodeCommand(entry),
         "--root",
         this.root,
         "--pods-dir",

@@ -10,6 +10,7 @@
  *   hand its clients a PATH of its own.
  */
 import { expect } from "chai";
+import { fastAgentArgs } from "../support/harness.js";
 import { chmod, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,16 +96,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
           "evil-bin": { s3fs: "#!/bin/sh\necho pwned\n", rclone: "#!/bin/sh\necho pwned\n" },
           good: { "hello.txt": "hello\n" },
         },
-        agentArgs: [
-          "--default-mounter",
-          mounter,
-          "--resync-seconds",
-          "1",
-          "--backoff-max-seconds",
-          "2",
-          "--log-level",
-          "debug",
-        ],
+        agentArgs: [...fastAgentArgs(mounter), "--log-level", "debug"],
         mounterArgs: ["--log-level", "debug"],
       });
       evilBin = join(node.work, "evil-bin");

@@ -7,6 +7,7 @@
  * Real runc pods, real s3fs and rclone, the agent as uid 65532 with no capabilities.
  */
 import { expect } from "chai";
+import { fastAgentArgs, localConsoleArgs } from "../support/harness.js";
 import { execFile } from "node:child_process";
 import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -92,23 +93,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       node = await LocalNode.start({
         prefix: `dv-e2e-restart-${mounter}-`,
         buckets: { data: { "lines.txt": LINES }, out: {}, extra: { "e.txt": "extra\n" } },
-        agentArgs: [
-          "--default-mounter",
-          mounter,
-          "--resync-seconds",
-          "1",
-          "--backoff-max-seconds",
-          "2",
-          // Port 0: the agent logs the port it got.
-          "--listen",
-          "127.0.0.1:0",
-          "--tls-cert-file",
-          pki.certFile,
-          "--tls-key-file",
-          pki.keyFile,
-          "--token-auth-file",
-          tokens,
-        ],
+        agentArgs: [...fastAgentArgs(mounter), ...localConsoleArgs(pki, tokens)],
       });
       upgraded = await buildTree(join(node.work, "tree"));
       await node.writeSecret("team-a");

@@ -5,6 +5,7 @@
  * running container.
  */
 import { expect } from "chai";
+import { fastAgentArgs } from "../support/harness.js";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { stagingPathOf } from "../../agent/mount/host.js";
@@ -62,16 +63,7 @@ for (const mounter of ["s3fs", "rclone"] as const) {
           beta: { "b.txt": "beta\n" },
           outbox: {},
         },
-        agentArgs: [
-          "--default-mounter",
-          mounter,
-          "--resync-seconds",
-          "1",
-          "--backoff-max-seconds",
-          "2",
-          "--log-level",
-          "debug",
-        ],
+        agentArgs: [...fastAgentArgs(mounter), "--log-level", "debug"],
       });
       await node.writeSecret("team-a");
       await node.writeSecret("team-b");

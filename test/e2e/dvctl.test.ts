@@ -4,6 +4,7 @@
  * against a real S3 server, and a runc container whose view of the mounts is checked from inside.
  */
 import { expect } from "chai";
+import { fastAgentArgs, localConsoleArgs } from "../support/harness.js";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,23 +44,7 @@ describe("dvctl end to end with the real agent and s3fs", function () {
     node = await LocalNode.start({
       prefix: "dv-e2e-dvctl-",
       buckets: { alpha: { "hello.txt": "hello alpha\n", "sub/x.txt": "x from alpha/sub\n" } },
-      agentArgs: [
-        "--default-mounter",
-        "s3fs",
-        "--resync-seconds",
-        "1",
-        "--backoff-max-seconds",
-        "2",
-        // Port 0: the agent logs the port it got.
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert-file",
-        pki.certFile,
-        "--tls-key-file",
-        pki.keyFile,
-        "--token-auth-file",
-        tokens,
-      ],
+      agentArgs: [...fastAgentArgs("s3fs"), ...localConsoleArgs(pki, tokens)],
     });
     await node.writeSecret("team-a");
     await node.addPod({ namespace: "team-a", name: "pod-a" });
