@@ -19,6 +19,8 @@ export interface CliIo {
   readonly stdout: NodeJS.WritableStream & { readonly isTTY?: boolean };
   readonly stderr: NodeJS.WritableStream;
   readonly env: NodeJS.ProcessEnv;
+  /** How the user invoked dvctl, for the usage text: `dvctl` (default) or `kubectl dv` (the plugin). */
+  readonly programName?: string;
   readonly now?: () => Date;
   /** Ctrl-C (SIGINT) and SIGTERM; returns a function that stops listening. */
   readonly onInterrupt: (fn: () => void) => () => void;
@@ -57,7 +59,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const say = (line: string): void => void io.stderr.write(`dvctl: ${printable(line)}\n`);
   let code: number = EXIT.ok;
 
-  const program = new Command("dvctl")
+  const name = io.programName ?? "dvctl";
+  // The help speaks the name the user typed: `kubectl dv ls` when run as the kubectl plugin.
+  const named = (text: string): string =>
+    name === "dvctl" ? text : text.replace(/\bdvctl (?=[-a-z])/g, `${name} `);
+  const program = new Command(name)
     .description(DESCRIPTION)
     .addOption(globalOption("--agent <url>", "the agent's console, wss://HOST[:PORT] (default port 9443)"))
     .addOption(globalOption("--token <token>", "bearer token for the console"))
@@ -97,8 +103,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       ).default("30"),
     )
     .addOption(globalOption("--debug", "print connection steps to stderr (tokens are redacted)"))
-    .addHelpText("after", `\n${DISCOVERY}\n\n${EXAMPLES}\n\n${EXIT_CODES_HELP}\n`)
-    .showHelpAfterError("(dvctl --help shows the usage)")
+    .addHelpText("after", named(`\n${DISCOVERY}\n\n${EXAMPLES}\n\n${EXIT_CODES_HELP}\n`))
+    .showHelpAfterError(`(${name} --help shows the usage)`)
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .exitOverride();
 

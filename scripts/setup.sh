@@ -30,4 +30,12 @@ if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.pack
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
+# dvctl (and its kubectl plugin name, kubectl-dv) runs from the compiled dist/dvctl/main.js, the
+# package's bin. Built only when a source is newer than it, so that a second set-up is quick.
+if [ ! -f dist/dvctl/main.js ] || [ -n "$(find dvctl shared tsconfig.json tsconfig.build.json package-lock.json -newer dist/dvctl/main.js -print -quit)" ]; then
+  echo "setup: npm run build (dvctl)"
+  npm run --silent build
+fi
+chmod +x dist/dvctl/main.js
+echo "setup: dvctl is dist/dvctl/main.js; put it on the PATH with npm link (dvctl and kubectl-dv)"
 echo "setup: done (node $(node_modules/.bin/node --version), $(s3fs --version 2>&1 | head -1), $(rclone --version 2>&1 | head -1))"

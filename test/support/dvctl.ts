@@ -21,6 +21,8 @@ export interface DvctlOptions {
   /** Added to `PATH` and `HOME` (HOME should be a temp directory: the console keeps history there). */
   readonly env?: Readonly<Record<string, string>>;
   readonly timeoutMs?: number;
+  /** The script to run instead of dvctl/main.ts (a `kubectl-dv` symlink to it, say). */
+  readonly script?: string;
 }
 
 /** A running dvctl, for commands that stream (`watch`) or read stdin (`console`). */
@@ -60,7 +62,7 @@ export class DvctlProcess {
 }
 
 export function startDvctl(args: readonly string[], o: DvctlOptions = {}): DvctlProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", DVCTL_MAIN, ...args], {
+  const child = spawn(process.execPath, ["--import", "tsx", o.script ?? DVCTL_MAIN, ...args], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/nonexistent", ...o.env },
     stdio: ["pipe", "pipe", "pipe"],
