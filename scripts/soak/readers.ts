@@ -36,6 +36,9 @@ const PRIORITY: readonly Window["kind"][] = ["mounter", "s3", "agent"];
 
 export type ErrorKind = Window["kind"] | "none";
 
+/** Heartbeats come every 20 iterations (about 3 s): a longer gap than this is a stall. */
+const STALL_MS = 8000;
+
 function script(name: string, want: string): string {
   const f = `/datasets/${name}/marker.txt`;
   return [
@@ -63,6 +66,8 @@ class Reader {
   readonly errors: Array<{ t: number; line: string; held: boolean; fresh: boolean }> = [];
   readonly oks: number[] = [];
   reopens = 0;
+  /** Gaps between heartbeats longer than {@link STALL_MS}: reads that hung rather than failed. */
+  readonly stalls: Array<{ from: number; to: number }> = [];
   iterations = 0;
   good = 0;
   lastBeat = 0;
@@ -107,6 +112,8 @@ class Reader {
         this.w.log(`reader ${this.label}: reads again at iteration ${i}`);
       } else if (tag === "REOPEN") this.reopens++;
       else if (tag === "HB") {
+        if (this.lastBeat !== 0 && t - this.lastBeat > STALL_MS)
+          this.stalls.push({ from: this.lastBeat, to: t });
         if (this.lastBeat !== 0) this.maxBeatGapMs = Math.max(this.maxBeatGapMs, t - this.lastBeat);
         this.lastBeat = t;
         this.iterations = Number(i);
@@ -134,6 +141,7 @@ class Reader {
 }
 
 export interface ReaderSummary {
+  readonly pods: number;
   readonly readers: number;
   readonly iterations: number;
   readonly errors: Readonly<Record<ErrorKind, number>>;
@@ -147,6 +155,8 @@ export interface ReaderSummary {
   /** From the mounter's restart to the reader's first good iteration, worst case. */
   readonly worstRecoveryMs: number | undefined;
   readonly maxBeatGapMs: number;
+  /** Stalls (heartbeat gaps over 8 s) by the fault window they overlap: count and longest. */
+  readonly stalls: Readonly<Record<ErrorKind, { count: number; longestMs: number }>>;
 }
 
 export class Readers {
@@ -238,10 +248,16 @@ export class Readers {
         L.checked("readers");
         recoveries++;
         const back = win.to ?? end;
-        const last = r.errors.filter((e) => e.t >= win.from && e.t <= back + TAIL_MS.mounter).pop();
+        // Its errors: up to its tail, or to the next mounter kill when that comes first.
+        const next = w.windows.find((x) => x.kind === "mounter" && x.from > win.from)?.from ?? Infinity;
+        const until = Math.min(back + TAIL_MS.mounter, next);
+        const last = r.errors.filter((e) => e.t >= win.from && e.t < until).pop();
         const ok = last === undefined ? back : r.oks.find((k) => k >= last.t);
         if (ok === undefined) {
-          L.violate("readers", `reader ${r.label} never read again after the mounter kill at ${L.at()}`);
+          L.violate(
+            "readers",
+            `reader ${r.label} never read again after the mounter kill at +${Math.round((win.from - w.loadStart) / 1000)} s of the load`,
+          );
           continue;
         }
         recovered++;
@@ -256,7 +272,26 @@ export class Readers {
           `reader ${r.label} made no progress in its last ${Math.round((end - r.lastBeat) / 1000)} s`,
         );
     }
+    const stalls: Record<ErrorKind, { count: number; longestMs: number }> = {
+      agent: { count: 0, longestMs: 0 },
+      mounter: { count: 0, longestMs: 0 },
+      s3: { count: 0, longestMs: 0 },
+      none: { count: 0, longestMs: 0 },
+    };
+    for (const r of this.readers)
+      for (const g of r.stalls) {
+        const win = PRIORITY.map((kind) =>
+          w.windows.find(
+            (x) => x.kind === kind && x.from <= g.to && (x.to ?? Infinity) + TAIL_MS[kind] >= g.from,
+          ),
+        ).find((x) => x !== undefined);
+        const st = stalls[win?.kind ?? "none"];
+        st.count++;
+        st.longestMs = Math.max(st.longestMs, g.to - g.from);
+      }
     const summary: ReaderSummary = {
+      stalls,
+      pods: this.pods.length,
       readers: this.readers.length,
       iterations: this.readers.reduce((a, r) => a + r.iterations, 0),
       errors,
@@ -276,6 +311,8 @@ export class Readers {
     L.counters.set("readers.recoveredAfterMounterKill", recovered);
     if (worst !== undefined) L.counters.set("readers.worstRecoveryMs", worst);
     L.counters.set("readers.maxHeartbeatGapMs", summary.maxBeatGapMs);
+    for (const [k, v] of Object.entries(stalls))
+      if (v.count > 0) L.counters.set(`readers.stalls.${k}`, v.count);
     return summary;
   }
 }

@@ -235,7 +235,7 @@ export function renderReport(r: ReportInput): string {
       "",
     );
     lines.push(
-      `Long-lived readers: ${n(x.readers)} processes inside the containers of ${n(2)} pods whose annotation never changes ` +
+      `Long-lived readers: ${n(x.readers)} processes inside the containers of ${n(x.pods)} pods whose annotation never changes ` +
         "(no flipper, console edit, writer or FUSE kill touches them) hold `marker.txt` of a mount open and read it in a " +
         "loop, through the held descriptor and with a fresh `cat`, every ~100 ms. An error within a fault window (or " +
         "30 s after a mounter kill or S3 outage, 10 s after an agent kill) belongs to that fault; after an error a reader " +
@@ -264,6 +264,11 @@ export function renderReport(r: ReportInput): string {
       `| … worst time from the mounter's restart to the reader's first good read | ${s(x.worstRecoveryMs)} |`,
     );
     lines.push(`| longest gap between a reader's heartbeats (every 20 iterations) | ${s(x.maxBeatGapMs)} |`);
+    const stall = (k: keyof ReaderSummary["stalls"]): string =>
+      x.stalls[k].count === 0 ? "0" : `${n(x.stalls[k].count)} (longest ${s(x.stalls[k].longestMs)})`;
+    lines.push(
+      `| stalls (reads that hung over 8 s rather than failed) across agent kills / mounter kills / the S3 outage / no fault | ${stall("agent")} / ${stall("mounter")} / ${stall("s3")} / ${stall("none")} |`,
+    );
     lines.push("");
   }
 
