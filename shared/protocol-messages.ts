@@ -52,6 +52,8 @@ export interface MountRequest {
   readonly prefix?: string;
   readonly name?: string;
   readonly readOnly?: boolean;
+  /** Replace an entry of the same name that differs; without it that is a `Conflict`. Default false. */
+  readonly replace?: boolean;
   readonly timeoutSeconds?: number;
 }
 

@@ -58,7 +58,7 @@ export function checkPodName(pod: string): string | undefined {
 export const REQUEST_FIELDS: Readonly<Record<Op, readonly string[]>> = {
   list: ["namespace"],
   status: ["namespace", "pod"],
-  mount: ["namespace", "pod", "bucket", "prefix", "name", "readOnly", "timeoutSeconds"],
+  mount: ["namespace", "pod", "bucket", "prefix", "name", "readOnly", "replace", "timeoutSeconds"],
   unmount: ["namespace", "pod", "name", "timeoutSeconds"],
   watch: ["namespace", "pod"],
   auth: ["token"],
@@ -185,6 +185,9 @@ export function parseRequest(text: string): ConsoleRequest {
       const readOnly = o.readOnly;
       if (readOnly !== undefined && typeof readOnly !== "boolean")
         throw bad(`"readOnly" must be true or false, not ${typeName(readOnly)}`);
+      const replace = o.replace;
+      if (replace !== undefined && typeof replace !== "boolean")
+        throw bad(`"replace" must be true or false, not ${typeName(replace)}`);
       const req: MountRequest = {
         id,
         op,
@@ -194,6 +197,7 @@ export function parseRequest(text: string): ConsoleRequest {
         ...opt(prefix, "prefix"),
         ...opt(name, "name"),
         ...opt(readOnly, "readOnly"),
+        ...opt(replace, "replace"),
         ...opt(timeout(), "timeoutSeconds"),
       };
       // The entry must read back as itself, so that the annotation never holds what the agent rejects.

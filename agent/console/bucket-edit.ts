@@ -9,6 +9,7 @@ import {
   parseBuckets,
   type BucketEntry,
 } from "../../shared/buckets.js";
+import { AppError } from "../../shared/errors.js";
 import { ConsoleError } from "../../shared/protocol.js";
 
 function parts(value: string | undefined): string[] {
@@ -32,12 +33,24 @@ export interface UpsertResult {
   readonly unchanged: boolean;
 }
 
+export interface UpsertOptions {
+  /** Replace an entry of that name that differs; without it such an entry is a Conflict. */
+  readonly replace?: boolean;
+  /** `namespace/pod`, for the Conflict's message. */
+  readonly pod?: string;
+}
+
 /**
- * Sets the entry named `entry.name`: replaces the first entry with that name (dropping later
- * duplicates), or appends it. Throws ConsoleError when the result would not hold the entry (too
- * many entries, too long).
+ * Sets the entry named `entry.name`: appends it, or, when an entry with that name exists, leaves an
+ * identical one as it is and refuses a different one with AppError("Conflict") showing it, unless
+ * `replace` is set: then the first entry with that name is replaced (later duplicates dropped).
+ * Throws ConsoleError when the result would not hold the entry (too many entries, too long).
  */
-export function upsertBucketEntry(current: string | undefined, entry: BucketEntry): UpsertResult {
+export function upsertBucketEntry(
+  current: string | undefined,
+  entry: BucketEntry,
+  opts: UpsertOptions = {},
+): UpsertResult {
   const text = formatBucketEntry(entry);
   const out: string[] = [];
   let previous: BucketEntry | undefined;
@@ -49,6 +62,8 @@ export function upsertBucketEntry(current: string | undefined, entry: BucketEntr
     }
     if (seen++ === 0) {
       previous ??= parseBuckets(raw).entries[0];
+      const existing = previous !== undefined ? formatBucketEntry(previous) : raw.replace(/\s+/g, "");
+      if (existing !== text && opts.replace !== true) throw nameTaken(entry.name, existing, opts.pod);
       out.push(text);
     }
   }
@@ -67,6 +82,17 @@ export function upsertBucketEntry(current: string | undefined, entry: BucketEntr
     throw new ConsoleError("Conflict", `cannot add "${text}" to the pod: ${why}`);
   }
   return { value, previous, unchanged };
+}
+
+/** The Conflict for a name that is taken by a different entry. */
+function nameTaken(name: string, existing: string, pod: string | undefined): AppError {
+  const where = pod !== undefined ? `pod ${pod}` : "the pod";
+  const umount = `dvctl umount ${pod ?? "NAMESPACE/POD"} ${name}`;
+  return new AppError(
+    "Conflict",
+    `${where} already has a mount named "${name}": ${existing}. Mount under another name (--name), ` +
+      `replace it (dvctl mount --replace; "replace": true in the request), or remove it first (${umount})`,
+  );
 }
 
 /** Removes every entry named `name`. `found` is false when there was none (and `value` is unchanged). */

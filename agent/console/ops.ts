@@ -3,6 +3,7 @@
  * only edit the pod's `dynamic-volumes/buckets` annotation through the pod source; the reconciler
  * does the work, and its `state` events tell the operation when to reply (docs/design.md).
  */
+import type { AppError } from "../../shared/errors.js";
 import { ANNOTATIONS } from "../../shared/names.js";
 import type { Logger } from "../../shared/logger.js";
 import {
@@ -51,13 +52,21 @@ export interface Session {
 
 export interface ConsoleOpsOptions {
   readonly reconciler: ConsoleReconciler;
-  readonly source: Pick<PodSource, "updateBuckets" | "getPod">;
+  readonly source: Pick<PodSource, "updateBuckets" | "getPod"> & MissingPodExplainer;
   readonly nodeName: string;
   readonly log: Logger;
   /** How often an in-flight request re-reads status for changes that emit no event, in ms. Default 100. */
   readonly pollMs?: number;
   /** Events queued per watch while waiting for authorization before the connection is dropped. Default 10 000. */
   readonly maxQueuedEvents?: number;
+}
+
+/**
+ * A source that can say why a pod is not here in its own terms (local mode: no file holds it), so
+ * that the console does not send a user to a cluster that does not exist.
+ */
+export interface MissingPodExplainer {
+  missingPod?(namespace: string, name: string): AppError;
 }
 
 /** A handler's answer; `afterReply` runs once the reply is sent (a watch starts pushing then). */
@@ -88,6 +97,24 @@ function summaryOf(name: string, s: MountStatus, mountPath: string): MountSummar
     path: `${mountPath}/${name}`,
     since: s.since,
     ...(s.error !== undefined ? { error: s.error } : {}),
+  };
+}
+
+/**
+ * A failed mount's reply: the error (cause and fix first, from the engine) once, then how to take
+ * the entry away, since it stays in the annotation and is retried until it is removed.
+ */
+export function withRemedy(r: MountResult): MountResult {
+  if (r.mount.state !== "failed") return r;
+  const remove = `dvctl umount ${r.namespace}/${r.pod} ${r.mount.name}`;
+  const error = r.mount.error ?? "the mount failed";
+  if (error.includes(remove)) return r;
+  return {
+    ...r,
+    mount: {
+      ...r.mount,
+      error: `${error}\nThe entry stays in the pod's buckets annotation and is retried with backoff; remove it with: ${remove}`,
+    },
   };
 }
 
@@ -177,11 +204,13 @@ export class ConsoleOps {
     const key = `${namespace}/${pod}`;
     const view = this.opts.reconciler.podViews().find((v) => v.key === key);
     if (view !== undefined) return view;
-    if (this.opts.source.getPod(namespace, pod) !== undefined)
+    const source = this.opts.source;
+    if (source.getPod(namespace, pod) !== undefined)
       throw new ConsoleError(
         "NotFound",
         `pod ${key} has no dynamic-volumes volume: the webhook did not inject it. Label the namespace dynamic-volumes/injection=enabled and recreate the pod`,
       );
+    if (typeof source.missingPod === "function") throw source.missingPod(namespace, pod);
     throw new ConsoleError(
       "WrongNode",
       `pod ${key} is not on node ${this.opts.nodeName} (it may run on another node, or not exist); use the agent on the pod's node (kubectl get pod -n ${namespace} ${pod} -o wide shows it)`,
@@ -212,23 +241,27 @@ export class ConsoleOps {
 
     const wait = this.follow<MountResult>(s, req, view.key, entry.name, `mount ${entry.name}`, {
       onEvent: (e, resolve) => {
-        s.progress(req.id, progressOf(e));
         // A "removed" may be the old spec going away (or a mount without a record): not an answer.
         if (same(e) && (e.state === "mounted" || e.state === "failed")) {
+          // The reply carries the final state and its error: no progress frame repeats them.
           const st = current();
           resolve(
-            done(st) ?? {
-              namespace: view.namespace,
-              pod: view.name,
-              mount: {
-                ...entry,
-                state: e.state,
-                path: `${view.mountPath}/${entry.name}`,
-                ...(e.error !== undefined ? { error: e.error } : {}),
+            withRemedy(
+              done(st) ?? {
+                namespace: view.namespace,
+                pod: view.name,
+                mount: {
+                  ...entry,
+                  state: e.state,
+                  path: `${view.mountPath}/${entry.name}`,
+                  ...(e.error !== undefined ? { error: e.error } : {}),
+                },
               },
-            },
+            ),
           );
+          return;
         }
+        s.progress(req.id, progressOf(e));
       },
       onPoll: (_resolve, reject) => {
         if (!this.opts.reconciler.podViews().some((v) => v.key === view.key))
@@ -239,7 +272,7 @@ export class ConsoleOps {
     });
     try {
       await this.opts.source.updateBuckets(req.namespace, req.pod, (value) => {
-        const r = upsertBucketEntry(value, entry);
+        const r = upsertBucketEntry(value, entry, { replace: req.replace === true, pod: view.key });
         if (r.unchanged) throw new Unchanged();
         return r.value;
       });
@@ -256,7 +289,7 @@ export class ConsoleOps {
       const settled = done(current());
       if (settled !== undefined) {
         wait.cancel();
-        return settled;
+        return withRemedy(settled);
       }
     }
     return wait.promise;

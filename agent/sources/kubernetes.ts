@@ -52,6 +52,28 @@ export function annotationPath(key: string): string {
   return `/metadata/annotations/${key.replace(/~/g, "~0").replace(/\//g, "~1")}`;
 }
 
+/** The one-line start-up error when there is neither a kubeconfig nor a service account. */
+export const NO_KUBECONFIG =
+  "no Kubernetes configuration found (no KUBECONFIG, no ~/.kube/config, no in-cluster service account); pass --pods-dir and --secrets-dir for local mode, or a kubeconfig / in-cluster service account";
+
+/**
+ * Whether `loadFromDefault` found nothing and filled in its placeholder: cluster "cluster" at
+ * http://localhost:8080 with user "user" and no credentials.
+ */
+export function isFallbackConfig(kc: KubeConfig): boolean {
+  const cluster = kc.getCurrentCluster();
+  const user = kc.getCurrentUser();
+  return (
+    kc.getClusters().length === 1 &&
+    cluster?.name === "cluster" &&
+    cluster.server === "http://localhost:8080" &&
+    user?.name === "user" &&
+    user.token === undefined &&
+    user.certFile === undefined &&
+    user.certData === undefined
+  );
+}
+
 export class KubernetesPodSource implements PodSource {
   private readonly core: CoreV1Api;
   private readonly server: string;
@@ -85,10 +107,13 @@ export class KubernetesPodSource implements PodSource {
       kubeConfig.loadFromDefault();
     } catch (e) {
       throw new ConfigError(
-        `cannot load a kubeconfig (KUBECONFIG, ~/.kube/config or the in-cluster service account): ${(e as Error).message}. Without Kubernetes, run the agent with --pods-dir`,
+        `cannot load a kubeconfig (KUBECONFIG, ~/.kube/config or the in-cluster service account): ${(e as Error).message}. Without Kubernetes, pass --pods-dir and --secrets-dir for local mode`,
         { cause: e },
       );
     }
+    // Finding nothing, the client falls back to http://localhost:8080, which it then refuses to
+    // use ("HTTP protocol is not allowed"): say what is missing instead, in one line.
+    if (isFallbackConfig(kubeConfig)) throw new ConfigError(NO_KUBECONFIG);
     return new KubernetesPodSource(kubeConfig, opts);
   }
 

@@ -12,7 +12,7 @@ import { basename, extname, join } from "node:path";
 import { dump as dumpYaml, load as loadYaml } from "js-yaml";
 import { AppError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { ANNOTATIONS } from "../../shared/names.js";
+import { ANNOTATIONS, SECRET_KEYS } from "../../shared/names.js";
 import type { PodObject } from "../reconcile/pod.js";
 import type { PodEvent, PodEventRecord, PodRef, PodSource } from "./pod-source.js";
 
@@ -65,6 +65,11 @@ export class LocalPodSource implements PodSource {
   /** Files named by change notifications, to be read before anything else is looked at. */
   private readonly wantFiles = new Set<string>();
   private readonly editLocks = new Map<string, Promise<unknown>>();
+  /**
+   * Files that do not parse, by name: the version and hash of the text last reported. A broken file
+   * is logged once, and again only when it changes, not on every scan.
+   */
+  private readonly broken = new Map<string, { version: string; hash: string }>();
   private readonly log: Logger;
 
   constructor(private readonly opts: LocalPodSourceOptions) {
@@ -168,13 +173,17 @@ export class LocalPodSource implements PodSource {
       version = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
       const known = this.files.get(name);
       if (known?.version === version) return true;
+      // A broken file that has not changed since it was reported: nothing new to read or say.
+      if (this.broken.get(name)?.version === version) return true;
       text = readFileSync(path, "utf8");
     } catch {
+      this.broken.delete(name);
       return false;
     }
     const hash = createHash("sha256").update(text).digest("hex");
     const known = this.files.get(name);
     if (known?.hash === hash) {
+      this.broken.delete(name);
       this.files.set(name, { ...known, version });
       return true;
     }
@@ -183,12 +192,19 @@ export class LocalPodSource implements PodSource {
       pod = this.normalize(name, parsePodText(name, text));
     } catch (e) {
       // A half-written or broken file must not read as a deleted pod: keep the last good state.
-      this.log.warn(
-        { file: name, err: (e as Error).message },
-        "pod file unreadable; keeping its last good state",
-      );
+      // Logged once per content: the periodic scan would otherwise repeat it every second.
+      const seen = this.broken.get(name);
+      this.broken.set(name, { version, hash });
+      if (seen?.hash !== hash)
+        this.log.warn(
+          { file: join(this.opts.podsDir, name), err: (e as Error).message },
+          known !== undefined
+            ? "pod file unreadable; keeping its last good state until it is fixed"
+            : "pod file unreadable; the pod is ignored until the file is fixed",
+        );
       return true;
     }
+    this.broken.delete(name);
     this.files.set(name, { hash, version, pod });
     this.onEvent?.({ type: "upsert", pod });
     return true;
@@ -197,6 +213,7 @@ export class LocalPodSource implements PodSource {
   /** Emits a delete for a known pod whose file is really gone (an unreadable one is kept). */
   private forgetIfGone(name: string): void {
     const state = this.files.get(name);
+    if (!existsSync(join(this.opts.podsDir, name))) this.broken.delete(name);
     if (state === undefined || existsSync(join(this.opts.podsDir, name))) return;
     this.files.delete(name);
     this.onEvent?.({ type: "delete", pod: state.pod });
@@ -225,18 +242,33 @@ export class LocalPodSource implements PodSource {
     return f === undefined ? undefined : this.files.get(f)?.pod;
   }
 
+  /**
+   * Why `namespace/name` is not here, in local-mode terms: no pod file holds it (a pod file that
+   * does not parse is named, since it may be the one meant). For the console's NotFound.
+   */
+  missingPod(namespace: string, name: string): AppError {
+    const broken = [...this.broken.keys()].sort();
+    const hint =
+      broken.length > 0
+        ? `; ${broken.length === 1 ? "this file does" : "these files do"} not parse: ${broken.map((f) => join(this.opts.podsDir, f)).join(", ")}`
+        : `; write the pod to a .json or .yaml file there (npm run inject makes one from a plain pod)`;
+    return new AppError("NotFound", `no pod ${namespace}/${name} in ${this.opts.podsDir}${hint}`);
+  }
+
   async getSecret(namespace: string, name: string): Promise<Record<string, string> | undefined> {
     if (!DNS_NAME.test(namespace) || !DNS_NAME.test(name))
       throw new AppError("InvalidArgument", `Secret "${namespace}/${name}" is not a valid name`);
     let text: string;
+    const path = join(this.opts.secretsDir, namespace, `${name}.json`);
     try {
       // Synchronous for the same reason as the pod files; a mount waits for it.
-      text = readFileSync(join(this.opts.secretsDir, namespace, `${name}.json`), "utf8");
+      text = readFileSync(path, "utf8");
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      // The message reaches the pod's status: it names the file to write, not a cluster to ask.
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") throw missingSecret(namespace, name, path);
       throw new AppError(
         "Unavailable",
-        `cannot read Secret ${namespace}/${name}: ${(e as NodeJS.ErrnoException).code}`,
+        `cannot read Secret ${namespace}/${name} from ${path}: ${(e as NodeJS.ErrnoException).code}`,
       );
     }
     return decodeSecret(text, `${namespace}/${name}`);
@@ -265,7 +297,7 @@ export class LocalPodSource implements PodSource {
     edit: (current: string | undefined) => string,
   ): Promise<PodObject> {
     const file = this.fileOf(namespace, name);
-    if (file === undefined) throw new AppError("NotFound", `pod ${namespace}/${name} is not on this node`);
+    if (file === undefined) throw this.missingPod(namespace, name);
     // Serialize edits of one file so that concurrent console requests never lose an update.
     const prev = this.editLocks.get(file) ?? Promise.resolve();
     const next = prev.then(async () => {
@@ -294,6 +326,18 @@ export class LocalPodSource implements PodSource {
     );
     return next;
   }
+}
+
+/**
+ * The error for a Secret file that does not exist: what was looked for, where, and what to write
+ * there. Local mode has no API server, so the message must not send anyone to one.
+ */
+export function missingSecret(namespace: string, name: string, path: string): AppError {
+  const keys = Object.values(SECRET_KEYS).join(", ");
+  return new AppError(
+    "NotFound",
+    `no Secret ${namespace}/${name}: ${path} does not exist; write {"stringData": {${keys}}} there (mode 0600)`,
+  );
 }
 
 /** Decodes a Secret file: `stringData` as is, `data` from base64. Throws AppError on a malformed file. */

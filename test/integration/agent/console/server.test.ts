@@ -152,13 +152,23 @@ describe("agent console (local mode, fake mount engine)", function () {
       ).to.deep.equal(["other"]);
     });
 
-    it("gives one pod's status, WrongNode for a pod not here, NotFound for a pod without injection", async () => {
+    it("gives one pod's status, NotFound naming the pods directory for a pod with no file, NotFound for a pod without injection", async () => {
       const c = await connect();
       const s = await c.ok<PodSummary>({ op: "status", namespace: "team-a", pod: "trainer" });
       expect(s.mounts.map((m) => m.state)).to.deep.equal(["mounted"]);
-      const elsewhere = errorOf(await c.request({ op: "status", namespace: "team-a", pod: "ghost" }));
-      expect(elsewhere.code).to.equal("WrongNode");
-      expect(elsewhere.message).to.match(/not on node node-1.*use the agent on the pod's node/);
+      // Local mode: no cluster and no other node to send anyone to.
+      for (const op of ["status", "mount"] as const) {
+        const ghost = errorOf(
+          await c.request(
+            op === "status"
+              ? { op, namespace: "team-a", pod: "x" }
+              : { op, namespace: "team-a", pod: "x", bucket: "bucket-a" },
+          ),
+        );
+        expect(ghost.code, op).to.equal("NotFound");
+        expect(ghost.message, op).to.match(new RegExp(`^no pod team-a/x in ${stack.podsDir}[;:]`));
+        expect(ghost.message, op).not.to.match(/kubectl|WrongNode|node-1/);
+      }
       expect(errorOf(await c.request({ op: "status", namespace: "team-a", pod: "plain" })).code).to.equal(
         "NotFound",
       );
@@ -220,7 +230,50 @@ describe("agent console (local mode, fake mount engine)", function () {
       expect(stack.podText("trainer.json")).to.equal(text);
     });
 
-    it("replaces an entry whose name exists with a different spec", async () => {
+    it("refuses a name that exists with a different spec with a Conflict showing the entry, and leaves the file", async () => {
+      const c = await connect();
+      const text = stack.podText("trainer.json");
+      for (const replace of [undefined, false]) {
+        const e = errorOf(
+          await c.request({
+            op: "mount",
+            namespace: "team-a",
+            pod: "trainer",
+            bucket: "bucket-c",
+            name: "a",
+            ...(replace !== undefined ? { replace } : {}),
+          }),
+        );
+        expect(e.code).to.equal("Conflict");
+        expect(e.message).to.include('pod team-a/trainer already has a mount named "a": a=bucket-a.');
+        expect(e.message).to.include("dvctl umount team-a/trainer a");
+      }
+      expect(stack.podText("trainer.json")).to.equal(text);
+      expect([...stack.engine.mounted.values()].map((m) => m.req.bucket)).to.deep.equal(["bucket-a"]);
+      // Another name for the same bucket is no conflict.
+      const extra = await c.ok<MountResult>({
+        op: "mount",
+        namespace: "team-a",
+        pod: "trainer",
+        bucket: "bucket-a",
+        name: "extra",
+      });
+      expect(extra.mount).to.deep.include({ name: "extra", state: "mounted" });
+      expect(stack.buckets("trainer.json")).to.equal("a=bucket-a,extra=bucket-a");
+      const bad = errorOf(
+        await c.request({
+          op: "mount",
+          namespace: "team-a",
+          pod: "trainer",
+          bucket: "bucket-a",
+          replace: "yes" as unknown as boolean,
+        }),
+      );
+      expect(bad.code).to.equal("BadRequest");
+      expect(bad.message).to.match(/"replace" must be true or false/);
+    });
+
+    it("replaces an entry whose name exists with a different spec when the request says replace", async () => {
       const c = await connect();
       const r = await c.ok<MountResult>({
         op: "mount",
@@ -228,6 +281,7 @@ describe("agent console (local mode, fake mount engine)", function () {
         pod: "trainer",
         bucket: "bucket-c",
         name: "a",
+        replace: true,
       });
       expect(r.mount).to.deep.include({ state: "mounted", bucket: "bucket-c" });
       expect(stack.buckets("trainer.json")).to.equal("a=bucket-c");
@@ -259,6 +313,39 @@ describe("agent console (local mode, fake mount engine)", function () {
       expect(r.mount.state).to.equal("failed");
       expect(r.mount.error).to.match(/does not exist/);
       expect(stack.buckets("other.json")).to.equal("bucket-bad");
+    });
+
+    it("a failed mount is told once, in the reply, with how to remove the entry", async () => {
+      stack.engine.failures.set("bucket-bad", 1);
+      const c = await connect();
+      const reply = await c.request<MountResult>({
+        op: "mount",
+        namespace: "team-b",
+        pod: "other",
+        bucket: "bucket-bad",
+      });
+      expect(reply.ok, JSON.stringify(reply)).to.equal(true);
+      const r = (reply as { result: MountResult }).result;
+      expect(r.mount.state).to.equal("failed");
+      const error = r.mount.error!;
+      expect(error.match(/does not exist/g)).to.have.length(1);
+      expect(error).to.match(/^s3fs exited: bucket bucket-bad does not exist\n/);
+      expect(error).to.include("remove it with: dvctl umount team-b/other bucket-bad");
+      // No progress frame repeats the failure that the reply carries.
+      const progress = c.progressOf(reply.id!);
+      expect(progress.filter((p) => p.progress.error !== undefined)).to.deep.equal([]);
+      expect(progress.map((p) => p.progress.state)).not.to.include("failed");
+      // Asking again answers the current state at once, with the same single message.
+      const again = await c.ok<MountResult>({
+        op: "mount",
+        namespace: "team-b",
+        pod: "other",
+        bucket: "bucket-bad",
+      });
+      if (again.mount.state === "failed") {
+        expect(again.mount.error!.match(/does not exist/g)).to.have.length(1);
+        expect(again.mount.error!.match(/dvctl umount/g)).to.have.length(1);
+      }
     });
 
     it("a mount that takes too long times out and keeps the annotation edit", async () => {

@@ -12,7 +12,14 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PodEvent } from "../../../../agent/sources/pod-source.js";
-import { LocalPodSource, decodeSecret, isPodFile, statusFileName } from "../../../../agent/sources/local.js";
+import {
+  LocalPodSource,
+  decodeSecret,
+  isPodFile,
+  missingSecret,
+  statusFileName,
+} from "../../../../agent/sources/local.js";
+import { AppError, publicMessage } from "../../../../shared/errors.js";
 import { createLogger } from "../../../../shared/logger.js";
 
 const log = createLogger({ name: "test", level: "silent" });
@@ -198,10 +205,114 @@ describe("LocalPodSource", () => {
       }),
     );
     expect(await src.getSecret("team-a", "creds")).to.deep.equal({ accessKeyID: "AK", region: "r" });
-    expect(await src.getSecret("team-a", "missing")).to.equal(undefined);
     let err: Error | undefined;
     await src.getSecret("team-a", "../../etc/passwd").catch((e: Error) => (err = e));
     expect(err?.message).to.match(/not a valid name/);
+  });
+});
+
+describe("LocalPodSource: messages for local mode", () => {
+  let dir: string;
+  let src: LocalPodSource;
+  let lines: Array<{ msg: string; file?: string; level: string }>;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "dv-local-msg-"));
+    mkdirSync(join(dir, "pods"));
+    mkdirSync(join(dir, "secrets", "team-a"), { recursive: true });
+    lines = [];
+    const capture = {
+      write: (line: string): void => {
+        lines.push(JSON.parse(line) as { msg: string; level: string });
+      },
+    };
+    src = new LocalPodSource({
+      podsDir: join(dir, "pods"),
+      secretsDir: join(dir, "secrets"),
+      log: createLogger({ name: "test", level: "debug" }, capture),
+      rescanMs: 20,
+    });
+  });
+  afterEach(async () => {
+    await src.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const unreadable = (): Array<{ msg: string; file?: string }> =>
+    lines.filter((l) => /pod file unreadable/.test(l.msg));
+
+  it("[error] a missing Secret names the file it looked for and what to write there, as an AppError", async () => {
+    let err: unknown;
+    await src.getSecret("team-a", "dynamic-volumes-credentials").catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(AppError);
+    expect((err as AppError).code).to.equal("NotFound");
+    const path = join(dir, "secrets", "team-a", "dynamic-volumes-credentials.json");
+    expect((err as AppError).message).to.equal(
+      `no Secret team-a/dynamic-volumes-credentials: ${path} does not exist; write {"stringData": {endpoint, region, accessKeyID, secretAccessKey}} there (mode 0600)`,
+    );
+    expect((err as AppError).message).not.to.match(/kubectl|cluster|namespace's/);
+    // A namespace directory that does not exist either: the same message, naming the full path.
+    await src.getSecret("team-z", "creds").catch((e: unknown) => (err = e));
+    expect((err as AppError).message).to.include(join(dir, "secrets", "team-z", "creds.json"));
+  });
+
+  it("[error] a missing Secret becomes the mount's status message, word for word", () => {
+    const e = missingSecret("team-a", "s", "/x/secrets/team-a/s.json");
+    // What the reconciler writes for an AppError is its message.
+    expect(publicMessage(e)).to.equal(e.message);
+  });
+
+  it("[error] an unknown pod is named with the pods directory, not a node or a cluster", async () => {
+    await src.start(() => undefined);
+    const e = src.missingPod("team-a", "x");
+    expect(e).to.be.instanceOf(AppError);
+    expect(e.code).to.equal("NotFound");
+    expect(e.message).to.match(new RegExp(`^no pod team-a/x in ${join(dir, "pods")}; `));
+    expect(e.message).not.to.match(/kubectl|WrongNode|node/);
+    let err: unknown;
+    await src.updateBuckets("team-a", "x", () => "a").catch((x: unknown) => (err = x));
+    expect((err as AppError).message).to.match(/^no pod team-a\/x in /);
+    // A file that does not parse may be the pod meant: it is named.
+    writeFileSync(join(dir, "pods", "x.yaml"), "metadata: [unclosed");
+    await until(() => unreadable().length === 1);
+    expect(src.missingPod("team-a", "x").message).to.include(
+      `does not parse: ${join(dir, "pods", "x.yaml")}`,
+    );
+  });
+
+  it("logs an unreadable pod file once, not on every rescan, and again when it changes", async () => {
+    writeFileSync(join(dir, "pods", "web.yaml"), "metadata: [unclosed");
+    await src.start(() => undefined);
+    expect(unreadable()).to.have.length(1);
+    expect(unreadable()[0]!.file).to.equal(join(dir, "pods", "web.yaml"));
+    // Many rescans (every 20 ms) and a change notification for the same content.
+    await new Promise((r) => setTimeout(r, 300));
+    writeFileSync(join(dir, "pods", "web.yaml"), "metadata: [unclosed");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(unreadable()).to.have.length(1);
+    // A different broken content is news.
+    writeFileSync(join(dir, "pods", "web.yaml"), "metadata: {name: [");
+    await until(() => unreadable().length === 2);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(unreadable()).to.have.length(2);
+    // Fixed, then broken again as before: logged again.
+    writeFileSync(join(dir, "pods", "web.yaml"), "metadata: {name: web, namespace: team-a}\n");
+    await until(() => src.getPod("team-a", "web") !== undefined);
+    writeFileSync(join(dir, "pods", "web.yaml"), "metadata: [unclosed");
+    await until(() => unreadable().length === 3);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(unreadable()).to.have.length(3);
+    expect(src.getPod("team-a", "web")).not.to.equal(undefined);
+  });
+
+  it("logs an unreadable file again after it was removed and written anew", async () => {
+    writeFileSync(join(dir, "pods", "web.json"), "{");
+    await src.start(() => undefined);
+    expect(unreadable()).to.have.length(1);
+    unlinkSync(join(dir, "pods", "web.json"));
+    await new Promise((r) => setTimeout(r, 100));
+    writeFileSync(join(dir, "pods", "web.json"), "{");
+    await until(() => unreadable().length === 2);
   });
 });
 

@@ -4,7 +4,8 @@ import {
   removeBucketEntry,
   upsertBucketEntry,
 } from "../../../../agent/console/bucket-edit.js";
-import { MAX_BUCKET_ENTRIES } from "../../../../shared/buckets.js";
+import { MAX_BUCKET_ENTRIES, formatBucketEntry } from "../../../../shared/buckets.js";
+import { AppError } from "../../../../shared/errors.js";
 import { ConsoleError } from "../../../../shared/protocol.js";
 
 const entry = (name: string, bucket: string, prefix = "", readOnly = false) => ({
@@ -47,12 +48,61 @@ describe("upsertBucketEntry", () => {
       true,
     ],
   ];
+  // Replacing an entry of the same name takes `replace`; an identical entry needs none.
+  const replacing = new Set([
+    "replaces the entry with that name",
+    "replaces a malformed entry with that name",
+    "drops later duplicates",
+  ]);
   for (const [what, current, e, value, unchanged] of ok)
     it(`[ok] ${what}`, () => {
-      const r = upsertBucketEntry(current, e);
+      const r = upsertBucketEntry(current, e, { replace: replacing.has(what) });
       expect(r.value).to.equal(value);
       expect(r.unchanged).to.equal(unchanged);
     });
+
+  const refusals: Array<[string, string, ReturnType<typeof entry>, string]> = [
+    ["another bucket", "a=bucket-a,b=bucket-b", entry("a", "bucket-z"), "a=bucket-a"],
+    ["another prefix", "a=bucket-a/x", entry("a", "bucket-a", "y"), "a=bucket-a/x"],
+    ["another access", "bucket-a:ro", entry("bucket-a", "bucket-a"), "bucket-a:ro"],
+    ["a malformed entry", "a=bucket-a/-o", entry("a", "bucket-a"), "a=bucket-a/-o"],
+    ["the first of duplicates", " a = bucket-b : ro ,a=bucket-c", entry("a", "bucket-c"), "a=bucket-b:ro"],
+  ];
+  for (const [what, current, e, shown] of refusals)
+    it(`[error] refuses a name taken by ${what} with a Conflict that shows it, unless replace`, () => {
+      let err: unknown;
+      try {
+        upsertBucketEntry(current, e, { pod: "team-a/trainer" });
+      } catch (x) {
+        err = x;
+      }
+      expect(err).to.be.instanceOf(AppError);
+      expect((err as AppError).code).to.equal("Conflict");
+      const message = (err as AppError).message;
+      expect(message).to.include(`pod team-a/trainer already has a mount named "${e.name}": ${shown}.`);
+      expect(message).to.include(`dvctl umount team-a/trainer ${e.name}`);
+      expect(message).to.include("replace");
+      // Without options the default is the same refusal.
+      expect(() => upsertBucketEntry(current, e)).to.throw(AppError, /already has a mount named/);
+      const r = upsertBucketEntry(current, e, { replace: true });
+      expect(r.value.split(",")).to.include(formatBucketEntry(e));
+      expect(r.unchanged).to.equal(false);
+    });
+
+  it("[ok] an identical entry is no conflict, with or without replace", () => {
+    for (const replace of [false, true]) {
+      const r = upsertBucketEntry("x=bucket-x,a=bucket-a/p:ro", entry("a", "bucket-a", "p", true), {
+        replace,
+      });
+      expect(r).to.deep.include({ value: "x=bucket-x,a=bucket-a/p:ro", unchanged: true });
+      expect(r.previous).to.deep.equal(entry("a", "bucket-a", "p", true));
+    }
+  });
+
+  it("[ok] another name is added next to the existing entries without replace", () => {
+    const r = upsertBucketEntry("a=bucket-a", entry("extra", "bucket-a"));
+    expect(r).to.deep.include({ value: "a=bucket-a,extra=bucket-a", unchanged: false, previous: undefined });
+  });
 
   it("[error] a pod that already has the maximum of entries", () => {
     const full = Array.from({ length: MAX_BUCKET_ENTRIES }, (_, i) => `m${i}=bucket-a`).join(",");
