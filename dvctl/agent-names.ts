@@ -20,3 +20,8 @@ export const DEFAULT_AGENT_SERVER_NAME = `dynamic-volumes-agent.${AGENT_NAMESPAC
  */
 export const CA_CONFIG_MAP = "dynamic-volumes-ca";
 export const CA_CONFIG_MAP_KEY = "ca.crt";
+/**
+ * `source.component` and `reportingComponent` of the Events the agents record on pods
+ * (agent/sources/kubernetes.ts), by which `dvctl describe` picks ours.
+ */
+export const EVENT_COMPONENT = "dynamic-volumes-agent";

@@ -6,12 +6,20 @@
 import { Command, CommanderError, Option } from "commander";
 import { envName } from "../shared/config.js";
 import { addOperationCommands } from "./commands.js";
-import { resolveEndpoint, settingsFrom, type Endpoint, type EndpointIo, type Settings } from "./connect.js";
+import {
+  loadKubeConfig,
+  resolveEndpoint,
+  settingsFrom,
+  type Endpoint,
+  type EndpointIo,
+  type Settings,
+} from "./connect.js";
 import { AGENT_NAMESPACE, CA_CONFIG_MAP, DEFAULT_AGENT_SERVER_NAME } from "./agent-names.js";
-import { EXIT, EXIT_CODES_HELP, exitCodeOf, messageOf } from "./errors.js";
-import { printable } from "./format.js";
+import { EXIT, EXIT_CODES_HELP, UsageError, exitCodeOf, messageOf } from "./errors.js";
+import { formatDescribe, formatFleet, formatJson, printable } from "./format.js";
+import { parsePodRef } from "./args.js";
 import { defaultHistoryFile } from "./history.js";
-import { execute, podOf, type Operation } from "./operations.js";
+import { execute, lsSelectorNeedsFleet, podOf, type Operation } from "./operations.js";
 import { runRepl } from "./repl.js";
 
 export interface CliIo {
@@ -116,6 +124,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 
   const once = async (op: Operation): Promise<void> => {
     const s = settings();
+    // Without an agent to ask, `ls` is the fleet view: the Kubernetes API alone.
+    if (op.kind === "ls" && s.agent === undefined && s.node === undefined) return fleetLs(s, op);
+    if (op.kind === "ls" && op.selector !== undefined) throw lsSelectorNeedsFleet();
     const endpoint: Endpoint = await resolveEndpoint(s, podOf(op) ? { pod: podOf(op)! } : {}, endpointIo(s));
     const abort = new AbortController();
     // Only a watch ends on Ctrl-C with success; anything else keeps the default (the process ends).
@@ -139,7 +150,48 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
   };
 
+  const fleetLs = async (s: Settings, op: Extract<Operation, { kind: "ls" }>): Promise<void> => {
+    const kube = await loadKubeConfig(s, endpointIo(s));
+    const namespace = op.allNamespaces === true ? undefined : (op.namespace ?? kube.namespace);
+    const { listFleet } = await import("./fleet.js");
+    const pods = await listFleet(
+      kube.core,
+      {
+        ...(namespace !== undefined ? { namespace } : {}),
+        ...(op.selector !== undefined ? { selector: op.selector } : {}),
+      },
+      kube.server,
+    );
+    if (s.output === "json") {
+      io.stdout.write(formatJson({ pods }));
+      return;
+    }
+    const where = `${namespace !== undefined ? `in namespace ${namespace}` : "in any namespace"}${op.selector !== undefined ? ` with labels ${op.selector}` : ""}`;
+    const out = formatFleet(pods, now(), where);
+    if (out.table !== undefined) io.stdout.write(out.table);
+    if (out.empty !== undefined) io.stderr.write(out.empty);
+  };
+
   addOperationCommands(program, once);
+  program
+    .command("describe")
+    .description(
+      "one pod from the Kubernetes API (no agent needed): its node, mounts (STATE, AGE, MESSAGE) and the Events the agents recorded on it",
+    )
+    .argument("<NS/POD>", "the pod, e.g. team-a/trainer-0")
+    .action(async (target: string) => {
+      const ref = parsePodRef(target);
+      const s = settings();
+      const kube = await loadKubeConfig(s, endpointIo(s));
+      const { describePod, notInjected } = await import("./fleet.js");
+      const d = await describePod(kube.core, ref, kube.server);
+      if (!d.injected) throw notInjected(ref);
+      io.stdout.write(
+        s.output === "json"
+          ? formatJson({ ...d.pod, events: d.events })
+          : formatDescribe(d.pod, d.events, now()),
+      );
+    });
   program
     .command("console")
     .description("interactive prompt on one connection, with history (~/.dvctl_history) and Tab completion")

@@ -12,11 +12,28 @@ export function addOperationCommands(program: Command, run: (op: Operation) => P
   program
     .command("ls")
     .alias("list")
-    .description("list the pods on the agent's node with their mounts (STATE, AGE)")
-    .option("-n, --namespace <ns>", "only pods in this namespace")
-    .action(async (o: { namespace?: string }) => {
+    .description(
+      "list pods with their mounts (STATE, AGE): without --agent/--node, every injected pod from the Kubernetes API (the fleet view, with NODE); with them, the pods on that agent's node",
+    )
+    .option(
+      "-n, --namespace <ns>",
+      "only pods in this namespace (fleet view default: the kubeconfig context's)",
+    )
+    .option("-A, --all-namespaces", "pods in every namespace")
+    .option("-l, --selector <selector>", "only pods with these labels, as kubectl -l (fleet view only)")
+    .action(async (o: { namespace?: string; allNamespaces?: boolean; selector?: string }) => {
       const namespace = o.namespace !== undefined ? parseNamespace(o.namespace) : undefined;
-      await run({ kind: "ls", ...(namespace !== undefined ? { namespace } : {}) });
+      if (namespace !== undefined && o.allNamespaces === true)
+        throw new UsageError("ls: -n and -A exclude each other");
+      // eslint-disable-next-line no-control-regex
+      if (o.selector !== undefined && (o.selector.length > 1024 || /[\u0000-\u001f]/.test(o.selector)))
+        throw new UsageError("ls: -l/--selector is not a label selector");
+      await run({
+        kind: "ls",
+        ...(namespace !== undefined ? { namespace } : {}),
+        ...(o.allNamespaces === true ? { allNamespaces: true } : {}),
+        ...(o.selector !== undefined ? { selector: o.selector } : {}),
+      });
     });
 
   program

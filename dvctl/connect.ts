@@ -146,6 +146,27 @@ export async function resolveEndpoint(s: Settings, target: Target, io: EndpointI
   return discover(s, target, io, token, tls);
 }
 
+/**
+ * The kubeconfig (`--kubeconfig`, else KUBECONFIG, ~/.kube/config or in-cluster; `--context`) and a
+ * core/v1 client for it. `namespace` is the context's namespace, or `default`.
+ */
+export async function loadKubeConfig(s: Settings, io: EndpointIo) {
+  // Loaded only here: --agent does not need the Kubernetes client, which takes a while to import.
+  const k8s = await import("@kubernetes/client-node");
+  const kc = new k8s.KubeConfig();
+  try {
+    if (s.kubeconfig !== undefined) kc.loadFromFile(s.kubeconfig);
+    else kc.loadFromDefault();
+    if (s.context !== undefined) kc.setCurrentContext(s.context);
+  } catch (e) {
+    throw new UsageError(`cannot load the kubeconfig: ${(e as Error).message}`);
+  }
+  const server = kc.getCurrentCluster()?.server ?? "(no cluster)";
+  io.debug(`kubeconfig context "${kc.getCurrentContext()}", API server ${server}`);
+  const namespace = kc.getContextObject(kc.getCurrentContext())?.namespace || "default";
+  return { k8s, kc, server, namespace, core: kc.makeApiClient(k8s.CoreV1Api) };
+}
+
 async function discover(
   s: Settings,
   target: Target,
@@ -157,21 +178,9 @@ async function discover(
     throw new UsageError(
       "without --agent, dvctl finds the agent of a pod's node: give NS/POD, or --node NODE for this command",
     );
-  // Loaded only here: --agent does not need the Kubernetes client, which takes a while to import.
-  const k8s = await import("@kubernetes/client-node");
+  const { k8s, kc, server, core } = await loadKubeConfig(s, io);
   const { agentCaFromConfigMap, agentPodOnNode, kubeconfigBearerToken, nodeOfPod } =
     await import("./discovery.js");
-  const kc = new k8s.KubeConfig();
-  try {
-    if (s.kubeconfig !== undefined) kc.loadFromFile(s.kubeconfig);
-    else kc.loadFromDefault();
-    if (s.context !== undefined) kc.setCurrentContext(s.context);
-  } catch (e) {
-    throw new UsageError(`cannot load the kubeconfig: ${(e as Error).message}`);
-  }
-  const server = kc.getCurrentCluster()?.server ?? "(no cluster)";
-  io.debug(`kubeconfig context "${kc.getCurrentContext()}", API server ${server}`);
-  const core = kc.makeApiClient(k8s.CoreV1Api);
   const node = target.pod !== undefined ? await nodeOfPod(core, target.pod, server) : s.node!;
   const agent = await agentPodOnNode(core, node, server);
   io.debug(`node ${node}: agent pod ${agent.namespace}/${agent.name}`);

@@ -195,3 +195,123 @@ export function formatJson(value: unknown): string {
 export function formatJsonLine(value: unknown): string {
   return `${JSON.stringify(value)}\n`;
 }
+
+/** The columns of the fleet view (`ls` without an agent): the node, and no mount path. */
+export const FLEET_HEADERS = [
+  "NAMESPACE",
+  "POD",
+  "NODE",
+  "NAME",
+  "STATE",
+  "SOURCE",
+  "ACCESS",
+  "AGE",
+  "MESSAGE",
+];
+
+interface FleetMountLike {
+  readonly name: string;
+  readonly state: string;
+  readonly bucket?: string;
+  readonly prefix?: string;
+  readonly readOnly?: boolean;
+  readonly since?: string;
+  readonly error?: string;
+}
+
+interface FleetPodLike {
+  readonly namespace: string;
+  readonly pod: string;
+  readonly node: string | null;
+  readonly phase?: string;
+  readonly mountPath: string;
+  readonly problem?: string;
+  readonly mounts: readonly FleetMountLike[];
+}
+
+function fleetMountCells(m: FleetMountLike, now: Date): string[] {
+  return [
+    m.name,
+    m.state,
+    m.bucket !== undefined ? sourceOf(m) : "-",
+    accessOf(m.readOnly) || "-",
+    formatAge(m.since, now),
+    m.error ?? "",
+  ];
+}
+
+/** One row per mount; an injected pod without mounts gets a row of dashes. */
+export function fleetRows(pods: readonly FleetPodLike[], now: Date): string[][] {
+  const rows: string[][] = [];
+  for (const p of pods) {
+    const head = [p.namespace, p.pod, p.node ?? "<none>"];
+    if (p.mounts.length === 0) rows.push([...head, "-", "-", "-", "-", "-", p.problem ?? ""]);
+    for (const m of p.mounts) rows.push([...head, ...fleetMountCells(m, now)]);
+  }
+  return rows;
+}
+
+/** The fleet view as a table, or the line to show (on stderr) when no pod matched. */
+export function formatFleet(
+  pods: readonly FleetPodLike[],
+  now: Date,
+  where: string,
+): { table?: string; empty?: string } {
+  if (pods.length === 0) return { empty: `No pods with a dynamic-volumes volume ${cell(where)}.\n` };
+  return { table: formatTable(FLEET_HEADERS, fleetRows(pods, now)) };
+}
+
+interface FleetEventLike {
+  readonly type: string;
+  readonly reason: string;
+  readonly message: string;
+  readonly count: number;
+  readonly lastSeen?: string;
+  readonly from?: string;
+}
+
+/** `describe NS/POD`: the pod, its mounts, and the Events the agents recorded on it. */
+export function formatDescribe(p: FleetPodLike, events: readonly FleetEventLike[], now: Date): string {
+  const head = [
+    `Pod:         ${cell(p.namespace)}/${cell(p.pod)}`,
+    `Node:        ${cell(p.node ?? "<none> (not scheduled)")}`,
+    ...(p.phase !== undefined ? [`Phase:       ${cell(p.phase)}`] : []),
+    `Mount path:  ${cell(p.mountPath)}`,
+    ...(p.problem !== undefined ? [`Problem:     ${cell(p.problem)}`] : []),
+  ].join("\n");
+  const mounts =
+    p.mounts.length === 0
+      ? "Mounts:      <none>\n"
+      : `Mounts:\n${indent(
+          formatTable(
+            ["NAME", "STATE", "SOURCE", "ACCESS", "PATH", "AGE", "MESSAGE"],
+            p.mounts.map((m) => {
+              const [name, state, source, access, age, message] = fleetMountCells(m, now);
+              return [name!, state!, source!, access!, `${p.mountPath}/${m.name}`, age!, message!];
+            }),
+          ),
+        )}`;
+  const evs =
+    events.length === 0
+      ? "Events:      <none>\n"
+      : `Events:\n${indent(
+          formatTable(
+            ["LAST SEEN", "TYPE", "REASON", "FROM", "MESSAGE"],
+            events.map((e) => [
+              formatAge(e.lastSeen, now) + (e.count > 1 ? ` (x${e.count})` : ""),
+              e.type,
+              e.reason,
+              e.from ?? "",
+              e.message,
+            ]),
+          ),
+        )}`;
+  return `${head}\n${mounts}${evs}`;
+}
+
+function indent(block: string): string {
+  return block
+    .split("\n")
+    .map((l) => (l === "" ? l : `  ${l}`))
+    .join("\n");
+}

@@ -7,6 +7,7 @@ import { AppError } from "../shared/errors.js";
 import type { MountRequest, StateEvent, UnmountRequest, WatchRequest } from "../shared/protocol.js";
 import type { OutputFormat, PodRef, Unnumbered } from "./args.js";
 import type { DvctlClient } from "./client.js";
+import { UsageError } from "./errors.js";
 import {
   WatchTable,
   formatJson,
@@ -20,11 +21,24 @@ import {
 
 /** A parsed command, ready to send. */
 export type Operation =
-  | { readonly kind: "ls"; readonly namespace?: string }
+  | {
+      readonly kind: "ls";
+      readonly namespace?: string;
+      readonly allNamespaces?: boolean;
+      /** A label selector: the fleet view only (the agent's `list` has none). */
+      readonly selector?: string;
+    }
   | { readonly kind: "status"; readonly ref: PodRef }
   | { readonly kind: "mount"; readonly req: Unnumbered<MountRequest> }
   | { readonly kind: "umount"; readonly req: Unnumbered<UnmountRequest> }
   | { readonly kind: "watch"; readonly req: Unnumbered<WatchRequest> };
+
+/** `ls -l` asked of an agent, whose `list` has no label selector. */
+export function lsSelectorNeedsFleet(): UsageError {
+  return new UsageError(
+    "ls -l works in the fleet view only, which reads the Kubernetes API: drop --agent and --node",
+  );
+}
 
 /** The pod an operation is about, for discovery; undefined for node-wide ones. */
 export function podOf(op: Operation): PodRef | undefined {
@@ -58,6 +72,7 @@ export async function execute(client: DvctlClient, op: Operation, ctx: Operation
   const signal = ctx.signal !== undefined ? { signal: ctx.signal } : {};
   switch (op.kind) {
     case "ls": {
+      if (op.selector !== undefined) throw lsSelectorNeedsFleet();
       const list = await client.request({
         op: "list",
         ...(op.namespace !== undefined ? { namespace: op.namespace } : {}),

@@ -274,7 +274,7 @@ describe("dvctl agent discovery through the kubeconfig", function () {
       expect(u.code, explain(u)).to.equal(0);
     });
 
-    it("ls and console use --node; without a pod or --node it is a usage error", async () => {
+    it("ls and console use --node; watch without a pod or --node is a usage error", async () => {
       const l = await dv(["--node", "node-1", "-o", "json", "ls"]);
       expect(l.code, explain(l)).to.equal(0);
       expect((JSON.parse(l.stdout) as ListResult).pods.map((p) => p.pod)).to.deep.equal(["trainer"]);
@@ -287,7 +287,8 @@ describe("dvctl agent discovery through the kubeconfig", function () {
       );
       expect(c.code, explain(c)).to.equal(0);
       expect(c.stdout).to.match(/^Pod: +team-a\/trainer/);
-      const none = await dv(["ls"]);
+      // (`ls` without --node is the fleet view, from the API alone: fleet.test.ts.)
+      const none = await dv(["watch"]);
       expect(none.code, explain(none)).to.equal(2);
       expect(none.stderr).to.match(/give NS\/POD, or --node NODE/);
     });
