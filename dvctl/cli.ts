@@ -15,7 +15,7 @@ import {
   type Settings,
 } from "./connect.js";
 import { AGENT_NAMESPACE, CA_CONFIG_MAP, DEFAULT_AGENT_SERVER_NAME } from "./agent-names.js";
-import { EXIT, EXIT_CODES_HELP, UsageError, exitCodeOf, messageOf } from "./errors.js";
+import { EXIT, EXIT_CODES_HELP, exitCodeOf, messageOf } from "./errors.js";
 import { formatDescribe, formatFleet, formatJson, printable } from "./format.js";
 import { parsePodRef } from "./args.js";
 import { defaultHistoryFile } from "./history.js";

@@ -232,7 +232,7 @@ export async function describePod(
   const seenAt = (e: CoreV1Event): string | undefined => {
     const t = e.series?.lastObservedTime ?? e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp;
     if (t === undefined) return undefined;
-    const d = new Date(t as unknown as string | Date);
+    const d = new Date(t);
     return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
   };
   const list: FleetEvent[] = ours.map((e) => {
