@@ -280,11 +280,8 @@ export class Readers {
     };
     for (const r of this.readers)
       for (const g of r.stalls) {
-        const win = PRIORITY.map((kind) =>
-          w.windows.find(
-            (x) => x.kind === kind && x.from <= g.to && (x.to ?? Infinity) + TAIL_MS[kind] >= g.from,
-          ),
-        ).find((x) => x !== undefined);
+        // The window in which the hang began: shortly after the last heartbeat before it.
+        const win = windowOf(Math.min(g.to, g.from + STALL_MS / 2));
         const st = stalls[win?.kind ?? "none"];
         st.count++;
         st.longestMs = Math.max(st.longestMs, g.to - g.from);
