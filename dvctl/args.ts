@@ -134,10 +134,12 @@ export interface MountArgs {
   readonly source: string;
   readonly name?: string;
   readonly readOnly?: boolean;
+  /** Replace an existing mount of that name (`--replace`); sent as `replace: true`. */
+  readonly replace?: boolean;
   readonly timeout?: string;
 }
 
-/** `mount NS/POD BUCKET[/PREFIX] [--name N] [--ro] [--timeout S]` to a mount request. */
+/** `mount NS/POD BUCKET[/PREFIX] [--name N] [--ro] [--replace] [--timeout S]` to a mount request. */
 export function buildMountRequest(a: MountArgs): Unnumbered<MountRequest> {
   const ref = parsePodRef(a.target);
   const { bucket, prefix } = parseBucketRef(a.source);
@@ -153,6 +155,8 @@ export function buildMountRequest(a: MountArgs): Unnumbered<MountRequest> {
     ...(prefix !== "" ? { prefix } : {}),
     ...(name !== undefined ? { name } : {}),
     ...(a.readOnly === true ? { readOnly: true } : {}),
+    // Only when asked: an agent that predates the field refuses requests that carry it.
+    ...(a.replace === true ? { replace: true } : {}),
     ...(a.timeout !== undefined ? { timeoutSeconds: parseTimeoutSeconds(a.timeout) } : {}),
   });
 }

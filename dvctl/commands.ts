@@ -51,18 +51,28 @@ export function addOperationCommands(program: Command, run: (op: Operation) => P
     .argument("<BUCKET[/PREFIX]>", "the bucket, optionally a key prefix inside it")
     .option("--name <name>", "mount name: the directory under the pod's mount path (default: the bucket)")
     .option("--ro", "read-only")
+    .option(
+      "--replace",
+      "replace a different mount of that name (without it, an existing name is a Conflict that shows it)",
+    )
     .option("--timeout <seconds>", "how long the agent may take, 1-3600 (default 60)")
-    .action(async (target: string, source: string, o: { name?: string; ro?: boolean; timeout?: string }) =>
-      run({
-        kind: "mount",
-        req: buildMountRequest({
-          target,
-          source,
-          ...(o.name !== undefined ? { name: o.name } : {}),
-          readOnly: o.ro === true,
-          ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
+    .action(
+      async (
+        target: string,
+        source: string,
+        o: { name?: string; ro?: boolean; replace?: boolean; timeout?: string },
+      ) =>
+        run({
+          kind: "mount",
+          req: buildMountRequest({
+            target,
+            source,
+            ...(o.name !== undefined ? { name: o.name } : {}),
+            readOnly: o.ro === true,
+            replace: o.replace === true,
+            ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
+          }),
         }),
-      }),
     );
 
   program

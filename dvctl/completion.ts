@@ -8,9 +8,9 @@ import type { ListResult } from "../shared/protocol.js";
 export const CONSOLE_COMMANDS = ["ls", "status", "mount", "umount", "watch", "help", "quit", "exit"] as const;
 
 const FLAGS: Readonly<Record<string, readonly string[]>> = {
-  ls: ["-n", "--namespace"],
+  ls: ["-n", "--namespace", "-A", "--all-namespaces"],
   status: [],
-  mount: ["--name", "--ro", "--timeout"],
+  mount: ["--name", "--ro", "--replace", "--timeout"],
   umount: ["--timeout"],
   watch: ["-n", "--namespace"],
 };

@@ -4,7 +4,14 @@
  * commands and `dvctl console`.
  */
 import { AppError } from "../shared/errors.js";
-import type { MountRequest, StateEvent, UnmountRequest, WatchRequest } from "../shared/protocol.js";
+import {
+  ConsoleError,
+  type MountRequest,
+  type MountSummary,
+  type StateEvent,
+  type UnmountRequest,
+  type WatchRequest,
+} from "../shared/protocol.js";
 import type { OutputFormat, PodRef, Unnumbered } from "./args.js";
 import type { DvctlClient } from "./client.js";
 import { UsageError } from "./errors.js";
@@ -14,8 +21,11 @@ import {
   formatJsonLine,
   formatList,
   formatMountResult,
+  formatAge,
   formatProgress,
   formatStatus,
+  formatTable,
+  sourceOf,
   formatUnmountResult,
 } from "./format.js";
 
@@ -92,10 +102,15 @@ export async function execute(client: DvctlClient, op: Operation, ctx: Operation
     }
     case "mount": {
       const where = `${op.req.namespace}/${op.req.pod}`;
-      const r = await client.request(op.req, {
-        ...signal,
-        onProgress: (p) => ctx.stderr.write(formatProgress(where, p)),
-      });
+      let r;
+      try {
+        r = await client.request(op.req, {
+          ...signal,
+          onProgress: (p) => ctx.stderr.write(formatProgress(where, p)),
+        });
+      } catch (e) {
+        throw op.req.replace === true ? e : await withExistingMount(client, op.req, e, ctx.now());
+      }
       ctx.stdout.write(json ? formatJson(r) : formatMountResult(r));
       // A failed mount is a result, not a protocol error: the exit code still says it failed.
       if (r.mount.state !== "mounted")
@@ -157,4 +172,43 @@ async function watch(
     };
     ctx.signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * A mount refused because its name is taken: the agent's Conflict (which quotes the annotation's
+ * entry), with that mount as it is now (state, age, error) from `status`, and the way to replace
+ * it. Any other error, or a status that cannot be read, is passed on as it came.
+ */
+async function withExistingMount(
+  client: DvctlClient,
+  req: Unnumbered<MountRequest>,
+  e: unknown,
+  now: Date,
+): Promise<unknown> {
+  if (!(e instanceof ConsoleError) || e.code !== "Conflict") return e;
+  const name = req.name ?? req.bucket;
+  let existing: MountSummary | undefined;
+  try {
+    const pod = await client.request({ op: "status", namespace: req.namespace, pod: req.pod });
+    existing = pod.mounts.find((m) => m.name === name);
+  } catch {
+    // The Conflict says enough on its own.
+  }
+  if (existing === undefined) return e;
+  const row = formatTable(
+    ["NAME", "STATE", "SOURCE", "ACCESS", "PATH", "AGE", "MESSAGE"],
+    [
+      [
+        existing.name,
+        existing.state,
+        sourceOf(existing),
+        existing.readOnly ? "ro" : "rw",
+        existing.path,
+        formatAge(existing.since, now),
+        existing.error ?? "",
+      ],
+    ],
+  );
+  const hint = /--replace/.test(e.message) ? "" : "\nGive --replace to replace it.";
+  return new ConsoleError("Conflict", `${e.message}${hint}\nThe existing mount:\n${row.trimEnd()}`);
 }

@@ -38,9 +38,9 @@ export interface ReplOptions {
 }
 
 const HELP = `Commands (as on the command line, without the global flags):
-  ls [-n NS]                                  pods on this node and their mounts
+  ls [-n NS | -A]                             pods on this node and their mounts
   status NS/POD                               one pod's mounts
-  mount NS/POD BUCKET[/PREFIX] [--name N] [--ro] [--timeout S]
+  mount NS/POD BUCKET[/PREFIX] [--name N] [--ro] [--replace] [--timeout S]
   umount NS/POD NAME [--timeout S]
   watch [-n NS] [POD]                         state changes until Ctrl-C
   help                                        this text

@@ -150,6 +150,30 @@ describe("dvctl against an agent console", function () {
       expect((await dv(["umount", "team-a/trainer", "broken"])).code).to.equal(0);
     });
 
+    it("a name that is taken is a Conflict showing the existing mount, unless --replace", async () => {
+      const m = await dv(["mount", "team-a/trainer", "bucket-z", "--name", "a"]);
+      expect(m.code, explain(m)).to.equal(1);
+      expect(m.stdout).to.equal("");
+      const lines = m.stderr.trimEnd().split("\n");
+      expect(lines[0]).to.match(/^dvctl: Conflict: .*"a".*a=bucket-a/);
+      expect(m.stderr).to.include("--replace");
+      expect(m.stderr).to.match(/\nThe existing mount:\nNAME\s+STATE\s+SOURCE\s+ACCESS\s+PATH\s+AGE\n/);
+      expect(lines.at(-1)).to.match(/^a\s+mounted\s+bucket-a\s+rw\s+\/datasets\/a\s+\d+[sm]/);
+      expect(stack.buckets("trainer.json")).to.equal("a=bucket-a");
+      // The same entry again is no conflict: there is nothing to replace.
+      const same = await dv(["mount", "team-a/trainer", "bucket-a", "--name", "a"]);
+      expect(same.code, explain(same)).to.equal(0);
+      try {
+        const r = await dv(["mount", "team-a/trainer", "bucket-z", "--name", "a", "--replace"]);
+        expect(r.code, explain(r)).to.equal(0);
+        expect(r.stdout).to.equal("team-a/trainer: a mounted at /datasets/a (bucket-z, rw)\n");
+        expect(stack.buckets("trainer.json")).to.equal("a=bucket-z");
+      } finally {
+        await dv(["mount", "team-a/trainer", "bucket-a", "--name", "a", "--replace"]);
+      }
+      expect(stack.buckets("trainer.json")).to.equal("a=bucket-a");
+    });
+
     it("unmounting a mount that does not exist exits 1 (NotFound)", async () => {
       const u = await dv(["umount", "team-a/trainer", "nope"]);
       expect(u.code, explain(u)).to.equal(1);

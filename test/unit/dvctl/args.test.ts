@@ -80,6 +80,13 @@ describe("parseBucketRef", () => {
 });
 
 describe("buildMountRequest and buildUnmountRequest", () => {
+  it("sends replace: true only with --replace", () => {
+    const base = { target: "team-a/trainer", source: "bucket-a", name: "extra" };
+    expect(buildMountRequest({ ...base, replace: true })).to.deep.include({ replace: true, name: "extra" });
+    expect(buildMountRequest(base)).not.to.have.property("replace");
+    expect(buildMountRequest({ ...base, replace: false })).not.to.have.property("replace");
+  });
+
   it("[ok] builds the request the console validates", () => {
     expect(
       buildMountRequest({
