@@ -163,15 +163,23 @@ export function eventRow(e: StateEvent): string[] {
 }
 
 /**
- * Streams `watch` as kubectl does: the snapshot as a table, then one row per event, aligned with
- * the snapshot's columns (rows that are wider push their columns, they are never cut).
+ * Room the watch table leaves in each column from the start (NAMESPACE, POD, NAME, STATE, SOURCE,
+ * ACCESS, AGE), so that rows streamed later fit under the header: a watch often starts with few
+ * or no rows, and the names that come later are longer.
+ */
+const WATCH_MIN_WIDTHS = [16, 24, 16, 10, 24, 6, 5, 0];
+
+/**
+ * Streams `watch` as kubectl does: the snapshot as a table, then one row per event, under the same
+ * columns. A row too wide for them is never cut: the columns widen, and the header is printed
+ * again above it, so that every row lines up with the header above it.
  */
 export class WatchTable {
   private widths: number[];
 
   constructor(snapshot: ListResult, now: Date) {
     const rows = listRows(snapshot, now).map((r) => r.map(cell));
-    this.widths = columnWidths(LIST_HEADERS, rows);
+    this.widths = columnWidths(LIST_HEADERS, rows).map((w, i) => Math.max(w, WATCH_MIN_WIDTHS[i] ?? 0));
     this.header = formatRow(LIST_HEADERS, this.widths) + "\n";
     this.snapshotRows = rows.map((r) => formatRow(r, this.widths) + "\n").join("");
   }
@@ -179,10 +187,18 @@ export class WatchTable {
   readonly header: string;
   readonly snapshotRows: string;
 
+  /** The event's row; preceded by the header again when its columns had to widen. */
   row(e: StateEvent): string {
     const cells = eventRow(e);
-    this.widths = this.widths.map((w, i) => Math.max(w, (cells[i] ?? "").length));
-    return formatRow(cells, this.widths) + "\n";
+    // The last column (MESSAGE) is not padded: it never pushes anything.
+    const wider = this.widths.map((w, i) =>
+      i < cells.length - 1 ? Math.max(w, (cells[i] ?? "").length) : w,
+    );
+    const widened = wider.some((w, i) => w !== this.widths[i]);
+    this.widths = wider;
+    return (
+      (widened ? formatRow(LIST_HEADERS, this.widths) + "\n" : "") + formatRow(cells, this.widths) + "\n"
+    );
   }
 }
 

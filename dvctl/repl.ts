@@ -4,7 +4,8 @@
  * are the console's own. History is kept in `~/.dvctl_history` (interactive sessions only), and Tab
  * completes commands, flags, `ns/pod` names and mount names from a `list` refreshed as you go.
  *
- * Ctrl-C stops a running `watch` (or stops waiting for a mount), and leaves the console when idle.
+ * Ctrl-C stops a running `watch` (or stops waiting for a mount), clears a line being typed, and
+ * leaves the console on an empty line. Tab on an ambiguous word lists the candidates at once.
  * The exit status is that of the last command, as a shell's is.
  */
 import { Command, CommanderError } from "commander";
@@ -94,7 +95,18 @@ export async function runRepl(o: ReplOptions): Promise<number> {
     historySize: o.historySize ?? DEFAULT_HISTORY_SIZE,
     removeHistoryDuplicates: true,
     completer: (line: string, done: (err: Error | null, result: [string[], string]) => void) => {
-      const answer = (): void => done(null, complete(line, data));
+      const answer = (): void => {
+        const [candidates, partial] = complete(line, data);
+        // Ambiguous, with nothing in common to add: show the candidates on the first Tab (readline
+        // would wait for a second one), and leave the line as it is.
+        if (o.terminal && candidates.length > 1 && commonPrefix(candidates) === partial) {
+          done(null, [[], partial]);
+          o.stdout.write(`\r\n${candidates.join("  ")}\r\n`);
+          rl.prompt(true);
+          return;
+        }
+        done(null, [candidates, partial]);
+      };
       if (Date.now() - dataAt > (o.completionMaxAgeMs ?? 5000)) refresh().then(answer, answer);
       else answer();
     },
@@ -105,7 +117,16 @@ export async function runRepl(o: ReplOptions): Promise<number> {
   }
   const interrupt = (): void => {
     if (running !== undefined) running.abort.abort();
+    else if (o.terminal && rl.line !== "") clearLine();
     else rl.close();
+  };
+  // Ctrl-C on a line being typed drops it, as a shell does: "^C", and a fresh prompt below.
+  const clearLine = (): void => {
+    const editor = rl as unknown as { line: string; cursor: number };
+    editor.line = "";
+    editor.cursor = 0;
+    o.stdout.write("^C\r\n");
+    rl.prompt();
   };
   rl.on("SIGINT", interrupt);
   const offInterrupt = o.terminal ? () => undefined : (o.onInterrupt?.(interrupt) ?? (() => undefined));
@@ -172,4 +193,11 @@ export async function runRepl(o: ReplOptions): Promise<number> {
       running = undefined;
     }
   }
+}
+
+/** The longest prefix every candidate shares. */
+function commonPrefix(words: readonly string[]): string {
+  let prefix = words[0] ?? "";
+  for (const w of words) while (!w.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  return prefix;
 }

@@ -157,6 +157,88 @@ describe("dvctl console in a terminal", function () {
     expect(await c.done).to.equal(0);
   });
 
+  it("Ctrl-C on a line being typed clears it; a second Ctrl-C, on the empty line, leaves", async () => {
+    const c = start(join(dir, "h5"));
+    let ended = false;
+    void c.done.then(() => (ended = true));
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    c.type("status team-a/trainer");
+    await until("the echo", () => c.screen().includes("status team-a/trainer"));
+    c.type("\u0003");
+    await until("a fresh prompt after ^C", () => /\^C\r?\n(\r)?dvctl> $/.test(c.screen()));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(ended, "the console must not end on a Ctrl-C with text on the line").to.equal(false);
+    // What was typed is gone: the next line runs alone.
+    c.type("ls -n team-b\r");
+    await until("ls team-b", () => /team-b\s+other/.test(c.screen()));
+    expect(c.screen()).not.to.include("Pod:");
+    c.type("\u0003");
+    expect(await c.done).to.equal(0);
+    expect(c.errors()).to.equal("");
+  });
+
+  it("Tab on an ambiguous word lists the candidates at once and inserts nothing", async () => {
+    const c = start(join(dir, "h6"));
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    c.type("status team-");
+    c.type("\t");
+    await until("the candidates after one Tab", () => /team-a\/trainer\s+team-b\/other/.test(c.screen()));
+    // The line is shown again below the list, unchanged.
+    await until("the line redrawn", () => /team-b\/other\r?\n(\r)?dvctl> status team-$/.test(c.screen()));
+    c.type("a/trainer\r");
+    await until("the status", () => c.screen().includes("Pod:         team-a/trainer"));
+    c.type("quit\r");
+    expect(await c.done).to.equal(0);
+    expect(c.errors()).to.equal("");
+  });
+
+  it("rows streamed by watch line up with the header above them", async () => {
+    const c = start(join(dir, "h7"));
+    await until("the prompt", () => c.screen().includes("dvctl> "));
+    c.type("watch -n team-a\r");
+    await until("the snapshot", () => /team-a\s+trainer\s+models\s+mounted/.test(c.screen()));
+    const other = await DvctlClient.connect({
+      url: `wss://127.0.0.1:${stack.port}/console`,
+      token: "alice-token",
+      ca: stack.ca,
+    });
+    const longName = "a-mount-name-wider-than-its-column";
+    try {
+      for (const name of ["w", longName, "z"])
+        await other.request({ op: "mount", namespace: "team-a", pod: "trainer", bucket: "bucket-w", name });
+      await until("the last row", () => /team-a\s+trainer\s+z\s+mounted/.test(c.screen()));
+      for (const name of ["w", longName, "z"])
+        await other.request({ op: "unmount", namespace: "team-a", pod: "trainer", name });
+    } finally {
+      await other.close();
+    }
+    c.type("\u0003");
+    await until("a new prompt", () => c.screen().lastIndexOf("dvctl> ") > c.screen().lastIndexOf("z"));
+    const starts = (line: string): number[] => [
+      0,
+      ...[...line.matchAll(/ {3,}(?=\S)/g)].map((m) => m.index + m[0].length),
+    ];
+    const lines = c
+      .screen()
+      .slice(c.screen().indexOf("watch -n team-a"))
+      .split("\n")
+      .map((l) => l.replace(/\r/g, ""));
+    let header: number[] | undefined;
+    let rows = 0;
+    for (const line of lines) {
+      if (line.startsWith("NAMESPACE")) header = starts(line);
+      else if (line.startsWith("team-a")) {
+        expect(header, "a header above the rows").to.not.equal(undefined);
+        expect(starts(line), line).to.deep.equal(header!.slice(0, starts(line).length));
+        rows++;
+      }
+    }
+    expect(rows).to.be.greaterThan(6);
+    expect(c.screen()).to.include(longName);
+    c.type("\u0003");
+    expect(await c.done).to.equal(0);
+  });
+
   it("Ctrl-C ends a watch and returns to the prompt; Ctrl-C at the prompt leaves", async () => {
     const c = start(join(dir, "h3"));
     await until("the prompt", () => c.screen().includes("dvctl> "));

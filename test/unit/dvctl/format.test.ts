@@ -151,22 +151,49 @@ describe("one-line results", () => {
 });
 
 describe("WatchTable", () => {
-  it("prints events as rows aligned with the snapshot, widening columns when needed", () => {
+  /** Where each column of a table line starts: after the three spaces that separate columns. */
+  const starts = (line: string): number[] => [
+    0,
+    ...[...line.matchAll(/ {3,}(?=\S)/g)].map((m) => m.index + m[0].length),
+  ];
+  const event = (name: string, pod = "trainer-0"): StateEvent => ({
+    event: "state",
+    watch: 1,
+    namespace: "team-a",
+    pod,
+    name,
+    state: "mounting",
+    bucket: "b",
+    prefix: "",
+    readOnly: true,
+  });
+
+  it("streams rows under the header's columns, with room for longer names than the snapshot's", () => {
     const t = new WatchTable(list, NOW);
-    expect(t.header).to.match(/^NAMESPACE {3}POD {9}NAME {7}STATE {5}SOURCE/);
-    const e: StateEvent = {
-      event: "state",
-      watch: 1,
-      namespace: "team-a",
-      pod: "trainer-0",
-      name: "a-much-longer-name",
-      state: "mounting",
-      bucket: "b",
-      prefix: "",
-      readOnly: true,
-    };
-    const row = t.row(e);
-    expect(row).to.match(/^team-a {6}trainer-0 {3}a-much-longer-name {3}mounting {3}b {24}ro {7}0s\n$/);
+    const header = t.header.trimEnd();
+    for (const line of t.snapshotRows.trimEnd().split("\n"))
+      expect(starts(line)).to.deep.equal(starts(header).slice(0, starts(line).length));
+    const row = t.row(event("a-longer-name", "trainer-with-a-long-name"));
+    expect(row.split("\n")).to.have.length(2);
+    expect(starts(row.trimEnd())).to.deep.equal(starts(header).slice(0, 7));
+    const empty = new WatchTable({ node: "n", pods: [] }, NOW);
+    expect(starts(empty.row(event("data", "p")).trimEnd())).to.deep.equal(
+      starts(empty.header.trimEnd()).slice(0, 7),
+    );
+  });
+
+  it("a row wider than the columns widens them and prints the header again above it, never cut", () => {
+    const t = new WatchTable(list, NOW);
+    const long = "a-mount-name-longer-than-sixteen";
+    const out = t.row(event(long)).trimEnd().split("\n");
+    expect(out).to.have.length(2);
+    expect(out[0]).to.match(/^NAMESPACE\s+POD\s+NAME\s+STATE/);
+    expect(out[1]).to.include(long);
+    expect(starts(out[1]!)).to.deep.equal(starts(out[0]!).slice(0, 7));
+    // The next row keeps the widened columns, without another header.
+    const next = t.row(event("x")).trimEnd().split("\n");
+    expect(next).to.have.length(1);
+    expect(starts(next[0]!)).to.deep.equal(starts(out[0]!).slice(0, 7));
   });
 });
 
