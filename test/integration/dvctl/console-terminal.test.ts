@@ -1,11 +1,14 @@
 /**
  * `dvctl console` in terminal mode, in process: keystrokes go into readline as a terminal would
  * send them, so that Tab completion, history and Ctrl-C run for real against an agent console.
+ * The last case runs the real dvctl process on a real pseudo-terminal (util-linux `script`), in raw
+ * mode, where Ctrl-C is a byte and not a signal.
  */
 import { expect } from "chai";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawn, spawnSync } from "node:child_process";
 import { PassThrough } from "node:stream";
 import {
   AuthenticatedUserAuthorizer,
@@ -16,6 +19,7 @@ import { DvctlClient } from "../../../dvctl/client.js";
 import type { Endpoint } from "../../../dvctl/connect.js";
 import { runRepl } from "../../../dvctl/repl.js";
 import { ConsoleStack } from "../../support/console-stack.js";
+import { DVCTL_MAIN, REPO } from "../../support/dvctl.js";
 import { makeTestPki, type TestPki } from "../../support/tls.js";
 
 async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
@@ -237,6 +241,57 @@ describe("dvctl console in a terminal", function () {
     expect(c.screen()).to.include(longName);
     c.type("\u0003");
     expect(await c.done).to.equal(0);
+  });
+
+  it("on a real pseudo-terminal: Tab lists, Ctrl-C clears the line, then leaves", async function () {
+    if (spawnSync("script", ["--version"]).status !== 0) this.skip();
+    const tokenFile = join(dir, "token");
+    writeFileSync(tokenFile, "alice-token\n");
+    writeFileSync(join(dir, "ca.crt"), stack.ca);
+    const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`;
+    const command = [
+      process.execPath,
+      "--import",
+      "tsx",
+      DVCTL_MAIN,
+      "--agent",
+      `wss://127.0.0.1:${stack.port}`,
+      "--token-file",
+      tokenFile,
+      "--ca-file",
+      join(dir, "ca.crt"),
+      "console",
+    ]
+      .map(quote)
+      .join(" ");
+    // script copies its stdin to the terminal's input, and the terminal's output to its stdout.
+    const child = spawn("script", ["-q", "-e", "-c", command, "/dev/null"], {
+      cwd: REPO,
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, TERM: "xterm" },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
+    const screen = (): string => plain(out);
+    const type = (k: string): void => void child.stdin.write(k);
+    try {
+      await until("the prompt", () => screen().includes("dvctl> "), 30_000);
+      type("status team-");
+      await until("the echo", () => screen().includes("dvctl> status team-"));
+      type("\t");
+      await until("the candidates", () => /team-a\/trainer\s+team-b\/other/.test(screen()));
+      type("\u0003");
+      await until("^C and a fresh prompt", () => /\^C\r*\n\r*dvctl> $/.test(screen()));
+      type("ls -n team-b\r");
+      await until("ls team-b", () => /team-b\s+other/.test(screen()));
+      expect(screen()).not.to.include("Pod:");
+      type("\u0003");
+      expect(await exited).to.equal(0);
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 
   it("Ctrl-C ends a watch and returns to the prompt; Ctrl-C at the prompt leaves", async () => {
