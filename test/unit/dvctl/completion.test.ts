@@ -32,7 +32,7 @@ describe("console completion", () => {
     ["ns/pod for status", "status team-a/", [["team-a/trainer-0", "team-a/trainer-1"], "team-a/"]],
     ["ns/pod for mount", "mount t", [["team-a/trainer-0", "team-a/trainer-1", "team-b/web"], "t"]],
     ["nothing for the bucket", "mount team-a/trainer-0 x", [[], "x"]],
-    ["mount flags", "mount team-a/trainer-0 alpha --", [["--name", "--ro", "--timeout"], "--"]],
+    ["mount flags", "mount team-a/trainer-0 alpha --", [["--name", "--replace", "--ro", "--timeout"], "--"]],
     ["nothing after a flag that takes a value", "mount a/b c --name ", [[], ""]],
     ["mount names of the pod for umount", "umount team-a/trainer-0 ", [["data", "models"], ""]],
     ["mount names by prefix", "umount team-a/trainer-0 m", [["models"], "m"]],
