@@ -24,9 +24,9 @@ import type { Logger } from "../../shared/logger.js";
 import { MOUNTERS, type MounterName } from "../../shared/names.js";
 import { diagnose } from "./diagnose.js";
 import * as exec from "./exec.js";
-import { openMountPoint, openMountRoot, stagingPathOf } from "./host.js";
+import { mountIdAt, openMountPoint, openMountRoot, stagingDir, stagingPathOf } from "./host.js";
 import type { ClientProcess, StartOptions, UnmountOptions, UnmountOutcome } from "./exec.js";
-import { findMount, isFuse, mountContaining, type MountInfo } from "./mountinfo.js";
+import { findMount, isFuse, type MountInfo } from "./mountinfo.js";
 import { errnoOf, MountTable, probeMount, withTimeout, type ProbeResult } from "./mount-table.js";
 import {
   buildMount,
@@ -62,6 +62,8 @@ export interface FuseMounterOptions {
   readonly exec?: ProcessRunner;
   /** Returns the text of the agent's mountinfo. Default: reads `/proc/self/mountinfo`. */
   readonly readMountinfo?: () => Promise<string>;
+  /** The id of the mount a path lies in. Default `mountIdAt` of `agent/mount/host.ts`. */
+  readonly mountIdAt?: (path: string) => number | undefined;
   /** The mount must be usable within this. Default 15000 ms. */
   readonly readyTimeoutMs?: number;
   /** The client must still be alive this long after the mount worked. Default 300 ms. */
@@ -225,6 +227,7 @@ export class FuseMounter {
   private readonly exec: ProcessRunner;
   private readonly onClientExit: ((mountPoint: string) => void) | undefined;
   private readonly table: MountTable;
+  private readonly mountIdAt: (path: string) => number | undefined;
   private readonly readyTimeoutMs: number;
   private readonly settleMs: number;
   private readonly pollMs: number;
@@ -255,6 +258,7 @@ export class FuseMounter {
       detachMount: (mountRoot) => exec.detachMount(mountRoot, { programs }),
     };
     this.table = new MountTable(opts.readMountinfo);
+    this.mountIdAt = opts.mountIdAt ?? mountIdAt;
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
     this.settleMs = opts.settleMs ?? 300;
     this.pollMs = opts.pollMs ?? 20;
@@ -279,6 +283,15 @@ export class FuseMounter {
   /** The topmost mount on `mp` itself, if any. */
   private mountAt(mp: string, maxAgeMs: number): Promise<MountInfo | undefined> {
     return this.table.at(mp, maxAgeMs);
+  }
+
+  /**
+   * Whether something is mounted on `path` (it lies in another mount than its parent), found
+   * without reading the mount table.
+   */
+  private isMountPoint(path: string): boolean {
+    const here = this.mountIdAt(path);
+    return here !== undefined && here !== this.mountIdAt(dirname(path));
   }
 
   /** Marks every read of the mount table made so far as out of date. */
@@ -313,12 +326,8 @@ export class FuseMounter {
       { ...req, mountPoint: staging },
       { baseEnv: this.baseEnv, program: this.programs[mounter], clientPath: this.clientPath },
     );
-    const existing = await this.mountAt(mp, 0);
-    if (existing !== undefined || this.pidOf(mp) !== undefined) {
-      throw new AppError(
-        "Conflict",
-        `${mp} is already a mount point (${existing?.fsType ?? mounter}); unmount it before mounting again`,
-      );
+    if (this.isMountPoint(mp) || this.pidOf(mp) !== undefined) {
+      throw new AppError("Conflict", `${mp} is already a mount point; unmount it before mounting again`);
     }
     const secrets = secretsOf(req.credentials);
     // Checked and held before anything is written or started, so that a refusal leaves nothing.
@@ -408,7 +417,7 @@ export class FuseMounter {
     }
     if (cmd.cacheDir !== undefined) mkdirSync(cmd.cacheDir, { recursive: true, mode: 0o700 });
     rmSync(`${stateDir}/${CLIENT_LOG}`, { force: true });
-    if ((await this.mountAt(staging, this.pollMs)) !== undefined) await this.clearStaging(staging);
+    if (this.isMountPoint(staging)) await this.clearStaging(staging);
     // Mode 0755 as the mount point has: s3fs shows the bucket's top directory with the mode of the
     // directory it mounted on.
     closeSync(openMountPoint(this.root, staging, 0o755));
@@ -435,19 +444,26 @@ export class FuseMounter {
       const late = exitedEarly();
       if (late !== undefined) throw new Error(`${late} right after mounting`);
     };
+    // The staging directory lies in the staging mount until the client's mount covers it. Its
+    // mount id is polled (two small reads) rather than the whole mount table, which on a node with
+    // hundreds of mounts is a large string each time, and many mounts start at once.
+    const unmounted = this.mountIdAt(stagingDir(this.root));
+    let staged: MountInfo | undefined;
     for (;;) {
       const early = exitedEarly();
       if (early !== undefined) throw new Error(`${early} before the mount was ready`);
-      // Mounts made at once share their polls' reads of the table.
-      const m = await this.mountAt(staging, this.stagePollMs);
+      const now = this.mountIdAt(staging);
+      const m = now !== undefined && now !== unmounted ? await this.mountAt(staging, 0) : undefined;
       if (m !== undefined && isFuse(m)) {
         await this.place(m, staging, target, mp);
+        staged = m;
         break;
       }
       if (Date.now() >= deadline)
         throw new Error(`the client's mount did not appear in mountinfo within ${this.readyTimeoutMs} ms`);
       await Promise.race([sleep(this.stagePollMs), client.exited]);
     }
+    if (staged === undefined) throw new Error("the client's mount was not placed");
     let readdirFailures = 0;
     let lastReaddirError = "";
     let settledMs: number | undefined;
@@ -455,8 +471,9 @@ export class FuseMounter {
       const early = exitedEarly();
       if (early !== undefined) throw new Error(`${early} before the mount was ready`);
       // Mounts made at once share their polls' reads of the table.
-      const m = await this.mountAt(mp, this.pollMs);
-      if (m !== undefined && isFuse(m)) {
+      // Placed and checked in the table above; from here its mount id says it is still there.
+      const m = this.mountIdAt(mp) === staged.mountId ? staged : undefined;
+      if (m !== undefined) {
         try {
           // The listing comes after the settle time, not before: the pod sees the bucket as soon
           // as it is mounted, and a listing then (a LIST request, and for s3fs a HEAD per entry)
@@ -470,7 +487,7 @@ export class FuseMounter {
           await withTimeout(readdir(mp), Math.max(deadline - Date.now(), 1), `readdir ${mp}`);
           const readyMs = Date.now() - started - settledMs;
           stillAlive();
-          if ((await this.mountAt(mp, 0)) === undefined)
+          if (this.mountIdAt(mp) !== staged.mountId)
             throw new Error("the mount disappeared right after mounting");
           return { readyMs, fsType: m.fsType };
         } catch (e) {
@@ -507,19 +524,21 @@ export class FuseMounter {
     try {
       await this.exec.moveMount(mountRoot, target);
       this.tableChanged();
-      const infos = await this.mountinfo(0);
-      const moved = infos.find((m) => m.mountId === staged.mountId);
+      // Only the lines at or below the mount point are parsed: on a node with hundreds of mounts
+      // the whole table, parsed for every mount, was most of the mounter's garbage.
+      const here = await this.mountinfo(0, mp);
+      const moved = here.find((m) => m.mountId === staged.mountId && m.mountPoint === mp);
       if (
         moved !== undefined &&
-        moved.mountPoint === mp &&
-        moved.parentId === mountContaining(infos, dirname(mp))?.mountId &&
-        findMount(infos, mp)?.mountId === moved.mountId
+        moved.parentId === this.mountIdAt(dirname(mp)) &&
+        findMount(here, mp)?.mountId === moved.mountId
       )
         return;
+      const went = (await this.mountinfo(0)).find((m) => m.mountId === staged.mountId)?.mountPoint;
       await this.exec.detachMount(mountRoot);
       this.tableChanged();
       throw new Error(
-        `the mount point ${mp} was renamed or replaced while the bucket was being mounted (the mount went to ${moved?.mountPoint ?? "an unknown place"}); it was detached`,
+        `the mount point ${mp} was renamed or replaced while the bucket was being mounted (the mount went to ${went ?? "an unknown place"}); it was detached`,
       );
     } finally {
       closeSync(mountRoot);

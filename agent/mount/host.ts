@@ -219,6 +219,26 @@ export function openMountRoot(path: string): number {
 }
 
 /**
+ * The id of the mount that `path` lies in (`mnt_id`), found without following a link in its last
+ * component and without asking any file system: a directory with a mount on it reads as the
+ * mount's id, so this tells in two small reads whether something was mounted there. Undefined when
+ * `path` cannot be opened.
+ */
+export function mountIdAt(path: string): number | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    return mountIdOf(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Makes directory `path` when its parent exists, and says whether `path` is there now (made, or
  * found: anything in the way counts). A plain mkdir never enters a mount on its last component: it
  * stops at EEXIST, so even a stale FUSE mount there cannot block it, and it can be synchronous. A

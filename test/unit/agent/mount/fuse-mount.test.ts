@@ -107,6 +107,8 @@ class FakeSystem implements ProcessRunner {
       attempts: [],
     });
   }
+  /** Mount ids as `mountIdAt` reads them: the client's mount (61) where it is, the root's (27) elsewhere. */
+  mountIdAt = (path: string): number => (this.mounted && path === this.where() ? 61 : 27);
   mountinfoReads = 0;
   readMountinfo = (): Promise<string> =>
     Promise.resolve(++this.mountinfoReads).then(() =>
@@ -156,6 +158,7 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       root: dir,
       exec: sys,
       readMountinfo: sys.readMountinfo,
+      mountIdAt: sys.mountIdAt,
       readyTimeoutMs: 300,
       settleMs: 30,
       pollMs: 5,
