@@ -244,7 +244,7 @@ function scaleRows(s: ScaleResult): MetricRow[] {
   const runNames = runs.map((r) => RUN_NAME[r.kind].replace("agent restart ", "restart ")).join(" / ");
   const memRow = (r: ScaleRun): MetricRow =>
     row(
-      `agent + mounter RSS, ${s.plan.pods} pods × 3 mounts after ${RUN_NAME[r.kind]} (MiB)`,
+      `agent + mounter memory (anonymous each, node binary once), ${s.plan.pods} pods × 3 mounts after ${RUN_NAME[r.kind]} (MiB)`,
       mib(s.idle.sumKiB),
       mib(r.memory.sumKiB),
       ratio(r.memory.sumKiB, s.idle.sumKiB),
@@ -403,7 +403,10 @@ export function buildAgentReport(input: AgentReportInput): SectionReport {
       "so each pid is node itself, running the compiled `dist/agent/main.js` or `dist/agent/mounter/main.js`); " +
       `${helpers}; the FUSE clients are the mounter's children and are not counted in its RSS (they are in the last row). ` +
       `Memory is each pid's VmRSS from /proc/<pid>/status, sampled every 250 ms for ${s.plan.steadyMs / 1000} s after the reconcile: ` +
-      "per process the highest sample, and for the goal the highest agent + mounter sum of samples taken at the same instant. " +
+      "per process the highest sample, and for the goal the highest agent + mounter total of samples taken at the same instant, " +
+      "where the total is both processes' anonymous RSS (RssAnon) plus the larger of their file-backed RSS (RssFile): both run " +
+      "the same node binary from the same file, whose pages the kernel holds once and maps into both, so adding the two VmRSS " +
+      "would count about 50 MiB twice (that plain sum is the agent row plus the mounter row below). " +
       `The idle baseline is the same over ${s.plan.idleMs / 1000} s after a start with 0 pods (a separate start of the same agent, ` +
       "with the mounter that then serves every run of this part: it is never restarted" +
       `${s.mounterKept ? "" : " — EXCEPT THAT IT WAS NOT THE SAME MOUNTER AT THE END"}). ` +

@@ -73,7 +73,10 @@ export interface ProcessWindow {
 export interface NodeMemory {
   readonly agent: ProcessWindow;
   readonly mounter: ProcessWindow;
-  /** Highest agent + mounter VmRSS of samples taken at the same instant, KiB. */
+  /**
+   * Highest agent + mounter memory of samples taken at the same instant, KiB: both anonymous RSS
+   * plus the larger file-backed RSS (the same node binary, shared).
+   */
   readonly sumKiB: number;
 }
 
@@ -198,7 +201,9 @@ async function sampleMemory(agentPid: number, mounterPid: number, ms: number): P
       if (m.rssKiB > (top[i]?.rssKiB ?? -1)) top[i] = m;
     });
     if (got[0] !== undefined && got[1] !== undefined) {
-      const sum = got[0].rssKiB + got[1].rssKiB;
+      // Both processes run the same node binary, whose pages the page cache holds once: their
+      // file-backed RSS is counted once, their anonymous RSS (heap, malloc) for each.
+      const sum = got[0].anonKiB + got[1].anonKiB + Math.max(got[0].fileKiB, got[1].fileKiB);
       if (!(sum <= sumKiB)) sumKiB = sum;
     }
   } while (now() - t0 < ms);
