@@ -245,6 +245,8 @@ export class FuseMounter {
   private readonly clientPath: string;
   private readonly log: Logger | undefined;
   private readonly mounts = new Map<string, Tracked>();
+  /** Mount points with a mount being made. */
+  private readonly inFlight = new Set<string>();
 
   constructor(opts: FuseMounterOptions) {
     this.root = opts.root;
@@ -329,6 +331,26 @@ export class FuseMounter {
     if (this.isMountPoint(mp) || this.pidOf(mp) !== undefined) {
       throw new AppError("Conflict", `${mp} is already a mount point; unmount it before mounting again`);
     }
+    // Two mounts of one mount point would share its staging directory. A second request comes when
+    // an agent restarts while the first is still being made.
+    if (this.inFlight.has(mp))
+      throw new AppError("Conflict", `${mp} is being mounted already; try again once that mount is done`);
+    this.inFlight.add(mp);
+    try {
+      return await this.mountNow(req, mounter, mp, staging, cmd, onStarted);
+    } finally {
+      this.inFlight.delete(mp);
+    }
+  }
+
+  private async mountNow(
+    req: MountRequest,
+    mounter: MounterName,
+    mp: string,
+    staging: string,
+    cmd: MountCommand,
+    onStarted: (() => void) | undefined,
+  ): Promise<MountResult> {
     const secrets = secretsOf(req.credentials);
     // Checked and held before anything is written or started, so that a refusal leaves nothing.
     const target = openMountPoint(this.root, mp);

@@ -291,6 +291,17 @@ describe("FuseMounter (with a fake client and mountinfo)", () => {
       expect(sys.starts).to.deep.equal([]);
     });
 
+    it("[error] Conflict for a second mount of a mount point while the first is being made; the first still mounts", async () => {
+      sys.onStart = () => setTimeout(() => (sys.mounted = true), 40);
+      const m = mounter();
+      const first = m.mount(req, "s3fs");
+      const e = await failure(m.mount(req, "s3fs"));
+      expect(e.code).to.equal("Conflict");
+      expect(e.message).to.match(/is being mounted already/);
+      expect((await first).mountPoint).to.equal(req.mountPoint);
+      expect(sys.starts).to.have.length(1);
+    });
+
     it("[error] InvalidArgument for a bad option; nothing is written or started", async () => {
       const e = await failure(mounter().mount({ ...req, options: { allow_root: true } }, "s3fs"));
       expect(e.code).to.equal("InvalidArgument");
