@@ -111,6 +111,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       ).default("30"),
     )
     .addOption(globalOption("--debug", "print connection steps to stderr (tokens are redacted)"))
+    .addOption(globalOption("-v, --verbose", "show a failed mount's FUSE client output too"))
     .addHelpText("after", named(`\n${DISCOVERY}\n\n${EXAMPLES}\n\n${EXIT_CODES_HELP}\n`))
     .showHelpAfterError(`(${name} --help shows the usage)`)
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
@@ -140,6 +141,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
           output: s.output,
           now,
           signal: abort.signal,
+          verbose: program.opts().verbose === true,
         });
       } finally {
         await client.close();

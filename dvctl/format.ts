@@ -129,11 +129,26 @@ export function formatStatus(p: PodSummary, now: Date): string {
   return `${head}\n\n${formatTable(["NAME", "STATE", "SOURCE", "ACCESS", "PATH", "AGE", "MESSAGE"], rows)}`;
 }
 
-/** The outcome of `mount`, one line. */
-export function formatMountResult(r: MountResult): string {
+/**
+ * A failed mount's error as a user reads it: its first line (the cause and the fix) and the line
+ * that says how to remove the entry; the FUSE client's own output in between only when `verbose`.
+ */
+export function failureText(error: string, verbose: boolean): string {
+  const lines = error
+    .split("\n")
+    .map((l) => printable(l).trimEnd())
+    .filter((l) => l !== "");
+  if (verbose || lines.length <= 1) return lines.join("\n  ");
+  const remedy = lines.slice(1).filter((l) => l.includes("dvctl umount"));
+  const hidden = lines.length - 1 - remedy.length;
+  return [lines[0], ...remedy, ...(hidden > 0 ? ["(-v shows the client's output)"] : [])].join("\n  ");
+}
+
+/** The outcome of `mount`: one line, or for a failure its cause and fix (see {@link failureText}). */
+export function formatMountResult(r: MountResult, verbose = false): string {
   const m = r.mount;
   const what = `${cell(r.namespace)}/${cell(r.pod)}: ${cell(m.name)}`;
-  if (m.state === "failed") return `${what} failed: ${cell(m.error ?? "no reason given")}\n`;
+  if (m.state === "failed") return `${what} failed: ${failureText(m.error ?? "no reason given", verbose)}\n`;
   return `${what} ${m.state} at ${cell(m.path)} (${cell(sourceOf(m))}, ${accessOf(m.readOnly)})\n`;
 }
 
@@ -144,7 +159,8 @@ export function formatUnmountResult(r: UnmountResult): string {
 /** A progress frame of an in-flight mount or unmount, for stderr. */
 export function formatProgress(pod: string, p: ProgressFrame["progress"]): string {
   const detail = p.bucket !== undefined ? ` (${cell(sourceOf(p))}, ${accessOf(p.readOnly)})` : "";
-  const error = p.error !== undefined ? `: ${cell(p.error)}` : "";
+  // A failure's reason comes once, with the result; a progress line only says the state.
+  const error = p.error !== undefined && p.state !== "failed" ? `: ${cell(p.error)}` : "";
   return `${cell(pod)} ${cell(p.name)}: ${cell(p.state)}${detail}${error}\n`;
 }
 

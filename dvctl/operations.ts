@@ -74,6 +74,8 @@ export interface OperationContext {
   readonly now: () => Date;
   /** Ends a `watch` (Ctrl-C), or stops waiting for a `mount`/`unmount`. */
   readonly signal?: AbortSignal;
+  /** A failed mount shows the FUSE client's output too. */
+  readonly verbose?: boolean;
 }
 
 /** Runs `op` on `client`; resolves when it succeeded, throws what maps to the exit code. */
@@ -111,13 +113,11 @@ export async function execute(client: DvctlClient, op: Operation, ctx: Operation
       } catch (e) {
         throw op.req.replace === true ? e : await withExistingMount(client, op.req, e, ctx.now());
       }
-      ctx.stdout.write(json ? formatJson(r) : formatMountResult(r));
-      // A failed mount is a result, not a protocol error: the exit code still says it failed.
+      ctx.stdout.write(json ? formatJson(r) : formatMountResult(r, ctx.verbose === true));
+      // A failed mount is a result, not a protocol error: the exit code still says it failed. Its
+      // reason was printed just above (or is in the JSON), so it is not repeated.
       if (r.mount.state !== "mounted")
-        throw new AppError(
-          "MountFailed",
-          `mount ${r.mount.name} of ${where} is ${r.mount.state}${r.mount.error !== undefined ? `: ${r.mount.error}` : ""}`,
-        );
+        throw new AppError("MountFailed", `mount ${r.mount.name} of ${where} is ${r.mount.state}`);
       return;
     }
     case "umount": {

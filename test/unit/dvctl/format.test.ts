@@ -139,6 +139,27 @@ describe("one-line results", () => {
       "team-a/p: out failed: s3fs exited: bucket results does not exist\n",
     );
   });
+  it("shows a failure's cause and fix and how to remove the entry, once; the client's output only with -v", () => {
+    const error = [
+      'bucket "nosuch" was not found at http://s3:9000: check the bucket\'s name in the annotation, or create the bucket.',
+      's3fs could not mount bucket "nosuch" on /var/lib/dynamic-volumes/pods/1/x: the client exited. Client output:',
+      "[CRT] s3fs.cpp:s3fs_check_service(3593): bucket or key not found",
+      "The entry stays in the pod's buckets annotation and is retried with backoff; remove it with: dvctl umount a/p x",
+    ].join("\n");
+    const mount = { ...trainer.mounts[1]!, name: "x", error };
+    const plain = formatMountResult({ namespace: "a", pod: "p", mount });
+    expect(plain).to.equal(
+      'a/p: x failed: bucket "nosuch" was not found at http://s3:9000: check the bucket\'s name in the annotation, or create the bucket.\n' +
+        "  The entry stays in the pod's buckets annotation and is retried with backoff; remove it with: dvctl umount a/p x\n" +
+        "  (-v shows the client's output)\n",
+    );
+    expect(plain).to.not.include("s3fs_check_service");
+    const verbose = formatMountResult({ namespace: "a", pod: "p", mount }, true);
+    expect(verbose).to.include("s3fs_check_service");
+    expect(verbose.split('bucket "nosuch" was not found')).to.have.length(2);
+    expect(formatProgress("a/p", { name: "x", state: "failed", error })).to.equal("a/p x: failed\n");
+  });
+
   it("formats an unmount and progress", () => {
     expect(formatUnmountResult({ namespace: "a", pod: "p", name: "x", state: "removed" })).to.equal(
       "a/p: x removed\n",
