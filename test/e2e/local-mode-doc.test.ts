@@ -164,7 +164,8 @@ describe("docs/local-mode.md, run as written", function () {
       "bash",
       [
         "-c",
-        `for p in $(grep -lsaF -- "${root}/" /proc/[0-9]*/cmdline | cut -d/ -f3); do [ "$p" != $$ ] && kill -9 "$p" 2>/dev/null || true; done`,
+        // Anything still running for this $WORK (a daemon, a watch, a FUSE client): named by the path.
+        `for p in $(grep -lsaF -- "${work}/" /proc/[0-9]*/cmdline | cut -d/ -f3); do [ "$p" != $$ ] && kill -9 "$p" 2>/dev/null || true; done`,
       ],
       process.env,
       30_000,
