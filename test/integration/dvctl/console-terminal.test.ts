@@ -243,8 +243,9 @@ describe("dvctl console in a terminal", function () {
     expect(await c.done).to.equal(0);
   });
 
-  it("on a real pseudo-terminal: Tab lists, Ctrl-C clears the line, then leaves", async function () {
-    if (spawnSync("script", ["--version"]).status !== 0) this.skip();
+  it("on a real pseudo-terminal: Tab lists, Ctrl-C clears the line, then leaves", async () => {
+    if (spawnSync("script", ["--version"]).status !== 0)
+      throw new Error("this test needs script(1) from util-linux (Debian: bsdutils)");
     const tokenFile = join(dir, "token");
     writeFileSync(tokenFile, "alice-token\n");
     writeFileSync(join(dir, "ca.crt"), stack.ca);
