@@ -50,16 +50,16 @@ async function main(argv: string[]): Promise<number> {
   const metrics = createAgentMetrics(new Registry().collectDefaults());
   // The mounter reports dead clients and comes back after restarts; the reconciler, built with
   // the link, looks at the mounts then.
-  let reconciler: Reconciler | undefined;
+  const later: { reconciler?: Reconciler } = {};
   const link = new MounterLink({
     root: config.root,
     socketPath: config.mounterSocket,
     log: log.child({ component: "mounter-link" }),
-    onClientExit: (mp) => reconciler?.mountPointChanged(mp),
-    onReconnect: () => reconciler?.resyncNow(),
+    onClientExit: (mp) => later.reconciler?.mountPointChanged(mp),
+    onReconnect: () => later.reconciler?.resyncNow(),
   });
   link.start();
-  reconciler = new Reconciler(
+  const reconciler = new Reconciler(
     source,
     link,
     {
@@ -76,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
     createReconcilerMetrics(metrics.registry),
     { records: link, fs: link },
   );
+  later.reconciler = reconciler;
   await reconciler.start();
   const stopConsole = config.console
     ? await startConsole(config, config.console, reconciler, source, log, metrics, () => link.connected)

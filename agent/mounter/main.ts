@@ -39,7 +39,8 @@ async function main(argv: string[]): Promise<number> {
   if (config.check) return check(config);
   const log = createLogger({ name: "dynamic-volumes-mounter", level: config.logLevel });
   await ensureSharedRoot(config.root, log, config.programs);
-  let server: MounterServer | undefined;
+  // The engine reports dead clients to the agents connected to the server, built after it.
+  const later: { server?: MounterServer } = {};
   const engine = new FuseMounter({
     root: config.root,
     programs: config.programs,
@@ -47,7 +48,7 @@ async function main(argv: string[]): Promise<number> {
     readyTimeoutMs: config.mountTimeoutMs,
     uploadGraceMs: config.uploadGraceMs,
     log: log.child({ component: "fuse" }),
-    onClientExit: (mountPoint) => server?.broadcast({ event: "clientExited", mountPoint }),
+    onClientExit: (mountPoint) => later.server?.broadcast({ event: "clientExited", mountPoint }),
   });
   const service = new MounterService({
     root: config.root,
@@ -55,13 +56,14 @@ async function main(argv: string[]): Promise<number> {
     records: new MountRecords(config.root),
     log,
   });
-  server = await MounterServer.start({
+  const server = await MounterServer.start({
     socketPath: config.socketPath,
     agentUid: config.agentUid,
     agentGid: config.agentGid,
     service,
     log,
   });
+  later.server = server;
   log.info(
     { root: config.root, socket: config.socketPath, agentUid: config.agentUid, agentGid: config.agentGid },
     "mounter started",
