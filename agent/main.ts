@@ -59,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
     onReconnect: () => later.reconciler?.resyncNow(),
   });
   link.start();
+  metrics.watchMounter(() => link.connected);
   const reconciler = new Reconciler(
     source,
     link,
@@ -137,6 +138,7 @@ async function startConsole(
     host: c.host,
     port: c.port,
     log,
+    onCertificate: (notAfter) => metrics.certificateExpiry.set(notAfter),
   });
   const consoleServer = new ConsoleServer({
     server: https.server,

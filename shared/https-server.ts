@@ -3,7 +3,7 @@
  * connections (`server.setSecureContext`), and which shuts down gracefully: it stops accepting,
  * lets in-flight requests finish, then closes what is left after a grace period.
  */
-import { createHash } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { RequestListener } from "node:http";
@@ -18,8 +18,20 @@ export interface TlsFiles {
   readonly keyFile: string;
 }
 
+/**
+ * The notAfter of the first (leaf) certificate in a PEM bundle, in Unix seconds. NaN when the PEM
+ * cannot be parsed.
+ */
+export function certificateNotAfterSeconds(pem: Buffer | string): number {
+  try {
+    return Date.parse(new X509Certificate(pem).validTo) / 1000;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** Reads and checks a certificate and key pair. Throws ConfigError naming the files. */
-export function loadTls(files: TlsFiles): SecureContextOptions & { fingerprint: string } {
+export function loadTls(files: TlsFiles): SecureContextOptions & { fingerprint: string; notAfter: number } {
   let cert: Buffer;
   let key: Buffer;
   try {
@@ -38,7 +50,7 @@ export function loadTls(files: TlsFiles): SecureContextOptions & { fingerprint: 
     );
   }
   const fingerprint = createHash("sha256").update(cert).update(key).digest("hex");
-  return { cert, key, fingerprint };
+  return { cert, key, fingerprint, notAfter: certificateNotAfterSeconds(cert) };
 }
 
 export interface HttpsServerOptions {
@@ -51,6 +63,11 @@ export interface HttpsServerOptions {
   readonly pollIntervalMs?: number;
   /** Keep-alive timeout for idle connections, in ms. Default 65 s. */
   readonly keepAliveTimeoutMs?: number;
+  /**
+   * Called with the served certificate's notAfter (Unix seconds) at start and after each reload
+   * that installs a new certificate; feeds a certificate-expiry gauge.
+   */
+  readonly onCertificate?: (notAfterSeconds: number) => void;
 }
 
 export interface RunningHttpsServer {
@@ -60,6 +77,8 @@ export interface RunningHttpsServer {
   reload(): boolean;
   /** Number of successful reloads, for tests and metrics. */
   reloads(): number;
+  /** notAfter of the certificate served now, in Unix seconds. */
+  certificateNotAfter(): number;
   /** Stops accepting, waits for in-flight requests up to `graceMs`, then closes every connection. */
   close(graceMs?: number): Promise<void>;
 }
@@ -70,6 +89,7 @@ export async function startHttpsServer(opts: HttpsServerOptions): Promise<Runnin
   let reloadCount = 0;
   const server = createServer({ cert: current.cert, key: current.key, minVersion: "TLSv1.2" }, opts.handler);
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 65_000;
+  opts.onCertificate?.(current.notAfter);
 
   const reload = (): boolean => {
     let next;
@@ -87,6 +107,7 @@ export async function startHttpsServer(opts: HttpsServerOptions): Promise<Runnin
     server.setSecureContext({ cert: next.cert, key: next.key, minVersion: "TLSv1.2" });
     current = next;
     reloadCount++;
+    opts.onCertificate?.(current.notAfter);
     log.info({ certFile: opts.tls.certFile }, "TLS certificate reloaded");
     return true;
   };
@@ -137,5 +158,12 @@ export async function startHttpsServer(opts: HttpsServerOptions): Promise<Runnin
     return closing;
   };
 
-  return { server, port, reload, reloads: () => reloadCount, close };
+  return {
+    server,
+    port,
+    reload,
+    reloads: () => reloadCount,
+    certificateNotAfter: () => current.notAfter,
+    close,
+  };
 }

@@ -25,10 +25,11 @@ async function main(argv: string[]): Promise<number> {
     component: "webhook",
   });
   let ready = false;
+  const metrics = createWebhookMetrics(new Registry().collectDefaults());
   const app = createWebhookApp({
     mutate: { root: config.root, defaultMountPath: config.defaultMountPath, signingKey: config.signingKey },
     log,
-    metrics: createWebhookMetrics(new Registry().collectDefaults()),
+    metrics,
     mintId: mintPodId,
     isReady: () => ready,
   });
@@ -38,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
     host: config.listen.host,
     port: config.listen.port,
     log,
+    onCertificate: (notAfter) => metrics.certificateExpiry.set(notAfter),
   });
   ready = true;
   log.info(

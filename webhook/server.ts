@@ -5,7 +5,13 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { METRICS_CONTENT_TYPE, Registry, type Counter, type Histogram } from "../shared/metrics.js";
+import {
+  METRICS_CONTENT_TYPE,
+  Registry,
+  type Counter,
+  type Gauge,
+  type Histogram,
+} from "../shared/metrics.js";
 import { admitPod, type MutateConfig, type MutateResult } from "./mutate.js";
 import {
   MAX_JSON_DEPTH,
@@ -35,6 +41,8 @@ export interface WebhookMetrics {
   readonly duration: Histogram;
   /** Requests answered with 500: a bug or an unexpected failure, never the client's doing. */
   readonly internalErrors: Counter;
+  /** notAfter of the serving certificate, in Unix seconds; set by `main.ts` at start and on reload. */
+  readonly certificateExpiry: Gauge;
 }
 
 export function createWebhookMetrics(registry = new Registry()): WebhookMetrics {
@@ -55,6 +63,10 @@ export function createWebhookMetrics(registry = new Registry()): WebhookMetrics 
       "Time to answer one AdmissionReview, from body parsed to reply written.",
     ),
     internalErrors,
+    certificateExpiry: registry.gauge(
+      "dynamic_volumes_webhook_certificate_expiry_timestamp_seconds",
+      "notAfter of the TLS certificate the webhook serves now, in Unix seconds (updated on reload).",
+    ),
   };
 }
 

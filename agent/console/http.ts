@@ -20,6 +20,12 @@ export interface AgentMetrics {
   readonly consoleRequests: Counter;
   /** Console connections refused or dropped, by `reason`. */
   readonly consoleRejections: Counter;
+  /** notAfter of the console's TLS certificate, in Unix seconds; set at start and on reload. */
+  readonly certificateExpiry: Gauge;
+  /** 1 while the agent holds a connection to the node's mounter, else 0 (read at each scrape). */
+  readonly mounterConnected: Gauge;
+  /** Sets what `mounterConnected` reads at each scrape (`MounterLink.connected`). */
+  watchMounter(connected: () => boolean): void;
 }
 
 export function createAgentMetrics(registry = new Registry()): AgentMetrics {
@@ -28,6 +34,15 @@ export function createAgentMetrics(registry = new Registry()): AgentMetrics {
     "Open websocket console connections.",
   );
   consoleConnections.set({}, 0);
+  let mounterIsConnected: () => boolean = () => false;
+  const mounterConnected = registry.gauge(
+    "dynamic_volumes_agent_mounter_connected",
+    "1 while the agent is connected to the node's mounter, 0 otherwise (the agent is then not ready).",
+  );
+  mounterConnected.set({}, 0);
+  // Read when scraped, so the value is never stale: prom-client calls `collect` before rendering.
+  (mounterConnected as unknown as { collect: () => void }).collect = () =>
+    mounterConnected.set({}, mounterIsConnected() ? 1 : 0);
   return {
     registry,
     consoleConnections,
@@ -46,6 +61,14 @@ export function createAgentMetrics(registry = new Registry()): AgentMetrics {
       "Console connections refused at upgrade or dropped, by reason.",
       ["reason"],
     ),
+    certificateExpiry: registry.gauge(
+      "dynamic_volumes_agent_certificate_expiry_timestamp_seconds",
+      "notAfter of the TLS certificate the agent's console serves now, in Unix seconds (updated on reload).",
+    ),
+    mounterConnected,
+    watchMounter: (connected) => {
+      mounterIsConnected = connected;
+    },
   };
 }
 
