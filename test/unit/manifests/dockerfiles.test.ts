@@ -1,5 +1,6 @@
 import { AGENT_NODE_FLAGS } from "../../../agent/config.js";
 import { expect } from "chai";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import { WEBHOOK_OPTIONS } from "../../../webhook/config.js";
@@ -268,5 +269,66 @@ describe("Dockerfile.agent and the agent DaemonSet", function () {
     );
     expect(agent.securityContext?.runAsNonRoot).to.equal(true);
     expect(agent.securityContext?.runAsUser).to.be.a("number").and.not.equal(0);
+  });
+});
+
+describe("the base image and geesefs in the Dockerfiles", function () {
+  this.timeout(30_000);
+
+  for (const name of ["Dockerfile.webhook", "Dockerfile.agent"])
+    it(`${name} takes its base image from ARG NODE_IMAGE, in every FROM`, () => {
+      const { instructions, stages } = parseDockerfile(readFileSync(join(REPO_ROOT, name), "utf8"));
+      const arg = instructions.filter((i) => i.keyword === "ARG" && i.stage === -1);
+      expect(arg.map((i) => i.args)).to.deep.equal(["NODE_IMAGE=node:24-slim"]);
+      expect(stages.map((s) => s.base)).to.deep.equal(stages.map(() => "${NODE_IMAGE}"));
+    });
+
+  it("Dockerfile.agent documents how to pin the base image by digest", () => {
+    const text = readFileSync(join(REPO_ROOT, "Dockerfile.agent"), "utf8");
+    expect(text).to.include("node:24-slim@sha256:");
+    expect(text).to.include("docker buildx imagetools inspect node:24-slim");
+  });
+
+  /** The `case "$TARGETARCH" … esac` of the RUN that installs geesefs, as one shell line. */
+  function geesefsCase(): string {
+    const { instructions } = parseDockerfile(readFileSync(join(REPO_ROOT, "Dockerfile.agent"), "utf8"));
+    const run = instructions.find((i) => i.keyword === "RUN" && /geesefs-linux-/.test(i.args));
+    expect(run, "the RUN that installs geesefs").to.not.equal(undefined);
+    const m = /case "\$TARGETARCH" in .*? esac/.exec(run!.args);
+    expect(m, "a case on $TARGETARCH").to.not.equal(null);
+    return `${m![0]}; echo "sum=$sum"`;
+  }
+
+  function runCase(env: Record<string, string>) {
+    return spawnSync("sh", ["-c", geesefsCase()], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH, GEESEFS_VERSION: "v0.40.2", ...env },
+    });
+  }
+
+  it("picks the pinned amd64 checksum, and an arm64 checksum passed as GEESEFS_SHA256_ARM64", () => {
+    const text = readFileSync(join(REPO_ROOT, "Dockerfile.agent"), "utf8");
+    const amd64 = /^ARG GEESEFS_SHA256_AMD64=([0-9a-f]{64})$/m.exec(text);
+    expect(amd64, "a pinned amd64 checksum").to.not.equal(null);
+    expect(text).to.match(/^ARG GEESEFS_SHA256_ARM64=$/m);
+    const a = runCase({ TARGETARCH: "amd64", GEESEFS_SHA256_AMD64: amd64![1]! });
+    expect(a.status, a.stderr).to.equal(0);
+    expect(a.stdout.trim()).to.equal(`sum=${amd64![1]!}`);
+    const b = runCase({ TARGETARCH: "arm64", GEESEFS_SHA256_ARM64: "ab".repeat(32) });
+    expect(b.status, b.stderr).to.equal(0);
+    expect(b.stdout.trim()).to.equal(`sum=${"ab".repeat(32)}`);
+  });
+
+  it("fails an arm64 build without GEESEFS_SHA256_ARM64, saying what to pass and how to get it", () => {
+    const r = runCase({ TARGETARCH: "arm64", GEESEFS_SHA256_ARM64: "" });
+    expect(r.status).to.equal(1);
+    expect(r.stdout).to.equal("");
+    expect(r.stderr).to.include("--build-arg GEESEFS_SHA256_ARM64=");
+    expect(r.stderr).to.include(
+      "curl -fsSL https://github.com/yandex-cloud/geesefs/releases/download/v0.40.2/geesefs-linux-arm64 | sha256sum",
+    );
+    const other = runCase({ TARGETARCH: "riscv64" });
+    expect(other.status).to.equal(1);
+    expect(other.stderr).to.include("riscv64");
   });
 });
