@@ -41,23 +41,24 @@ export function parseExposition(text: string): Map<string, Family> {
     const exact = families.get(sample);
     if (exact) return exact;
     const m = /^(.*)_(bucket|sum|count)$/.exec(sample);
-    const base = m ? families.get(m[1]) : undefined;
+    const base = m ? families.get(m[1] ?? "") : undefined;
     return base && (base.type === "histogram" || base.type === "summary") ? base : undefined;
   };
   for (const line of text.split("\n")) {
     const type = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)$/.exec(line);
     if (type) {
-      families.set(type[1], { type: type[2], samples: new Map() });
+      families.set(type[1] ?? "", { type: type[2] ?? "", samples: new Map() });
       continue;
     }
     if (line === "" || line.startsWith("#")) continue;
     const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+/.exec(line);
     if (!sample) throw new Error(`unparsable exposition line: ${line}`);
-    const family = owner(sample[1]);
-    if (!family) throw new Error(`sample ${sample[1]} has no # TYPE line`);
-    const labels = family.samples.get(sample[1]) ?? new Set<string>();
-    for (const l of (sample[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g)) labels.add(l[1]);
-    family.samples.set(sample[1], labels);
+    const [, name = "", labelText = ""] = sample;
+    const family = owner(name);
+    if (!family) throw new Error(`sample ${name} has no # TYPE line`);
+    const labels = family.samples.get(name) ?? new Set<string>();
+    for (const [, l = ""] of labelText.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g)) labels.add(l);
+    family.samples.set(name, labels);
   }
   return families;
 }
@@ -75,15 +76,15 @@ export interface MetricRef {
  * (rough: grouping labels are applied to each metric of the expression).
  */
 export function promqlRefs(where: string, expr: string): MetricRef[] {
-  const grouping = [...expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)].flatMap((m) =>
-    m[1]
+  const grouping = [...expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)].flatMap(([, list = ""]) =>
+    list
       .split(",")
       .map((s) => s.trim())
       .filter((s) => s !== ""),
   );
-  return [...expr.matchAll(/\b(dynamic_volumes_[a-z_]+)(\{[^}]*\})?/g)].map((m) => {
-    const matchers = [...(m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)/g)].map((l) => l[1]);
-    return { where, metric: m[1], labels: [...new Set([...matchers, ...grouping])] };
+  return [...expr.matchAll(/\b(dynamic_volumes_[a-z_]+)(\{[^}]*\})?/g)].map(([, metric = "", sel = ""]) => {
+    const matchers = [...sel.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)/g)].map(([, l = ""]) => l);
+    return { where, metric, labels: [...new Set([...matchers, ...grouping])] };
   });
 }
 
@@ -95,7 +96,7 @@ export function missingFrom(scrape: Map<string, Family>, refs: readonly MetricRe
     let family = scrape.get(r.metric);
     let sampleName = r.metric;
     if (!family && suffix) {
-      const base = scrape.get(suffix[1]);
+      const base = scrape.get(suffix[1] ?? "");
       if (base && (base.type === "histogram" || base.type === "summary")) family = base;
     }
     if (!family) {
@@ -138,13 +139,18 @@ interface Panel {
 
 const ruleFile = load(readFileSync(join(MONITORING_DIR, "prometheusrule.yaml"), "utf8")) as RuleFile;
 const dashboardText = readFileSync(join(MONITORING_DIR, "dashboard.json"), "utf8");
-const dashboard = JSON.parse(dashboardText) as { panels: Panel[]; templating: { list: Array<{ name: string }> } };
+const dashboard = JSON.parse(dashboardText) as {
+  panels: Panel[];
+  templating: { list: Array<{ name: string }> };
+};
 
 function dashboardRefs(): MetricRef[] {
   return dashboard.panels.flatMap((p) => (p.targets ?? []).flatMap((t) => promqlRefs(p.title, t.expr ?? "")));
 }
 function ruleRefs(): MetricRef[] {
-  return ruleFile.spec.groups.flatMap((g) => g.rules.flatMap((r) => promqlRefs(String(r.alert), String(r.expr))));
+  return ruleFile.spec.groups.flatMap((g) =>
+    g.rules.flatMap((r) => promqlRefs(String(r.alert), String(r.expr))),
+  );
 }
 
 const notAfterOf = (pem: string): number => Date.parse(new X509Certificate(pem).validTo) / 1000;
@@ -243,16 +249,16 @@ describe("monitoring: dashboard and alerts against the real /metrics", function 
     it("the webhook's equals the served certificate's notAfter", async () => {
       const want = notAfterOf(webhookPki.serving.certPem);
       expect(want).to.equal(certExpiry(webhookPki.serving.certPem).getTime() / 1000);
-      expect(gauge(await scrapeWebhook(), "dynamic_volumes_webhook_certificate_expiry_timestamp_seconds")).to.equal(
-        want,
-      );
+      expect(
+        gauge(await scrapeWebhook(), "dynamic_volumes_webhook_certificate_expiry_timestamp_seconds"),
+      ).to.equal(want);
       expect(webhookSrv.certificateNotAfter()).to.equal(want);
     });
 
     it("the agent's equals the console certificate's notAfter", async () => {
-      expect(gauge(await scrapeAgent(), "dynamic_volumes_agent_certificate_expiry_timestamp_seconds")).to.equal(
-        notAfterOf(agentPki.serving.certPem),
-      );
+      expect(
+        gauge(await scrapeAgent(), "dynamic_volumes_agent_certificate_expiry_timestamp_seconds"),
+      ).to.equal(notAfterOf(agentPki.serving.certPem));
     });
 
     it("follows a reloaded certificate", async () => {
@@ -268,7 +274,10 @@ describe("monitoring: dashboard and alerts against the real /metrics", function 
       writeFileSync(webhookPki.certFile, renewed.certPem);
       writeFileSync(webhookPki.keyFile, renewed.keyPem, { mode: 0o600 });
       expect(webhookSrv.reload()).to.equal(true);
-      const after = gauge(await scrapeWebhook(), "dynamic_volumes_webhook_certificate_expiry_timestamp_seconds");
+      const after = gauge(
+        await scrapeWebhook(),
+        "dynamic_volumes_webhook_certificate_expiry_timestamp_seconds",
+      );
       expect(after).to.equal(notAfterOf(renewed.certPem));
       expect(after).to.not.equal(before);
       expect(after - Date.now() / 1000).to.be.within(4 * 86400, 5 * 86400 + 60);
@@ -289,7 +298,10 @@ describe("monitoring: dashboard and alerts against the real /metrics", function 
       for (const p of dashboard.panels) {
         expect(p.datasource?.uid, p.title).to.equal("${datasource}");
         expect(p.targets, p.title).to.be.an("array").that.is.not.empty;
-        for (const t of p.targets ?? []) expect(t.expr, p.title).to.be.a("string").and.match(/dynamic_volumes_/);
+        for (const t of p.targets ?? [])
+          expect(t.expr, p.title)
+            .to.be.a("string")
+            .and.match(/dynamic_volumes_/);
       }
     });
 
@@ -320,11 +332,15 @@ describe("monitoring: dashboard and alerts against the real /metrics", function 
         expect(g.name).to.be.a("string");
         expect(g.rules).to.be.an("array").that.is.not.empty;
         for (const r of g.rules) {
-          expect(r.alert).to.be.a("string").and.match(/^[A-Z][A-Za-z0-9]+$/);
+          expect(r.alert)
+            .to.be.a("string")
+            .and.match(/^[A-Z][A-Za-z0-9]+$/);
           expect(names.has(r.alert as string), `duplicate ${String(r.alert)}`).to.equal(false);
           names.add(r.alert as string);
           expect(r.expr, String(r.alert)).to.be.a("string").that.is.not.empty;
-          expect(r.for, String(r.alert)).to.be.a("string").and.match(/^\d+[smhd]$/);
+          expect(r.for, String(r.alert))
+            .to.be.a("string")
+            .and.match(/^\d+[smhd]$/);
           expect(r.labels?.severity, String(r.alert)).to.be.oneOf(["warning", "critical"]);
           expect(r.annotations?.summary, String(r.alert)).to.be.a("string").that.is.not.empty;
         }
@@ -359,7 +375,10 @@ describe("monitoring: dashboard and alerts against the real /metrics", function 
       const scraped = await both();
       const refs = [
         ...promqlRefs("made-up metric", "sum(rate(dynamic_volumes_made_up_total[5m]))"),
-        ...promqlRefs("made-up label", 'sum by (flavour) (dynamic_volumes_mount_failures_total{reason="NotFound"})'),
+        ...promqlRefs(
+          "made-up label",
+          'sum by (flavour) (dynamic_volumes_mount_failures_total{reason="NotFound"})',
+        ),
         ...promqlRefs("made-up bucket", "dynamic_volumes_mount_failures_total_bucket"),
       ];
       expect(missingFrom(scraped, refs)).to.deep.equal([
@@ -376,7 +395,11 @@ describe("monitoring: dashboard and alerts against the real /metrics", function 
           'histogram_quantile(0.99, sum by (le, mounter) (rate(dynamic_volumes_mount_duration_seconds_bucket{result="mounted"}[5m])))',
         ),
       ).to.deep.equal([
-        { where: "x", metric: "dynamic_volumes_mount_duration_seconds_bucket", labels: ["result", "le", "mounter"] },
+        {
+          where: "x",
+          metric: "dynamic_volumes_mount_duration_seconds_bucket",
+          labels: ["result", "le", "mounter"],
+        },
       ]);
     });
   });
