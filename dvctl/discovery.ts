@@ -31,11 +31,10 @@ export interface AgentPod {
   readonly node: string;
 }
 
-/** The node a pod runs on. NotFound for no such pod, Conflict while it is not scheduled. */
-export async function nodeOfPod(api: PodApi, ref: PodRef, server: string): Promise<string> {
-  let pod: V1Pod;
+/** Reads one pod; an API failure becomes the error kubectl users would recognise. */
+export async function readPod(api: PodApi, ref: PodRef, server: string): Promise<V1Pod> {
   try {
-    pod = await api.readNamespacedPod({ namespace: ref.namespace, name: ref.pod });
+    return await api.readNamespacedPod({ namespace: ref.namespace, name: ref.pod });
   } catch (e) {
     throw kubeError(
       e,
@@ -44,6 +43,11 @@ export async function nodeOfPod(api: PodApi, ref: PodRef, server: string): Promi
       `get on pods in namespace "${ref.namespace}"`,
     );
   }
+}
+
+/** The node a pod runs on. NotFound for no such pod, Conflict while it is not scheduled. */
+export async function nodeOfPod(api: PodApi, ref: PodRef, server: string): Promise<string> {
+  const pod = await readPod(api, ref, server);
   const node = pod.spec?.nodeName;
   if (node === undefined || node === "")
     throw new AppError(

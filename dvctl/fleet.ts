@@ -16,6 +16,7 @@ import { kubeError } from "../shared/kube-errors.js";
 import { ANNOTATIONS, DEFAULT_MOUNT_PATH, MOUNT_STATES, VOLUME_NAME } from "../shared/names.js";
 import { EVENT_COMPONENT } from "./agent-names.js";
 import type { PodRef } from "./args.js";
+import { readPod } from "./discovery.js";
 
 export type FleetApi = Pick<
   CoreV1Api,
@@ -194,17 +195,7 @@ export async function describePod(
   ref: PodRef,
   server: string,
 ): Promise<{ pod: FleetPod; injected: boolean; events: FleetEvent[] }> {
-  let pod: V1Pod;
-  try {
-    pod = await api.readNamespacedPod({ namespace: ref.namespace, name: ref.pod });
-  } catch (e) {
-    throw kubeError(
-      e,
-      `reading pod ${ref.namespace}/${ref.pod}`,
-      server,
-      `get on pods in namespace "${ref.namespace}"`,
-    );
-  }
+  const pod = await readPod(api, ref, server);
   let events: CoreV1Event[];
   try {
     events = (

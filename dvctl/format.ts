@@ -6,6 +6,7 @@
  * {@link printable}, because mount errors quote FUSE clients' stderr, and a terminal must not obey
  * escape sequences hidden in it.
  */
+import type { FleetEvent, FleetMount, FleetPod } from "./fleet.js";
 import type {
   ListResult,
   MountResult,
@@ -241,27 +242,7 @@ export const FLEET_HEADERS = [
   "MESSAGE",
 ];
 
-interface FleetMountLike {
-  readonly name: string;
-  readonly state: string;
-  readonly bucket?: string;
-  readonly prefix?: string;
-  readonly readOnly?: boolean;
-  readonly since?: string;
-  readonly error?: string;
-}
-
-interface FleetPodLike {
-  readonly namespace: string;
-  readonly pod: string;
-  readonly node: string | null;
-  readonly phase?: string;
-  readonly mountPath: string;
-  readonly problem?: string;
-  readonly mounts: readonly FleetMountLike[];
-}
-
-function fleetMountCells(m: FleetMountLike, now: Date): string[] {
+function fleetMountCells(m: FleetMount, now: Date): string[] {
   return [
     m.name,
     m.state,
@@ -273,7 +254,7 @@ function fleetMountCells(m: FleetMountLike, now: Date): string[] {
 }
 
 /** One row per mount; an injected pod without mounts gets a row of dashes. */
-export function fleetRows(pods: readonly FleetPodLike[], now: Date): string[][] {
+export function fleetRows(pods: readonly FleetPod[], now: Date): string[][] {
   const rows: string[][] = [];
   for (const p of pods) {
     const head = [p.namespace, p.pod, p.node ?? "<none>"];
@@ -285,7 +266,7 @@ export function fleetRows(pods: readonly FleetPodLike[], now: Date): string[][] 
 
 /** The fleet view as a table, or the line to show (on stderr) when no pod matched. */
 export function formatFleet(
-  pods: readonly FleetPodLike[],
+  pods: readonly FleetPod[],
   now: Date,
   where: string,
 ): { table?: string; empty?: string } {
@@ -293,17 +274,8 @@ export function formatFleet(
   return { table: formatTable(FLEET_HEADERS, fleetRows(pods, now)) };
 }
 
-interface FleetEventLike {
-  readonly type: string;
-  readonly reason: string;
-  readonly message: string;
-  readonly count: number;
-  readonly lastSeen?: string;
-  readonly from?: string;
-}
-
 /** `describe NS/POD`: the pod, its mounts, and the Events the agents recorded on it. */
-export function formatDescribe(p: FleetPodLike, events: readonly FleetEventLike[], now: Date): string {
+export function formatDescribe(p: FleetPod, events: readonly FleetEvent[], now: Date): string {
   const head = [
     `Pod:         ${cell(p.namespace)}/${cell(p.pod)}`,
     `Node:        ${cell(p.node ?? "<none> (not scheduled)")}`,
