@@ -37,6 +37,12 @@ export const ANNOTATIONS = Object.freeze({
 /** Name of the injected volume. */
 export const VOLUME_NAME = PREFIX;
 
+/**
+ * Name of the CSI driver (and of its CSIDriver object) that serves the injected volume in CSI mode:
+ * `csi: {driver: CSI_DRIVER_NAME, readOnly: true}`, one `<root>/pods/<pod uid>` per pod.
+ */
+export const CSI_DRIVER_NAME = "csi.dynamic-volumes.io";
+
 /** Host root that holds every pod's directory and the agent's private state. */
 export const DEFAULT_ROOT = "/var/lib/dynamic-volumes";
 
