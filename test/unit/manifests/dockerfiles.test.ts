@@ -1,9 +1,11 @@
 import { AGENT_NODE_FLAGS } from "../../../agent/config.js";
 import { expect } from "chai";
+import { type Copy, DockerfileParser, From, type Instruction as DockerInstruction } from "dockerfile-ast";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import { WEBHOOK_OPTIONS } from "../../../webhook/config.js";
+import { DOCKERFILES, lintDockerfile } from "../../../scripts/lint-dockerfiles.js";
 import { MANIFESTS_DIR, REPO_ROOT, containerOf, podSpecOf, render } from "../../support/manifests.js";
 
 interface Instruction {
@@ -12,6 +14,7 @@ interface Instruction {
   readonly args: string;
   /** Index of the build stage (FROM) it belongs to. */
   readonly stage: number;
+  readonly node: DockerInstruction;
 }
 
 interface Stage {
@@ -19,45 +22,34 @@ interface Stage {
   readonly name: string | undefined;
 }
 
-/** Splits a Dockerfile into instructions: comments dropped, `\` continuations joined. */
+/** A Dockerfile's instructions and stages, parsed by dockerfile-ast (comments dropped, `\\` continuations joined). */
 function parseDockerfile(text: string): { instructions: Instruction[]; stages: Stage[] } {
-  const instructions: Instruction[] = [];
+  const dockerfile = DockerfileParser.parse(text);
   const stages: Stage[] = [];
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const start = i;
-    let line = lines[i]!;
-    if (/^\s*(#|$)/.test(line)) continue;
-    while (/\\\s*$/.test(line) && i + 1 < lines.length) {
-      i++;
-      const next = lines[i]!;
-      if (/^\s*#/.test(next)) continue;
-      line = line.replace(/\\\s*$/, " ") + next;
-    }
-    const m = /^\s*([A-Za-z]+)\s+(.*)$/.exec(line);
-    if (!m) throw new Error(`line ${start + 1}: cannot parse "${line}"`);
-    const keyword = m[1]!.toUpperCase();
-    if (keyword === "FROM") {
-      const from = /^(\S+)(?:\s+AS\s+(\S+))?\s*$/i.exec(m[2]!.replace(/--platform=\S+\s+/, ""));
-      if (!from) throw new Error(`line ${start + 1}: cannot parse FROM`);
-      stages.push({ base: from[1]!, name: from[2] });
-    }
-    instructions.push({ line: start + 1, keyword, args: m[2]!.trim(), stage: stages.length - 1 });
+  const instructions: Instruction[] = [];
+  for (const i of dockerfile.getInstructions()) {
+    const keyword = i.getKeyword();
+    if (i instanceof From) stages.push({ base: i.getImage() ?? "", name: i.getBuildStage() ?? undefined });
+    instructions.push({
+      line: i.getRange().start.line + 1,
+      keyword,
+      args: (i.getArgumentsContent() ?? "").replace(/\s+/g, " ").trim(),
+      stage: stages.length - 1,
+      node: i,
+    });
   }
   return { instructions, stages };
 }
 
 /** COPY/ADD: flags, sources and destination (JSON or shell form). */
-function copyParts(args: string): { flags: Map<string, string>; sources: string[]; dest: string } {
-  const words = args.startsWith("[") ? (JSON.parse(args) as string[]) : args.split(/\s+/);
-  const flags = new Map<string, string>();
-  while (words[0]?.startsWith("--")) {
-    const [k, v] = words.shift()!.slice(2).split("=", 2);
-    flags.set(k!, v ?? "");
-  }
+function copyParts(i: Instruction): { flags: Map<string, string>; sources: string[]; dest: string } {
+  const node = i.node as Copy;
+  const json = node.getJSONStrings().map((s) => s.getJSONValue());
+  const words = json.length > 0 ? json : node.getArguments().map((a) => a.getValue());
+  const flags = new Map(node.getFlags().map((f) => [f.getName(), f.getValue() ?? ""] as const));
   const dest = words.pop();
   if (dest === undefined || words.length === 0)
-    throw new Error(`COPY ${args}: needs sources and a destination`);
+    throw new Error(`line ${i.line}: COPY needs sources and a destination`);
   return { flags, sources: words, dest };
 }
 
@@ -104,7 +96,7 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
     it("copies from the build context only files that exist in the repository", () => {
       const missing: string[] = [];
       for (const i of instructions.filter((x) => x.keyword === "COPY" || x.keyword === "ADD")) {
-        const { flags, sources } = copyParts(i.args);
+        const { flags, sources } = copyParts(i);
         if (flags.has("from")) {
           const from = flags.get("from")!;
           expect(
@@ -127,8 +119,8 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
       const build = stages.findIndex((s) => s.name === "build");
       expect(build, "a stage named build").to.be.at.least(0);
       const copied = instructions
-        .filter((i) => i.keyword === "COPY" && i.stage === build && !copyParts(i.args).flags.has("from"))
-        .flatMap((i) => copyParts(i.args).sources);
+        .filter((i) => i.keyword === "COPY" && i.stage === build && !copyParts(i).flags.has("from"))
+        .flatMap((i) => copyParts(i).sources);
       expect(copied).to.include.members([
         "package.json",
         "package-lock.json",
@@ -168,12 +160,10 @@ for (const name of ["Dockerfile.webhook", "Dockerfile.agent"]) {
       const workdir = instructions.filter((i) => i.keyword === "WORKDIR" && i.stage === last).at(-1)?.args;
       const dist = instructions.find(
         (i) =>
-          i.keyword === "COPY" &&
-          i.stage === last &&
-          copyParts(i.args).sources.some((s) => s.endsWith("/dist")),
+          i.keyword === "COPY" && i.stage === last && copyParts(i).sources.some((s) => s.endsWith("/dist")),
       );
       expect(dist, "the final stage copies dist").to.not.equal(undefined);
-      expect(posix.resolve(workdir ?? "/", copyParts(dist!.args).dest)).to.equal(
+      expect(posix.resolve(workdir ?? "/", copyParts(dist!).dest)).to.equal(
         posix.resolve(workdir ?? "/", "dist"),
       );
     });
@@ -233,10 +223,8 @@ describe("Dockerfile.agent and the agent DaemonSet", function () {
   it("leaves what the final stage copies from the build stage readable by any user, the agent's non-root uid included", () => {
     const build = stages.findIndex((s) => s.name === "build");
     const copied = instructions
-      .filter(
-        (i) => i.keyword === "COPY" && i.stage === last && copyParts(i.args).flags.get("from") === "build",
-      )
-      .flatMap((i) => copyParts(i.args).sources.map((s) => posix.relative("/src", s)));
+      .filter((i) => i.keyword === "COPY" && i.stage === last && copyParts(i).flags.get("from") === "build")
+      .flatMap((i) => copyParts(i).sources.map((s) => posix.relative("/src", s)));
     expect(copied).to.include.members(["dist", "node_modules", "package.json"]);
     // COPY --from keeps the modes of the build stage: a recursive a+rX there, after the build.
     const chmod = instructions.filter(
@@ -256,7 +244,7 @@ describe("Dockerfile.agent and the agent DaemonSet", function () {
     // No --chown or --chmod that could take the access back.
     for (const i of instructions.filter((x) => x.keyword === "COPY" && x.stage === last))
       expect(
-        [...copyParts(i.args).flags.keys()].filter((f) => f !== "from"),
+        [...copyParts(i).flags.keys()].filter((f) => f !== "from"),
         `line ${i.line}`,
       ).to.deep.equal([]);
   });
@@ -331,4 +319,30 @@ describe("the base image and geesefs in the Dockerfiles", function () {
     expect(other.status).to.equal(1);
     expect(other.stderr).to.include("riscv64");
   });
+});
+
+describe("the Dockerfile linter (scripts/lint-dockerfiles.ts, run by npm run lint)", () => {
+  for (const name of DOCKERFILES)
+    it(`finds no problem in ${name}`, () => {
+      expect(lintDockerfile(readFileSync(join(REPO_ROOT, name), "utf8"))).to.deep.equal([]);
+    });
+
+  const bad: ReadonlyArray<readonly [string, string, RegExp]> = [
+    ["a relative WORKDIR", "FROM scratch\nWORKDIR app\n", /^2: WORKDIR paths should be absolute/],
+    ["two CMDs in one stage", "FROM scratch\nCMD a\nCMD b\n", /^2: There can only be one CMD/],
+    [
+      "a lowercase instruction",
+      "FROM scratch\nrun true\n",
+      /^2: Instructions should be written in uppercase/,
+    ],
+    ["MAINTAINER", "FROM scratch\nMAINTAINER me\n", /^2: MAINTAINER has been deprecated/],
+    ["JSON in single quotes", "FROM scratch\nENTRYPOINT ['node']\n", /^2: .*single quotes/],
+    ["COPY without a destination", "FROM scratch\nCOPY a\n", /^2: COPY requires at least two arguments/],
+  ];
+  for (const [what, text, message] of bad)
+    it(`reports ${what}`, () => {
+      const problems = lintDockerfile(text);
+      expect(problems, problems.join("\n")).to.have.length(1);
+      expect(problems[0]).to.match(message);
+    });
 });
