@@ -10,9 +10,9 @@ import { isAppError } from "../shared/errors.js";
 import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
 import { mintPodId, signingKeyFromText, signingKeyObject } from "../shared/signing.js";
 import { injectPod, parseManifest } from "./inject.js";
-import { PSA_WARNING, normalizeMountPath } from "./mutate.js";
+import { PSA_WARNING, VOLUME_MODES, normalizeMountPath, type VolumeMode } from "./mutate.js";
 
-export const INJECT_USAGE = `Usage: npm run --silent inject -- --signing-key-file FILE [--root DIR] [--default-mount-path PATH] [-o json|yaml] POD.yaml|-
+export const INJECT_USAGE = `Usage: npm run --silent inject -- --signing-key-file FILE [--root DIR] [--default-mount-path PATH] [--volume-mode hostPath|csi] [-o json|yaml] POD.yaml|-
 
 Turns a plain pod manifest (YAML or JSON, one Pod) into the pod the dynamic-volumes webhook would
 admit: a signed id, the hostPath volume under <root>/pods and the mount in every container (or those
@@ -20,9 +20,10 @@ named by dynamic-volumes/containers). Write the output to local mode's pods dire
 
   npm run --silent inject -- --signing-key-file key --root /var/lib/dynamic-volumes pod.yaml > pods/my.json
 
-  --signing-key-file FILE   the id-signing key the agent is given (at least 16 bytes)
+  --signing-key-file FILE   the id-signing key the agent is given (at least 16 bytes); not needed with csi
   --root DIR                the agent's and mounter's --root [default ${DEFAULT_ROOT}]
   --default-mount-path PATH mount path without the dynamic-volumes/mount-path annotation [default ${DEFAULT_MOUNT_PATH}]
+  --volume-mode MODE        hostPath, or csi: the CSI volume instead, and a metadata.uid when the pod has none [default hostPath]
   -o, --output json|yaml    output format [default json]
 `;
 
@@ -37,7 +38,8 @@ export interface InjectIo {
 class UsageError extends Error {}
 
 interface Args {
-  keyFile: string;
+  keyFile: string | undefined;
+  volumeMode: VolumeMode;
   root: string;
   defaultMountPath: string;
   output: "json" | "yaml";
@@ -45,7 +47,12 @@ interface Args {
 }
 
 function parseArgs(argv: readonly string[]): Args | "help" {
-  const a: Partial<Args> = { root: DEFAULT_ROOT, defaultMountPath: DEFAULT_MOUNT_PATH, output: "json" };
+  const a: Partial<Args> = {
+    root: DEFAULT_ROOT,
+    defaultMountPath: DEFAULT_MOUNT_PATH,
+    volumeMode: "hostPath",
+    output: "json",
+  };
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -68,6 +75,13 @@ function parseArgs(argv: readonly string[]): Args | "help" {
       case "--default-mount-path":
         a.defaultMountPath = value();
         break;
+      case "--volume-mode": {
+        const v = value();
+        const mode = VOLUME_MODES.find((m) => m === v);
+        if (mode === undefined) throw new UsageError(`${flag} is ${VOLUME_MODES.join(" or ")}, not "${v}"`);
+        a.volumeMode = mode;
+        break;
+      }
       case "-o":
       case "--output": {
         const v = value();
@@ -80,7 +94,8 @@ function parseArgs(argv: readonly string[]): Args | "help" {
         positional.push(arg);
     }
   }
-  if (a.keyFile === undefined) throw new UsageError("--signing-key-file is required");
+  if (a.keyFile === undefined && a.volumeMode === "hostPath")
+    throw new UsageError("--signing-key-file is required (in hostPath mode)");
   if (positional.length !== 1)
     throw new UsageError(
       positional.length === 0
@@ -139,7 +154,7 @@ export function runInjectCli(argv: readonly string[], io: InjectIo): number {
     return 0;
   }
   try {
-    const key = readKey(args.keyFile, io.stderr);
+    const key = args.keyFile === undefined ? undefined : readKey(args.keyFile, io.stderr);
     const source = args.manifest === "-" ? "standard input" : args.manifest;
     let text: string;
     try {
@@ -153,7 +168,8 @@ export function runInjectCli(argv: readonly string[], io: InjectIo): number {
     const result = injectPod(
       parseManifest(text, source),
       {
-        signingKey: signingKeyObject(key),
+        signingKey: key === undefined ? undefined : signingKeyObject(key),
+        volumeMode: args.volumeMode,
         root: args.root,
         defaultMountPath: args.defaultMountPath,
         mintId: io.mintId ?? mintPodId,

@@ -2,17 +2,25 @@
  * `npm run inject`: a plain pod manifest in, the pod the API server would store after the webhook's
  * mutation out, for local mode (docs/local-mode.md). Pure: the webhook's own {@link mutatePod} makes
  * the decision and the JSON patch, the patch's `add` operations are applied here, and the result is
- * read back by `mutatePod`, which must find it injected and verified.
+ * read back by `mutatePod`, which must find it injected and verified. In CSI mode the pod also gets
+ * the `metadata.uid` the API server would give it, when it has none: the node side keys the pod's
+ * directory by it.
  */
 import { loadAll as loadAllYaml } from "js-yaml";
+import { randomUUID } from "node:crypto";
 import { AppError, describeValue } from "../shared/errors.js";
 import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
 import type { SigningKey } from "../shared/signing.js";
-import { mutatePod } from "./mutate.js";
+import { mutatePod, type VolumeMode } from "./mutate.js";
 import type { JsonPatchOp } from "./review.js";
 
 export interface InjectOptions {
-  readonly signingKey: SigningKey;
+  /** The id-signing key; required in hostPath mode. */
+  readonly signingKey?: SigningKey | undefined;
+  /** The webhook's `--volume-mode`. Default `hostPath`. */
+  readonly volumeMode?: VolumeMode;
+  /** Returns a fresh pod uid for CSI mode (a pod without `metadata.uid`). Default `randomUUID`. */
+  readonly mintUid?: () => string;
   /** Host root the agent and mounter use (`--root`). Default {@link DEFAULT_ROOT}. */
   readonly root?: string;
   /** Mount path for a pod without the mount-path annotation. Default {@link DEFAULT_MOUNT_PATH}. */
@@ -136,8 +144,11 @@ export function injectPod(manifest: unknown, opts: InjectOptions, source = "the 
   const cfg = {
     root: opts.root ?? DEFAULT_ROOT,
     defaultMountPath: opts.defaultMountPath ?? DEFAULT_MOUNT_PATH,
+    volumeMode: opts.volumeMode ?? "hostPath",
     signingKey: opts.signingKey,
   };
+  if (cfg.volumeMode === "hostPath" && cfg.signingKey === undefined)
+    throw new AppError("InvalidArgument", "hostPath mode needs the signing key");
   const result = mutatePod(pod, namespace, cfg, opts.mintId);
   switch (result.kind) {
     case "denied":
@@ -147,6 +158,8 @@ export function injectPod(manifest: unknown, opts: InjectOptions, source = "the 
       return { pod, kind: result.kind, reason: result.reason, warnings: result.warnings };
     case "patched": {
       applyAddOps(pod, result.patch);
+      if (result.volumeMode === "csi" && (pod.metadata as Obj).uid === undefined)
+        (pod.metadata as Obj).uid = (opts.mintUid ?? randomUUID)();
       // The agent reads what the webhook wrote: read back, the pod must carry a verified injection.
       const check = mutatePod(pod, namespace, cfg, opts.mintId);
       if (check.kind !== "unchanged")

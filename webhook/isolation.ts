@@ -4,12 +4,16 @@
  * to change, or nothing when the pod is acceptable.
  *
  * - No hostPath at, under or above the root, nor under a kernel alias of the host's tree.
- * - A volume named `dynamic-volumes` only as our own injection, signed for the pod's namespace.
+ * - A volume named `dynamic-volumes` only as our own injection: the hostPath signed for the pod's
+ *   namespace (hostPath mode), or exactly the read-only CSI volume of {@link CSI_DRIVER_NAME} (CSI
+ *   mode). Either is accepted in either mode, so that switching modes never denies a pod that the
+ *   other mode injected a moment earlier (reinvocation during a rollout).
+ * - No other volume of {@link CSI_DRIVER_NAME}: only the webhook's own, read-only, may use it.
  * - No volumeMount of `dynamic-volumes` but the one the webhook writes.
  */
 import { posix } from "node:path";
 import { describeValue } from "../shared/errors.js";
-import { ANNOTATIONS, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
+import { ANNOTATIONS, CSI_DRIVER_NAME, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
 import { verifyPodId, type SigningKey } from "../shared/signing.js";
 
 /** A refusal: an HTTP-like code and a message for the user, without the `dynamic-volumes: ` prefix. */
@@ -68,15 +72,55 @@ function relationToRoot(hostPath: string, root: string): "inside" | "ancestor" |
   return "unrelated";
 }
 
+/** The volume the webhook injects in CSI mode: a CSI ephemeral inline volume, read-only, no attributes. */
+export function csiVolume(): { name: string; csi: { driver: string; readOnly: true } } {
+  return { name: VOLUME_NAME, csi: { driver: CSI_DRIVER_NAME, readOnly: true } };
+}
+
+/** Whether `o` has exactly the keys of `want`, with the same values; nested objects alike. */
+function sameShape(o: unknown, want: Record<string, unknown>): boolean {
+  if (!isObject(o)) return false;
+  const keys = Object.keys(o);
+  return (
+    keys.length === Object.keys(want).length &&
+    keys.every((k) => {
+      if (!Object.hasOwn(want, k)) return false;
+      const w = want[k];
+      return isObject(w) ? sameShape(o[k], w) : o[k] === w;
+    })
+  );
+}
+
+/**
+ * Whether `v` is exactly {@link csiVolume}: no `volumeAttributes`, `fsType` or
+ * `nodePublishSecretRef`, and `readOnly: true`.
+ */
+export function isInjectedCsiVolume(v: unknown): boolean {
+  return sameShape(v, csiVolume());
+}
+
+/**
+ * Whether a volume names our CSI driver, compared without case and surrounding spaces so that no
+ * spelling the API server or a kubelet might accept slips past.
+ */
+function usesOurDriver(v: Record<string, unknown>): boolean {
+  return (
+    isObject(v.csi) &&
+    typeof v.csi.driver === "string" &&
+    v.csi.driver.trim().toLowerCase() === CSI_DRIVER_NAME
+  );
+}
+
 /**
  * Checks the pod's volumes for a claim on the host. Returns "verified" when it carries our own
- * injection, signed for `namespace`, "none" when it claims nothing, or a denial.
+ * injection (the hostPath signed for `namespace`, or the CSI volume), "none" when it claims nothing,
+ * or a denial. Without a signing key (CSI mode may run without one) no hostPath injection verifies.
  */
 export function checkVolumes(
   volumes: readonly unknown[],
   annotations: Record<string, unknown>,
   namespace: string,
-  cfg: { readonly root: string; readonly signingKey: SigningKey },
+  cfg: { readonly root: string; readonly signingKey?: SigningKey | undefined },
 ): "verified" | "none" | Denial {
   const id = annotations[ANNOTATIONS.id];
   const sig = annotations[ANNOTATIONS.idSignature];
@@ -86,10 +130,24 @@ export function checkVolumes(
     if (!isObject(v)) continue;
     const hostPath =
       isObject(v.hostPath) && typeof v.hostPath.path === "string" ? v.hostPath.path : undefined;
+    const vname = typeof v.name === "string" ? v.name : "?";
     if (v.name === VOLUME_NAME) {
       ours++;
+      if (isInjectedCsiVolume(v)) {
+        // The kubelet, not the spec, names the pod to the driver (podInfoOnMount): a copied CSI
+        // volume gives the copy its own directory, so there is nothing to sign.
+        verified = true;
+        continue;
+      }
+      if (usesOurDriver(v))
+        return refuse(
+          `the pod already declares volume "${VOLUME_NAME}" of CSI driver ${CSI_DRIVER_NAME}, but not as this webhook writes it ` +
+            `(exactly {driver: ${CSI_DRIVER_NAME}, readOnly: true}, no other field): a writable or differently published copy could write into the pod's host directory. ` +
+            `Remove that volume and its mounts and create the pod again; the webhook adds its own`,
+        );
       const ok =
         hostPath !== undefined &&
+        cfg.signingKey !== undefined &&
         typeof id === "string" &&
         typeof sig === "string" &&
         isPodId(id) &&
@@ -97,14 +155,21 @@ export function checkVolumes(
         verifyPodId(cfg.signingKey, namespace, id, sig);
       if (!ok)
         return refuse(
-          `the pod already declares a volume named "${VOLUME_NAME}" that this webhook did not sign for namespace "${namespace}". ` +
-            `A copied or replayed injection would expose another pod's buckets. Remove that volume and its mounts (and the ${ANNOTATIONS.id} annotations) and create the pod again`,
+          hostPath !== undefined && cfg.signingKey === undefined
+            ? `the pod already declares a hostPath volume named "${VOLUME_NAME}", and this webhook runs in CSI mode without the signing key that would verify it. ` +
+                `Remove that volume and its mounts (and the ${ANNOTATIONS.id} annotations) and create the pod again; the webhook adds a CSI volume instead`
+            : `the pod already declares a volume named "${VOLUME_NAME}" that this webhook did not sign for namespace "${namespace}". ` +
+                `A copied or replayed injection would expose another pod's buckets. Remove that volume and its mounts (and the ${ANNOTATIONS.id} annotations) and create the pod again`,
         );
       verified = true;
       continue;
     }
+    if (usesOurDriver(v))
+      return refuse(
+        `volume "${vname}" uses the CSI driver ${CSI_DRIVER_NAME}, which serves only the webhook's own volume "${VOLUME_NAME}" (read-only, mounted HostToContainer): ` +
+          `another volume of it could be published writable into the pod's host directory, where the node agent works as root. Remove that volume; the webhook gives the pod its own`,
+      );
     if (hostPath === undefined) continue;
-    const vname = typeof v.name === "string" ? v.name : "?";
     const alias = kernelAliasOf(hostPath);
     if (alias !== undefined)
       return refuse(

@@ -27,7 +27,12 @@ async function main(argv: string[]): Promise<number> {
   let ready = false;
   const metrics = createWebhookMetrics(new Registry().collectDefaults());
   const app = createWebhookApp({
-    mutate: { root: config.root, defaultMountPath: config.defaultMountPath, signingKey: config.signingKey },
+    mutate: {
+      root: config.root,
+      defaultMountPath: config.defaultMountPath,
+      volumeMode: config.volumeMode,
+      signingKey: config.signingKey,
+    },
     log,
     metrics,
     mintId: mintPodId,
@@ -43,7 +48,7 @@ async function main(argv: string[]): Promise<number> {
   });
   ready = true;
   log.info(
-    { host: config.listen.host, port: server.port, root: config.root },
+    { host: config.listen.host, port: server.port, root: config.root, volumeMode: config.volumeMode },
     "serving AdmissionReview on /mutate",
   );
 

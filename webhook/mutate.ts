@@ -2,33 +2,51 @@
  * The admission decision for a pod, and the JSON patch that injects dynamic-volumes. Pure: the pod
  * and configuration come in, a decision comes out; the id generator is passed in.
  *
- * Injection (docs/design.md "Names"): a hostPath volume `dynamic-volumes` at `<root>/pods/<id>`
- * (DirectoryOrCreate), a read-only volumeMount with `mountPropagation: HostToContainer` at the
- * mount path in the selected containers, and the annotations `id`, `id-signature` and the resolved
- * `mount-path`. What a pod may already claim on the host is checked first, in isolation.ts.
+ * Injection (docs/design.md "Names"), by {@link MutateConfig.volumeMode}:
+ * - `hostPath` (the default): a hostPath volume `dynamic-volumes` at `<root>/pods/<id>`
+ *   (DirectoryOrCreate) and the annotations `id`, `id-signature` and the resolved `mount-path`;
+ * - `csi` (docs/design.md "CSI mode"): the CSI ephemeral inline volume
+ *   `{name: dynamic-volumes, csi: {driver: csi.dynamic-volumes.io, readOnly: true}}` and the resolved
+ *   `mount-path` annotation only: the kubelet tells the driver which pod it mounts for.
+ *
+ * In both, a read-only volumeMount with `mountPropagation: HostToContainer` at the mount path in the
+ * selected containers. What a pod may already claim on the host is checked first, in isolation.ts,
+ * the same way in both modes.
  */
 import { posix } from "node:path";
 import { describeBucketError, parseBuckets } from "../shared/buckets.js";
 import { describeValue } from "../shared/errors.js";
 import { ANNOTATIONS, MOUNTERS, VOLUME_NAME, isPodId, podDir } from "../shared/names.js";
 import { signPodId, type SigningKey } from "../shared/signing.js";
-import { CONTAINER_FIELDS, checkMounts, checkVolumes, injectedMount } from "./isolation.js";
+import { CONTAINER_FIELDS, checkMounts, checkVolumes, csiVolume, injectedMount } from "./isolation.js";
 import type { AdmissionRequest, JsonPatchOp } from "./review.js";
+
+/** What the webhook injects: a hostPath volume (the default) or a CSI ephemeral inline volume. */
+export const VOLUME_MODES = ["hostPath", "csi"] as const;
+export type VolumeMode = (typeof VOLUME_MODES)[number];
 
 export interface MutateConfig {
   /** Host root; pods' directories live in `<root>/pods`. Absolute, no trailing slash. */
   readonly root: string;
   /** Mount path used when the pod does not set `dynamic-volumes/mount-path`. */
   readonly defaultMountPath: string;
-  /** Key shared with the agents for `dynamic-volumes/id-signature`. */
-  readonly signingKey: SigningKey;
+  /** The volume new pods get. Default `hostPath`. */
+  readonly volumeMode?: VolumeMode;
+  /**
+   * Key shared with the agents for `dynamic-volumes/id-signature`. Required in `hostPath` mode; in
+   * `csi` mode it only verifies pods that carry a hostPath injection (made before the mode changed),
+   * which are denied without it.
+   */
+  readonly signingKey?: SigningKey | undefined;
 }
 
 export type MutateResult =
   | {
       kind: "patched";
       patch: JsonPatchOp[];
-      id: string;
+      volumeMode: VolumeMode;
+      /** The minted id (hostPath mode only). */
+      id?: string;
       mountPath: string;
       containers: string[];
       warnings: string[];
@@ -40,11 +58,12 @@ export type MutateResult =
   | { kind: "denied"; code: number; message: string; warnings: string[] };
 
 /**
- * Shown whenever a pod is injected: Pod Security Admission rejects hostPath below `privileged`.
- * Kubernetes asks webhooks to keep a warning within 120 characters; docs/install.md says more.
+ * Shown whenever a pod is injected in hostPath mode: Pod Security Admission rejects hostPath below
+ * `privileged`; CSI mode does not need it. Kubernetes asks webhooks to keep a warning within 120
+ * characters; docs/install.md ("Choose a volume mode") says more.
  */
 export const PSA_WARNING =
-  "dynamic-volumes: this pod gets a hostPath volume; Pod Security Admission allows it only at level privileged";
+  "dynamic-volumes: this pod gets a hostPath volume, which Pod Security allows only at level privileged; CSI mode avoids it";
 
 const MAX_MOUNT_PATH_LENGTH = 1024;
 
@@ -256,20 +275,42 @@ export function mutatePod(
     }
   }
 
+  const containerNames = targets.map((t) => String(t.c.name));
+  if (cfg.volumeMode === "csi") {
+    const patch = buildPatch(
+      pod,
+      metadata,
+      spec,
+      targets,
+      { [ANNOTATIONS.mountPath]: mp.path },
+      csiVolume(),
+      mp.path,
+    );
+    return {
+      kind: "patched",
+      patch,
+      volumeMode: "csi",
+      mountPath: mp.path,
+      containers: containerNames,
+      warnings,
+    };
+  }
+  if (cfg.signingKey === undefined) throw new Error("mutatePod: hostPath mode needs cfg.signingKey");
   const id = mintId();
   if (!isPodId(id)) throw new Error("mintId must return 32 lowercase hex digits");
-  const patch = buildPatch(pod, metadata, spec, targets, {
-    id,
-    signature: signPodId(cfg.signingKey, namespace, id),
-    mountPath: mp.path,
-    hostPath: podDir(cfg.root, id),
-  });
+  const ours = {
+    [ANNOTATIONS.id]: id,
+    [ANNOTATIONS.idSignature]: signPodId(cfg.signingKey, namespace, id),
+    [ANNOTATIONS.mountPath]: mp.path,
+  };
+  const volume = { name: VOLUME_NAME, hostPath: { path: podDir(cfg.root, id), type: "DirectoryOrCreate" } };
   return {
     kind: "patched",
-    patch,
+    patch: buildPatch(pod, metadata, spec, targets, ours, volume, mp.path),
+    volumeMode: "hostPath",
     id,
     mountPath: mp.path,
-    containers: targets.map((t) => String(t.c.name)),
+    containers: containerNames,
     warnings: [PSA_WARNING, ...warnings],
   };
 }
@@ -279,37 +320,30 @@ function annotationPointer(key: string): string {
   return `/metadata/annotations/${escapePointer(key)}`;
 }
 
-function ourAnnotations(inj: { id: string; signature: string; mountPath: string }): Record<string, string> {
-  return {
-    [ANNOTATIONS.id]: inj.id,
-    [ANNOTATIONS.idSignature]: inj.signature,
-    [ANNOTATIONS.mountPath]: inj.mountPath,
-  };
-}
-
 function buildPatch(
   pod: Record<string, unknown>,
   metadata: Record<string, unknown> | undefined,
   spec: Record<string, unknown>,
   targets: ReadonlyArray<{ field: string; index: number; c: Container }>,
-  inj: { id: string; signature: string; mountPath: string; hostPath: string },
+  annotations: Readonly<Record<string, string>>,
+  volume: Readonly<Record<string, unknown>>,
+  mountPath: string,
 ): JsonPatchOp[] {
   const patch: JsonPatchOp[] = [];
   if (metadata === undefined || pod.metadata === undefined) {
-    patch.push({ op: "add", path: "/metadata", value: { annotations: ourAnnotations(inj) } });
+    patch.push({ op: "add", path: "/metadata", value: { annotations: { ...annotations } } });
   } else if (!isObject(metadata.annotations)) {
-    patch.push({ op: "add", path: "/metadata/annotations", value: ourAnnotations(inj) });
+    patch.push({ op: "add", path: "/metadata/annotations", value: { ...annotations } });
   } else {
     // "add" on an existing member replaces it (RFC 6902 §4.1), which drops any stale id a user copied.
-    for (const [key, value] of Object.entries(ourAnnotations(inj)))
+    for (const [key, value] of Object.entries(annotations))
       patch.push({ op: "add", path: annotationPointer(key), value });
   }
 
-  const volume = { name: VOLUME_NAME, hostPath: { path: inj.hostPath, type: "DirectoryOrCreate" } };
   if (Array.isArray(spec.volumes)) patch.push({ op: "add", path: "/spec/volumes/-", value: volume });
   else patch.push({ op: "add", path: "/spec/volumes", value: [volume] });
 
-  const mount = injectedMount(inj.mountPath);
+  const mount = injectedMount(mountPath);
   for (const t of targets) {
     const base = `/spec/${t.field}/${t.index}/volumeMounts`;
     if (Array.isArray(t.c.volumeMounts)) patch.push({ op: "add", path: `${base}/-`, value: mount });

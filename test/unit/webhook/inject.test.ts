@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { load as loadYaml } from "js-yaml";
 import { readPod } from "../../../agent/reconcile/pod.js";
 import { AppError } from "../../../shared/errors.js";
-import { ANNOTATIONS, VOLUME_NAME } from "../../../shared/names.js";
+import { ANNOTATIONS, CSI_DRIVER_NAME, VOLUME_NAME } from "../../../shared/names.js";
 import { verifyPodId } from "../../../shared/signing.js";
 import { runInjectCli } from "../../../webhook/inject-cli.js";
 import { applyAddOps, asPod, injectPod, parseManifest } from "../../../webhook/inject.js";
@@ -43,6 +43,40 @@ function appError(fn: () => unknown): AppError {
 }
 
 describe("injectPod", () => {
+  describe("in csi mode", () => {
+    it("[ok] gives the pod the CSI volume and the uid the API server would, and it reads back as injected", () => {
+      const manifest = parseManifest(POD_YAML, "pod.yaml");
+      const r = injectPod(manifest, { volumeMode: "csi", root: ROOT, mintId, mintUid: () => "uid-1" });
+      expect(r.kind).to.equal("patched");
+      expect(r.id).to.equal(undefined);
+      expect(r.warnings, "no Pod Security warning").to.deep.equal([]);
+      const pod = r.pod as { metadata: Json; spec: { volumes: Json[] } };
+      expect(pod.metadata.uid).to.equal("uid-1");
+      expect(pod.spec.volumes).to.deep.equal([
+        { name: VOLUME_NAME, csi: { driver: CSI_DRIVER_NAME, readOnly: true } },
+      ]);
+      validatePod(pod);
+      const again = injectPod(pod, { volumeMode: "csi", root: ROOT, mintId, mintUid: () => "uid-2" });
+      expect(again.kind).to.equal("unchanged");
+      expect((again.pod.metadata as Json).uid).to.equal("uid-1");
+    });
+
+    it("[ok] keeps a uid the manifest already has", () => {
+      const manifest = parseManifest(
+        POD_YAML.replace("  name: trainer\n", "  name: trainer\n  uid: u-0\n"),
+        "pod.yaml",
+      );
+      const r = injectPod(manifest, { volumeMode: "csi", root: ROOT, mintId });
+      expect((r.pod.metadata as Json).uid).to.equal("u-0");
+    });
+
+    it("[error] hostPath mode without a key", () => {
+      expect(
+        appError(() => injectPod(parseManifest(POD_YAML, "pod.yaml"), { root: ROOT, mintId })).message,
+      ).to.match(/hostPath mode needs the signing key/);
+    });
+  });
+
   for (const [what, make] of [
     ["a bare pod", barePod],
     ["a deployment's pod", () => deploymentPod({ [ANNOTATIONS.buckets]: "bucket-a" })],
@@ -241,6 +275,21 @@ describe("inject command", () => {
     expect(pod.metadata.annotations[ANNOTATIONS.buckets]).to.equal("data=bucket-a:ro");
   });
 
+  it("[ok] --volume-mode csi: the CSI volume, a uid, no id, and no signing key needed", () => {
+    expect(run("--volume-mode", "csi", "--root", ROOT, join(dir, "pod.yaml"))).to.equal(0);
+    expect(err).to.equal("");
+    const pod = JSON.parse(out) as {
+      metadata: { uid: string; annotations: Record<string, string> };
+      spec: { volumes: Array<Record<string, unknown>> };
+    };
+    expect(pod.spec.volumes).to.deep.equal([
+      { name: VOLUME_NAME, csi: { driver: CSI_DRIVER_NAME, readOnly: true } },
+    ]);
+    expect(pod.metadata.uid).to.match(/^[0-9a-f-]{36}$/);
+    expect(pod.metadata.annotations).to.not.have.property(ANNOTATIONS.id);
+    expect(pod.metadata.annotations[ANNOTATIONS.mountPath]).to.equal("/datasets");
+  });
+
   it("[ok] YAML out with -o yaml and --flag=value; the default root; --help", () => {
     expect(run(`--signing-key-file=${join(dir, "key")}`, "-o", "yaml", join(dir, "pod.yaml"))).to.equal(0);
     const pod = loadYaml(out) as { spec: { volumes: Array<{ hostPath: { path: string } }> } };
@@ -310,7 +359,18 @@ describe("inject command", () => {
       /^inject: .*none.yaml does not exist\n$/,
       1,
     ],
-    ["no key flag", () => [join(dir, "pod.yaml")], /^inject: --signing-key-file is required\n\nUsage:/, 2],
+    [
+      "no key flag",
+      () => [join(dir, "pod.yaml")],
+      /^inject: --signing-key-file is required \(in hostPath mode\)\n\nUsage:/,
+      2,
+    ],
+    [
+      "an unknown volume mode",
+      () => ["--volume-mode", "nfs", join(dir, "pod.yaml")],
+      /^inject: --volume-mode is hostPath or csi, not "nfs"\n\nUsage:/,
+      2,
+    ],
     [
       "no manifest",
       () => ["--signing-key-file", join(dir, "key")],

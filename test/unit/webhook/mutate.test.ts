@@ -101,7 +101,9 @@ describe("mutatePod", () => {
 
     it("warns that Pod Security Admission below privileged rejects the hostPath", () => {
       const r = patchedOrFail(mutatePod(deploymentPod(), "team-a", cfg, mintId));
-      expect(r.warnings.join("\n")).to.match(/Pod Security Admission allows it only at level privileged/);
+      expect(r.warnings.join("\n"))
+        .to.match(/hostPath volume, which Pod Security allows only at level privileged/)
+        .and.match(/CSI mode avoids it/);
     });
 
     it("keeps its own warnings within the 120 characters Kubernetes asks of a webhook", () => {
@@ -350,7 +352,7 @@ describe("mutatePod", () => {
       const r = patchedOrFail(admitPod(req, cfg, mintId));
       const out = applyJsonPatch(pod, r.patch) as unknown as Pod;
       const sig = out.metadata.annotations[ANNOTATIONS.idSignature]!;
-      expect(verifyPodId(key, "team-a", r.id, sig)).to.be.true;
+      expect(verifyPodId(key, "team-a", r.id!, sig)).to.be.true;
     });
   });
 
