@@ -90,7 +90,23 @@ function trimSlash(p: string): string {
   return p.length > 1 ? p.replace(/\/+$/, "") : p;
 }
 
-/** Whether `s` is a pod id: 128 bits as 32 lowercase hex digits. */
+/** Whether `s` is a pod id minted by the webhook (hostPath mode): 128 bits as 32 lowercase hex digits. */
 export function isPodId(s: string): boolean {
   return /^[0-9a-f]{32}$/.test(s);
+}
+
+/**
+ * Whether `s` is a pod's `metadata.uid` in the form the API server writes it, a lowercase UUID
+ * (`8-4-4-4-12` hex digits): the name of a pod's directory in CSI mode.
+ */
+export function isPodUid(s: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(s);
+}
+
+/**
+ * Whether `s` names a pod's directory `<root>/pods/<s>`: a webhook-minted id ({@link isPodId},
+ * hostPath mode) or a pod uid ({@link isPodUid}, CSI mode). The two forms cannot be confused.
+ */
+export function isPodDirName(s: string): boolean {
+  return isPodId(s) || isPodUid(s);
 }

@@ -14,6 +14,7 @@ import {
   type OptionSpec,
   type RawOptions,
 } from "../../shared/config.js";
+import { hostname } from "node:os";
 import { ConfigError } from "../../shared/errors.js";
 import { DEFAULT_ROOT } from "../../shared/names.js";
 import { DEFAULT_CLIENT_PATH, DEFAULT_PROGRAMS, type ProgramPaths } from "../mount/mounters/programs.js";
@@ -32,6 +33,12 @@ export const MOUNTER_OPTIONS = {
   socket: opt("socket", "unix socket the agent connects to (default <root>/run/mounter.sock)"),
   agentUid: opt("agent-uid", "uid of the agent: owner of the socket", DEFAULT_AGENT_ID),
   agentGid: opt("agent-gid", "gid of the agent: group of the socket and its directory", DEFAULT_AGENT_ID),
+  csiSocket: opt(
+    "csi-socket",
+    "absolute path of the unix socket that serves the CSI Identity and Node services to the kubelet (CSI mode); empty: CSI services off",
+    "",
+  ),
+  nodeId: opt("node-id", "CSI node id reported to the kubelet (default: $NODE_NAME, else the host name)"),
   check: {
     ...opt("check", "connect to a running mounter, ping it, and exit 0 when it answers (a probe)"),
     boolean: true,
@@ -65,6 +72,10 @@ export interface MounterConfig {
   readonly socketPath: string;
   readonly agentUid: number;
   readonly agentGid: number;
+  /** Unix socket of the CSI services, or undefined when they are off. */
+  readonly csiSocket: string | undefined;
+  /** CSI node id: `--node-id`, else `NODE_NAME`, else the host name. */
+  readonly nodeId: string;
   /** Run as a probe of a running mounter instead of serving. */
   readonly check: boolean;
   readonly mountTimeoutMs: number;
@@ -93,12 +104,15 @@ export function loadMounterConfig(argv: readonly string[], env: NodeJS.ProcessEn
   const o = MOUNTER_OPTIONS;
   const raw = readOptions(Object.values(o), argv, env);
   const root = parseAbsolutePath(o.root, requireOption(o.root, raw));
+  const csiSocket = raw[o.csiSocket.flag] ?? "";
   const int = (spec: OptionSpec): number => parsePositiveInt(spec, requireOption(spec, raw));
   return Object.freeze({
     root,
     socketPath: parseAbsolutePath(o.socket, raw[o.socket.flag] ?? defaultSocketPath(root)),
     agentUid: parseId(o.agentUid, requireOption(o.agentUid, raw)),
     agentGid: parseId(o.agentGid, requireOption(o.agentGid, raw)),
+    csiSocket: csiSocket === "" ? undefined : parseAbsolutePath(o.csiSocket, csiSocket),
+    nodeId: parseNodeId(o.nodeId, raw[o.nodeId.flag] || env.NODE_NAME || hostname()),
     check: parseBoolean(o.check, raw[o.check.flag]),
     mountTimeoutMs: int(o.mountTimeoutSeconds) * 1000,
     uploadGraceMs: int(o.uploadGraceSeconds) * 1000,
@@ -119,6 +133,12 @@ function loadPrograms(raw: RawOptions): ProgramPaths {
     umount: path(o.umountProgram),
     fusermount3: path(o.fusermount3Program),
   });
+}
+
+function parseNodeId(spec: OptionSpec, value: string): string {
+  if (!/^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$/.test(value))
+    throw new ConfigError(`--${spec.flag} (env ${spec.env}): "${value.slice(0, 60)}" is not a node name`);
+  return value;
 }
 
 function parseClientPath(spec: OptionSpec, value: string): string {

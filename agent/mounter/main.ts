@@ -13,6 +13,8 @@ import { FuseMounter } from "../mount/fuse-mount.js";
 import { ensureSharedRoot } from "../mount/host.js";
 import { MountRecords } from "../mount/records.js";
 import { MounterConnection } from "./client.js";
+import { CsiNode, realCsiHost } from "./csi/node.js";
+import { CsiServer } from "./csi/server.js";
 import { loadMounterConfig, MOUNTER_OPTIONS, type MounterConfig } from "./config.js";
 import { MounterServer } from "./server.js";
 import { MounterService } from "./service.js";
@@ -50,11 +52,20 @@ async function main(argv: string[]): Promise<number> {
     log: log.child({ component: "fuse" }),
     onClientExit: (mountPoint) => later.server?.broadcast({ event: "clientExited", mountPoint }),
   });
+  const csiNode =
+    config.csiSocket !== undefined
+      ? new CsiNode({
+          root: config.root,
+          host: realCsiHost(config.programs),
+          log: log.child({ component: "csi" }),
+        })
+      : undefined;
   const service = new MounterService({
     root: config.root,
     engine,
     records: new MountRecords(config.root),
     log,
+    ...(csiNode !== undefined ? { isPublished: (id: string) => csiNode.isPublished(id) } : {}),
   });
   const server = await MounterServer.start({
     socketPath: config.socketPath,
@@ -64,14 +75,30 @@ async function main(argv: string[]): Promise<number> {
     log,
   });
   later.server = server;
+  const csi =
+    csiNode !== undefined && config.csiSocket !== undefined
+      ? await CsiServer.start({
+          socketPath: config.csiSocket,
+          root: config.root,
+          nodeId: config.nodeId,
+          node: csiNode,
+          log,
+        })
+      : undefined;
   log.info(
-    { root: config.root, socket: config.socketPath, agentUid: config.agentUid, agentGid: config.agentGid },
+    {
+      root: config.root,
+      socket: config.socketPath,
+      agentUid: config.agentUid,
+      agentGid: config.agentGid,
+      csiSocket: config.csiSocket,
+    },
     "mounter started",
   );
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, "stopping; mounts stay in place");
-      void server.close().then(resolve);
+      void Promise.all([server.close(), csi?.close()]).then(() => resolve());
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);

@@ -13,7 +13,7 @@
 import { checkMountName } from "../../shared/buckets.js";
 import { AppError, describeValue, ERROR_CODES, type ErrorCode } from "../../shared/errors.js";
 import { nestsDeeperThan } from "../../shared/json-depth.js";
-import { isPodId, MOUNTERS, type MounterName } from "../../shared/names.js";
+import { isPodDirName, MOUNTERS, type MounterName } from "../../shared/names.js";
 import type { MountOptionValue } from "../mount/mounters/types.js";
 
 /** Longest line either side accepts: a mount request with credentials is well under 8 KiB. */
@@ -196,7 +196,10 @@ function str(o: Record<string, unknown>, key: string, max = 4096): string {
 
 function podId(o: Record<string, unknown>): string {
   const v = str(o, "podId", 64);
-  if (!isPodId(v)) throw bad(`podId ${describeValue(v)} is not a pod id (32 lowercase hex digits)`);
+  if (!isPodDirName(v))
+    throw bad(
+      `podId ${describeValue(v)} is not a pod id (32 lowercase hex digits, or a pod uid in CSI mode)`,
+    );
   return v;
 }
 

@@ -17,6 +17,11 @@ export interface MounterServiceOptions {
   readonly engine: Pick<FuseMounter, "mount" | "unmount" | "mountPoints" | "pidOf">;
   readonly records: MountRecords;
   readonly log: Logger;
+  /**
+   * CSI mode: whether a pod's directory is published at a kubelet target. Such a directory is not
+   * removed (a container is bound to it), whatever the agent's garbage collection thinks.
+   */
+  readonly isPublished?: (podId: string) => Promise<boolean>;
 }
 
 export class MounterService {
@@ -57,6 +62,8 @@ export class MounterService {
       }
       case "rmdir": {
         const path = [podsDir(root), req.podId, ...req.path].join("/");
+        if (req.path.length === 0 && (await this.o.isPublished?.(req.podId)) === true)
+          throw new AppError("Conflict", `${path} is not removed: it is published to a container (CSI)`);
         try {
           await removeEmptyDir(root, path);
         } catch (e) {

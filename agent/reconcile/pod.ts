@@ -1,16 +1,21 @@
 /**
- * What the agent reads from a pod (pure). The pod's directory comes only from the hostPath of its
- * `dynamic-volumes` volume, which is immutable; the id annotation and its signature must agree with
- * it and verify for the pod's namespace (docs/design.md "Forgery"), or the pod gets nothing.
+ * What the agent reads from a pod (pure). The pod's directory comes only from its `dynamic-volumes`
+ * volume, which is immutable. In hostPath mode it is the hostPath, and the id annotation and its
+ * signature must agree with it and verify for the pod's namespace (docs/design.md "Forgery"), or
+ * the pod gets nothing. In CSI mode (a `csi` volume of driver `csi.dynamic-volumes.io`) it is
+ * `<root>/pods/<metadata.uid>`: the kubelet publishes that directory for that pod only, so no
+ * signature is needed.
  */
 import { parseBuckets, type ParsedBuckets } from "../../shared/buckets.js";
 import {
   ANNOTATIONS,
+  CSI_DRIVER_NAME,
   DEFAULT_MOUNT_PATH,
   DEFAULT_SECRET_NAME,
   MOUNTERS,
   VOLUME_NAME,
   isPodId,
+  isPodUid,
   podDir,
   podsDir,
   type MounterName,
@@ -29,7 +34,7 @@ export interface PodObject {
   };
   spec?: {
     nodeName?: string;
-    volumes?: Array<{ name?: string; hostPath?: { path?: string } }>;
+    volumes?: Array<{ name?: string; hostPath?: { path?: string }; csi?: { driver?: string } }>;
   };
   status?: { phase?: string };
 }
@@ -42,7 +47,10 @@ export interface PodView {
   readonly uid: string;
   /** Milliseconds since the epoch; orders claims on one directory (the oldest pod owns it). */
   readonly createdAt: number;
-  /** The id taken from the hostPath; undefined when the hostPath is not `<root>/pods/<32 hex>`. */
+  /**
+   * The id taken from the hostPath (undefined when it is not `<root>/pods/<32 hex>`), or in CSI mode
+   * the pod's uid (undefined when it has none yet).
+   */
   readonly id: string | undefined;
   /** `<root>/pods/<id>`, when `id` is set. */
   readonly dir: string | undefined;
@@ -110,7 +118,13 @@ export function readPod(pod: PodObject, cfg: PodReadConfig): PodView | undefined
   const prefix = `${podsDir(cfg.root)}/`;
   let id: string | undefined;
   let refusal: string | undefined;
-  if (typeof hostPath !== "string" || !hostPath.startsWith(prefix)) {
+  if (vol.csi !== undefined && vol.csi !== null && vol.hostPath === undefined) {
+    const uid = md.uid ?? "";
+    if (vol.csi.driver !== CSI_DRIVER_NAME)
+      refusal = `volume "${VOLUME_NAME}" is a CSI volume of driver "${String(vol.csi.driver).slice(0, 63)}", not ${CSI_DRIVER_NAME}; recreate the pod so that the webhook injects it`;
+    else if (!isPodUid(uid)) refusal = `the pod has no uid yet; nothing is mounted`;
+    else id = uid;
+  } else if (typeof hostPath !== "string" || !hostPath.startsWith(prefix)) {
     refusal = `volume "${VOLUME_NAME}" is not a hostPath under ${podsDir(cfg.root)}; recreate the pod so that the webhook injects it`;
   } else {
     const candidate = hostPath.slice(prefix.length).replace(/\/+$/, "");

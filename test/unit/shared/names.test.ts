@@ -1,6 +1,7 @@
 import { expect } from "chai";
-import { isPodId, podDir } from "../../../shared/names.js";
+import { isPodDirName, isPodId, isPodUid, podDir } from "../../../shared/names.js";
 import { mintPodId } from "../../../shared/signing.js";
+import { randomUUID } from "node:crypto";
 
 describe("isPodId", () => {
   const rows: Array<[string, string, boolean]> = [
@@ -19,6 +20,36 @@ describe("isPodId", () => {
     it(`${label}: ${JSON.stringify(s)}`, () => {
       expect(isPodId(s)).to.equal(ok);
     });
+});
+
+describe("isPodUid", () => {
+  const rows: Array<[string, string, boolean]> = [
+    ["[ok] a lowercase UUID", "3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b", true],
+    ["[ok] crypto.randomUUID()", randomUUID(), true],
+    ["[error] upper case", "3F2B8C1E-9D4A-4E6F-8A7B-0C1D2E3F4A5B", false],
+    ["[error] without dashes (that is a webhook id)", "3f2b8c1e9d4a4e6f8a7b0c1d2e3f4a5b", false],
+    ["[error] braces", "{3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b}", false],
+    ["[error] a dash moved", "3f2b8c1e9-d4a-4e6f-8a7b-0c1d2e3f4a5b", false],
+    ["[error] a path", "../3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5", false],
+    ["[error] a trailing newline", "3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b\n", false],
+    ["[error] empty", "", false],
+  ];
+  for (const [what, s, ok] of rows)
+    it(what, () => {
+      expect(isPodUid(s)).to.equal(ok);
+    });
+
+  it("a pod id is never a pod uid, and isPodDirName accepts both", () => {
+    const id = mintPodId();
+    const uid = randomUUID();
+    expect([isPodUid(id), isPodId(uid)]).to.deep.equal([false, false]);
+    expect([isPodDirName(id), isPodDirName(uid), isPodDirName("agent"), isPodDirName("")]).to.deep.equal([
+      true,
+      true,
+      false,
+      false,
+    ]);
+  });
 });
 
 describe("podDir", () => {

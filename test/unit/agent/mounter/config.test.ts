@@ -31,6 +31,32 @@ describe("loadMounterConfig", () => {
     expect(Object.isFrozen(c.programs)).to.equal(true);
   });
 
+  describe("CSI services", () => {
+    it("[ok] off by default; the node id falls back to NODE_NAME, then the host name", () => {
+      const c = loadMounterConfig(base, { NODE_NAME: "node-7" });
+      expect(c.csiSocket).to.equal(undefined);
+      expect(c.nodeId).to.equal("node-7");
+      expect(loadMounterConfig(base, {}).nodeId).to.be.a("string").and.not.equal("");
+    });
+
+    it("[ok] --csi-socket and --node-id, or DV_CSI_SOCKET and DV_NODE_ID (before NODE_NAME)", () => {
+      const sock = "/var/lib/kubelet/plugins/csi.dynamic-volumes.io/csi.sock";
+      expect(loadMounterConfig([...base, "--csi-socket", sock, "--node-id", "n1"], {})).to.include({
+        csiSocket: sock,
+        nodeId: "n1",
+      });
+      expect(loadMounterConfig(base, { DV_CSI_SOCKET: sock, DV_NODE_ID: "n2", NODE_NAME: "n3" })).to.include({
+        csiSocket: sock,
+        nodeId: "n2",
+      });
+    });
+
+    it("[error] a relative socket path, a node id that is not a name", () => {
+      expect(failure(["--csi-socket", "csi.sock"]).message).to.match(/--csi-socket \(env DV_CSI_SOCKET\)/);
+      expect(failure(["--node-id", "a b"]).message).to.match(/--node-id \(env DV_NODE_ID\)/);
+    });
+  });
+
   it("[ok] each program from its flag or its DV_ variable, the flag first", () => {
     const c = loadMounterConfig(
       [...base, "--s3fs-program", "/opt/s3fs/bin/s3fs", "--client-path", "/usr/bin:/bin"],

@@ -209,13 +209,25 @@ describe("parseRequest", () => {
       "0123456789abcdef0123456789abcdeg",
       "../../../../etc/passwd",
       "0123456789abcdef/123456789abcdef",
+      "3F2B8C1E-9D4A-4E6F-8A7B-0C1D2E3F4A5B",
+      "3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b/..",
+      "{3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b}",
     ];
     for (const id of bad)
       it(`refuses podId ${JSON.stringify(id)}`, () => {
-        badRequest({ ...MOUNT, podId: id }, /podId .* is not a pod id \(32 lowercase hex digits\)/);
+        badRequest(
+          { ...MOUNT, podId: id },
+          /podId .* is not a pod id \(32 lowercase hex digits, or a pod uid in CSI mode\)/,
+        );
         badRequest({ seq: 1, op: "unmount", podId: id, path: ["data"] }, /is not a pod id/);
         badRequest({ seq: 1, op: "forgetPod", podId: id }, /is not a pod id/);
       });
+
+    it("accepts a pod uid (CSI mode) as podId", () => {
+      const uid = "3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b";
+      expect(parse({ seq: 1, op: "unmount", podId: uid, path: ["data"] })).to.deep.include({ podId: uid });
+      expect(parse({ ...MOUNT, podId: uid })).to.deep.include({ podId: uid });
+    });
 
     it("refuses a podId that is not a string or too long", () => {
       badRequest({ ...MOUNT, podId: 1234 }, /podId must be a string, not 1234/);

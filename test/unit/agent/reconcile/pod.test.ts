@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { parseMountOptions, readPod, type PodObject } from "../../../../agent/reconcile/pod.js";
-import { ANNOTATIONS, VOLUME_NAME } from "../../../../shared/names.js";
+import { ANNOTATIONS, CSI_DRIVER_NAME, VOLUME_NAME } from "../../../../shared/names.js";
 import { signPodId } from "../../../../shared/signing.js";
 
 const key = Buffer.from("pod-test-signing-key-0123456789");
@@ -103,5 +103,54 @@ describe("parseMountOptions", () => {
   });
   it("[error] refuses option names that could be flags", () => {
     expect(parseMountOptions("--allow-root")).to.have.property("error");
+  });
+});
+
+describe("readPod, pod directories", () => {
+  describe("in CSI mode (the volume is a csi volume of our driver)", () => {
+    const UID = "3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b";
+    function csiPod(driver: string = CSI_DRIVER_NAME, uid: string | null = UID): PodObject {
+      return {
+        metadata: {
+          name: "web-0",
+          namespace: "team-a",
+          ...(uid !== null ? { uid } : {}),
+          annotations: { [ANNOTATIONS.buckets]: "a=bucket-a" },
+        },
+        spec: { volumes: [{ name: VOLUME_NAME, csi: { driver } }] },
+      };
+    }
+
+    it("takes the directory from metadata.uid, with no id or signature needed", () => {
+      const v = readPod(csiPod(), cfg)!;
+      expect(v).to.include({ id: UID, dir: `/var/lib/dynamic-volumes/pods/${UID}`, refusal: undefined });
+      expect(v.buckets.entries).to.have.length(1);
+    });
+
+    it("ignores id annotations: the kubelet, not the pod, names the directory", () => {
+      const p = csiPod();
+      p.metadata!.annotations = { ...p.metadata!.annotations, [ANNOTATIONS.id]: ID };
+      expect(readPod(p, cfg)!.id).to.equal(UID);
+    });
+
+    it("refuses another driver's CSI volume", () => {
+      const v = readPod(csiPod("hostpath.csi.k8s.io"), cfg)!;
+      expect(v.id).to.equal(undefined);
+      expect(v.refusal).to.match(/hostpath\.csi\.k8s\.io/);
+    });
+
+    it("refuses a pod without a uid", () => {
+      const v = readPod(csiPod(CSI_DRIVER_NAME, null), cfg)!;
+      expect(v.id).to.equal(undefined);
+      expect(v.refusal).to.match(/no uid/);
+    });
+  });
+
+  it("refuses a hostPath naming a UUID directory, even with a signature (only the kubelet publishes those)", () => {
+    const uid = "3f2b8c1e-9d4a-4e6f-8a7b-0c1d2e3f4a5b";
+    const p = pod({ id: uid, hostPath: `/var/lib/dynamic-volumes/pods/${uid}` });
+    const v = readPod(p, cfg)!;
+    expect(v.id).to.equal(undefined);
+    expect(v.refusal).to.match(/does not name a pod directory/);
   });
 });
