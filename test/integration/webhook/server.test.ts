@@ -7,7 +7,7 @@ import { Worker } from "node:worker_threads";
 import { generateCa } from "../../../certs/generate.js";
 import { startHttpsServer, type RunningHttpsServer } from "../../../shared/https-server.js";
 import { createLogger } from "../../../shared/logger.js";
-import { ANNOTATIONS, VOLUME_NAME } from "../../../shared/names.js";
+import { ANNOTATIONS, CSI_DRIVER_NAME, VOLUME_NAME } from "../../../shared/names.js";
 import { mintPodId, verifyPodId } from "../../../shared/signing.js";
 import { MAX_JSON_DEPTH } from "../../../webhook/review.js";
 import { createWebhookApp, createWebhookMetrics } from "../../../webhook/server.js";
@@ -527,5 +527,84 @@ describe("graceful shutdown", () => {
       await srv.close(100);
       rmSync(pki.dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("webhook over HTTPS in csi mode (--volume-mode csi)", function () {
+  let pki: TestPki;
+  let srv: RunningHttpsServer;
+  const app = createWebhookApp({
+    mutate: { root: "/var/lib/dynamic-volumes", defaultMountPath: "/datasets", volumeMode: "csi" },
+    log: silent,
+    metrics: createWebhookMetrics(),
+    mintId: mintPodId,
+  });
+
+  before(async () => {
+    pki = makeTestPki();
+    srv = await startHttpsServer({
+      handler: app,
+      tls: { certFile: pki.certFile, keyFile: pki.keyFile },
+      host: "127.0.0.1",
+      port: 0,
+      log: silent,
+    });
+  });
+
+  after(async () => {
+    await srv?.close(1000);
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  const review = async (overrides: Json = {}, pod: Json = deploymentPod()): Promise<Json> => {
+    const r = await httpsRequest({
+      port: srv.port,
+      path: "/mutate",
+      ca: pki.ca.certPem,
+      servername: TEST_SERVER_NAME,
+      body: JSON.stringify(admissionReview(pod, overrides)),
+    });
+    expect(r.status).to.equal(200);
+    return (JSON.parse(r.text) as { response: Json }).response;
+  };
+  const patchOf = (resp: Json): unknown[] =>
+    JSON.parse(Buffer.from(resp.patch as string, "base64").toString("utf8")) as unknown[];
+
+  it("patches in the CSI volume, without a signing key, id or Pod Security warning; the pod validates", async () => {
+    const resp = await review();
+    expect(resp).to.include({ allowed: true, patchType: "JSONPatch" });
+    expect(resp.warnings ?? []).to.deep.equal([]);
+    const pod = applyJsonPatch(deploymentPod(), patchOf(resp) as []) as {
+      metadata: { annotations: Record<string, string> };
+      spec: { volumes: Json[] };
+    };
+    validatePod(pod);
+    expect(pod.spec.volumes.find((v) => v.name === VOLUME_NAME)).to.deep.equal({
+      name: VOLUME_NAME,
+      csi: { driver: CSI_DRIVER_NAME, readOnly: true },
+    });
+    expect(pod.metadata.annotations).to.not.have.property(ANNOTATIONS.id);
+    const again = await review({}, pod);
+    expect(again).to.include({ allowed: true });
+    expect(again.patch).to.equal(undefined);
+  });
+
+  it("answers a dryRun request with the very same patch", async () => {
+    const [real, dry] = await Promise.all([review(), review({ dryRun: true })]);
+    expect(patchOf(dry)).to.deep.equal(patchOf(real));
+  });
+
+  it("[attack] denies a user volume of csi.dynamic-volumes.io with 403 and a message", async () => {
+    const pod = deploymentPod();
+    (pod.spec as { volumes: Json[] }).volumes.push({
+      name: "mine",
+      csi: { driver: CSI_DRIVER_NAME, readOnly: false },
+    });
+    const resp = await review({}, pod);
+    expect(resp.allowed).to.equal(false);
+    expect((resp.status as Json).code).to.equal(403);
+    expect((resp.status as Json).message).to.match(
+      /volume "mine" uses the CSI driver csi\.dynamic-volumes\.io/,
+    );
   });
 });

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { posix } from "node:path";
-import { ANNOTATIONS, VOLUME_NAME } from "../../../shared/names.js";
+import { ANNOTATIONS, CSI_DRIVER_NAME, VOLUME_NAME } from "../../../shared/names.js";
 import { signPodId, verifyPodId } from "../../../shared/signing.js";
 import {
   admitPod,
@@ -8,8 +8,11 @@ import {
   isNormalPath,
   mutatePod,
   normalizeMountPath,
+  PSA_WARNING,
+  VOLUME_MODES,
   type MutateConfig,
   type MutateResult,
+  type VolumeMode,
 } from "../../../webhook/mutate.js";
 import { decodeAdmissionReview } from "../../../webhook/review.js";
 import {
@@ -23,11 +26,14 @@ import {
 import { applyJsonPatch, validatePod } from "../../support/patch.js";
 
 const key = Buffer.from("unit-test-signing-key-0123456789");
-const cfg: MutateConfig = {
+/** hostPath mode, the default: what the tests that are not about a mode use. */
+const hostPathCfg: MutateConfig = {
   root: "/var/lib/dynamic-volumes",
   defaultMountPath: "/datasets",
   signingKey: key,
 };
+const cfgFor = (mode: VolumeMode): MutateConfig => ({ ...hostPathCfg, volumeMode: mode });
+const CSI_VOLUME = { name: VOLUME_NAME, csi: { driver: CSI_DRIVER_NAME, readOnly: true } };
 let counter = 0;
 const mintId = (): string => (++counter).toString(16).padStart(32, "0");
 
@@ -44,7 +50,7 @@ function deniedOrFail(r: MutateResult): Extract<MutateResult, { kind: "denied" }
 type Pod = {
   metadata: { annotations: Record<string, string>; name?: string };
   spec: {
-    volumes: Array<{ name: string; hostPath?: { path: string; type: string } }>;
+    volumes: Array<{ name: string; hostPath?: { path: string; type: string }; csi?: Json }>;
     containers: Array<{ name: string; volumeMounts?: Array<Record<string, unknown>> }>;
     initContainers?: Array<{ name: string; volumeMounts?: Array<Record<string, unknown>> }>;
     ephemeralContainers?: Array<Record<string, unknown>>;
@@ -55,6 +61,7 @@ type Pod = {
 function inject(
   pod: Json,
   namespace = "team-a",
+  cfg: MutateConfig = hostPathCfg,
 ): { pod: Pod; result: Extract<MutateResult, { kind: "patched" }> } {
   const result = patchedOrFail(mutatePod(pod, namespace, cfg, mintId));
   const out = applyJsonPatch(pod, result.patch) as unknown as Pod;
@@ -71,6 +78,7 @@ function mountsOf(
 }
 
 describe("mutatePod", () => {
+  const cfg = hostPathCfg;
   describe("when the pod comes from a Deployment (generateName, no name, no uid)", () => {
     it("adds the hostPath volume, a read-only HostToContainer mount and signed annotations", () => {
       const { pod, result } = inject(deploymentPod());
@@ -113,6 +121,183 @@ describe("mutatePod", () => {
     });
   });
 
+  describe("in csi mode (--volume-mode csi)", () => {
+    const csi = cfgFor("csi");
+
+    it("adds the read-only CSI volume of csi.dynamic-volumes.io and the same HostToContainer mount, and no id annotations", () => {
+      const { pod, result } = inject(deploymentPod(), "team-a", csi);
+      expect(result.volumeMode).to.equal("csi");
+      expect(result.id).to.equal(undefined);
+      expect(pod.spec.volumes.find((v) => v.name === VOLUME_NAME)).to.deep.equal(CSI_VOLUME);
+      expect(pod.spec.volumes.some((v) => v.hostPath !== undefined)).to.equal(false);
+      expect(mountsOf(pod.spec.containers[0])).to.deep.equal([
+        { name: VOLUME_NAME, mountPath: "/datasets", readOnly: true, mountPropagation: "HostToContainer" },
+      ]);
+      expect(pod.metadata.annotations).to.deep.equal({ [ANNOTATIONS.mountPath]: "/datasets" });
+    });
+
+    it("gives no Pod Security warning, only those about the pod's own annotations", () => {
+      expect(patchedOrFail(mutatePod(deploymentPod(), "team-a", csi, mintId)).warnings).to.deep.equal([]);
+      const r = patchedOrFail(
+        mutatePod(deploymentPod({ [ANNOTATIONS.buckets]: "good-bucket, ../x" }), "team-a", csi, mintId),
+      );
+      expect(r.warnings).to.have.length(1);
+      expect(r.warnings).to.not.include(PSA_WARNING);
+    });
+
+    it("needs no signing key and mints no id", () => {
+      const noKey: MutateConfig = {
+        root: csi.root,
+        defaultMountPath: csi.defaultMountPath,
+        volumeMode: "csi",
+      };
+      const never = (): string => {
+        throw new Error("mintId called in csi mode");
+      };
+      const pod = sidecarPod();
+      const r = patchedOrFail(mutatePod(pod, "team-a", noKey, never));
+      const out = applyJsonPatch(pod, r.patch);
+      validatePod(out);
+      expect(mutatePod(out, "team-a", noKey, never).kind).to.equal("unchanged");
+    });
+
+    it("[error] hostPath mode without a key is a programming error, not a silent unsigned pod", () => {
+      const noKey: MutateConfig = { root: csi.root, defaultMountPath: csi.defaultMountPath };
+      expect(() => mutatePod(barePod(), "team-a", noKey, mintId)).to.throw(/needs cfg.signingKey/);
+    });
+  });
+
+  describe("when the pod carries the other mode's injection (reinvocation while the mode changes)", () => {
+    const noKeyCsi: MutateConfig = {
+      root: hostPathCfg.root,
+      defaultMountPath: "/datasets",
+      volumeMode: "csi",
+    };
+    const rows: Array<[string, MutateConfig, MutateConfig, "unchanged" | RegExp]> = [
+      [
+        "[ok] hostPath-injected, admitted in csi mode with the key: verified",
+        hostPathCfg,
+        cfgFor("csi"),
+        "unchanged",
+      ],
+      ["[ok] csi-injected, admitted in hostPath mode", cfgFor("csi"), hostPathCfg, "unchanged"],
+      ["[ok] csi-injected, admitted in csi mode without a key", cfgFor("csi"), noKeyCsi, "unchanged"],
+      [
+        "[error] hostPath-injected, admitted in csi mode without a key: it cannot be verified",
+        hostPathCfg,
+        noKeyCsi,
+        /hostPath volume named "dynamic-volumes", and this webhook runs in CSI mode without the signing key/,
+      ],
+    ];
+    for (const [label, first, then, want] of rows)
+      it(label, () => {
+        const { pod } = inject(sidecarPod(), "team-a", first);
+        const r = mutatePod(pod, "team-a", then, mintId);
+        if (want === "unchanged") expect(r.kind, JSON.stringify(r)).to.equal("unchanged");
+        else expect(deniedOrFail(r).message).to.match(want);
+      });
+
+    it("[attack] a hostPath injection replayed into another namespace is denied in csi mode too", () => {
+      const { pod } = inject(deploymentPod(), "team-a");
+      expect(deniedOrFail(mutatePod(pod, "team-b", cfgFor("csi"), mintId)).message).to.match(
+        /did not sign for namespace "team-b"/,
+      );
+    });
+  });
+
+  describe("[attack] volumes of csi.dynamic-volumes.io that the pod brings itself", () => {
+    const ours = (csi: Json, name = VOLUME_NAME): Json => ({
+      name,
+      csi: { driver: CSI_DRIVER_NAME, ...csi },
+    });
+    const rows: Array<[string, Json, RegExp]> = [
+      ["named dynamic-volumes, writable", ours({ readOnly: false }), /not as this webhook writes it/],
+      ["named dynamic-volumes, readOnly unset", ours({}), /not as this webhook writes it/],
+      [
+        "named dynamic-volumes, with volumeAttributes",
+        ours({ readOnly: true, volumeAttributes: { pod: "victim" } }),
+        /not as this webhook writes it/,
+      ],
+      [
+        "named dynamic-volumes, with fsType",
+        ours({ readOnly: true, fsType: "ext4" }),
+        /not as this webhook writes it/,
+      ],
+      [
+        "named dynamic-volumes, with a nodePublishSecretRef",
+        ours({ readOnly: true, nodePublishSecretRef: { name: "s" } }),
+        /not as this webhook writes it/,
+      ],
+      [
+        "under another name, read-only",
+        ours({ readOnly: true }, "data"),
+        /volume "data" uses the CSI driver/,
+      ],
+      [
+        "under another name, writable",
+        ours({ readOnly: false }, "data"),
+        /volume "data" uses the CSI driver/,
+      ],
+      [
+        "under another name, the driver in capitals and padded",
+        { name: "data", csi: { driver: " CSI.Dynamic-Volumes.IO ", readOnly: false } },
+        /volume "data" uses the CSI driver/,
+      ],
+    ];
+    for (const mode of VOLUME_MODES)
+      for (const [label, volume, message] of rows) {
+        it(`denies a volume ${label} (${mode} mode)`, () => {
+          const pod = sidecarPod();
+          ((pod.spec as Json).volumes as Json[]).push(volume);
+          expect(deniedOrFail(mutatePod(pod, "team-a", cfgFor(mode), mintId)).message).to.match(message);
+        });
+        it(`denies a volume ${label} beside our own injection, or in a pod that opts out (${mode} mode)`, () => {
+          const { pod } = inject(sidecarPod(), "team-a", cfgFor(mode));
+          if (volume.name === VOLUME_NAME) {
+            const i = pod.spec.volumes.findIndex((v) => v.name === VOLUME_NAME);
+            pod.spec.volumes[i] = volume as Pod["spec"]["volumes"][number];
+          } else pod.spec.volumes.push(volume as Pod["spec"]["volumes"][number]);
+          expect(mutatePod(pod, "team-a", cfgFor(mode), mintId).kind).to.equal("denied");
+          const optedOut = sidecarPod({ [ANNOTATIONS.inject]: "false" });
+          ((optedOut.spec as Json).volumes as Json[]).push(volume);
+          expect(mutatePod(optedOut, "team-a", cfgFor(mode), mintId).kind).to.equal("denied");
+        });
+      }
+
+    it("[ok] allows a CSI volume of another driver in both modes", () => {
+      for (const mode of VOLUME_MODES) {
+        const pod = sidecarPod();
+        ((pod.spec as Json).volumes as Json[]).push({
+          name: "secrets",
+          csi: {
+            driver: "secrets-store.csi.k8s.io",
+            readOnly: true,
+            volumeAttributes: { secretProviderClass: "x" },
+          },
+        });
+        inject(pod, "team-a", cfgFor(mode));
+      }
+    });
+
+    it("denies a second, writable mount of the injected CSI volume", () => {
+      const { pod } = inject(sidecarPod(), "team-a", cfgFor("csi"));
+      pod.spec.containers[1]!.volumeMounts!.push({ name: VOLUME_NAME, mountPath: "/w" });
+      expect(deniedOrFail(mutatePod(pod, "team-a", cfgFor("csi"), mintId)).message).to.match(
+        /mounts volume "dynamic-volumes" itself/,
+      );
+    });
+  });
+
+  for (const mode of VOLUME_MODES) describe(`in ${mode} mode, as in the other`, () => behavesAlikeIn(mode));
+});
+
+/** What the webhook does the same way whichever volume it injects. */
+function behavesAlikeIn(mode: VolumeMode): void {
+  const cfg = cfgFor(mode);
+  const inject_ = (pod: Json, namespace = "team-a"): ReturnType<typeof inject> => inject(pod, namespace, cfg);
+  const ourVolume = (pod: Pod): Pod["spec"]["volumes"][number] =>
+    pod.spec.volumes.find((v) => v.name === VOLUME_NAME)!;
+
   describe("when the pod has no annotations, volumes or volumeMounts", () => {
     it("creates each missing list and map instead of appending to it", () => {
       const r = patchedOrFail(mutatePod(barePod(), "team-a", cfg, mintId));
@@ -122,7 +307,7 @@ describe("mutatePod", () => {
         "/spec/volumes",
         "/spec/containers/0/volumeMounts",
       ]);
-      inject(barePod());
+      inject_(barePod());
     });
 
     it("creates metadata when the pod has none", () => {
@@ -140,12 +325,16 @@ describe("mutatePod", () => {
       const r = patchedOrFail(mutatePod(pod, "team-a", cfg, mintId));
       expect(r.patch.map((p) => p.op)).to.satisfy((ops: string[]) => ops.every((o) => o === "add"));
       expect(r.patch.map((p) => p.path)).to.include.members([
-        "/metadata/annotations/dynamic-volumes~1id",
-        "/metadata/annotations/dynamic-volumes~1id-signature",
+        ...(mode === "hostPath"
+          ? [
+              "/metadata/annotations/dynamic-volumes~1id",
+              "/metadata/annotations/dynamic-volumes~1id-signature",
+            ]
+          : []),
         "/metadata/annotations/dynamic-volumes~1mount-path",
         "/spec/volumes/-",
       ]);
-      const { pod: out } = inject(pod);
+      const { pod: out } = inject_(pod);
       expect(out.metadata.annotations["example.com/owner"]).to.equal("data/platform");
       expect(out.spec.volumes.map((v) => v.name)).to.deep.equal(["logs", VOLUME_NAME]);
     });
@@ -153,20 +342,20 @@ describe("mutatePod", () => {
 
   describe("container selection", () => {
     it("mounts into every app container and no init container by default", () => {
-      const { pod } = inject(sidecarPod());
+      const { pod } = inject_(sidecarPod());
       expect(pod.spec.containers.map((c) => mountsOf(c).length)).to.deep.equal([1, 1]);
       expect(pod.spec.initContainers!.map((c) => mountsOf(c).length)).to.deep.equal([0, 0]);
     });
 
     it("mounts only into the named containers, including a native sidecar when named", () => {
-      const { pod, result } = inject(sidecarPod({ [ANNOTATIONS.containers]: " metrics , log-shipper " }));
+      const { pod, result } = inject_(sidecarPod({ [ANNOTATIONS.containers]: " metrics , log-shipper " }));
       expect(result.containers).to.deep.equal(["metrics", "log-shipper"]);
       expect(pod.spec.containers.map((c) => mountsOf(c).length)).to.deep.equal([0, 1]);
       expect(pod.spec.initContainers!.map((c) => mountsOf(c).length)).to.deep.equal([0, 1]);
     });
 
     it("leaves ephemeral containers alone", () => {
-      const { pod } = inject(ephemeralPod());
+      const { pod } = inject_(ephemeralPod());
       expect(pod.spec.ephemeralContainers).to.deep.equal([
         { name: "debugger", image: "busybox:1.36", targetContainerName: "app" },
       ]);
@@ -176,7 +365,7 @@ describe("mutatePod", () => {
 
   describe("mount path", () => {
     it("uses the annotation, normalized, and writes the resolved value back", () => {
-      const { pod } = inject(deploymentPod({ [ANNOTATIONS.mountPath]: "/mnt//buckets/" }));
+      const { pod } = inject_(deploymentPod({ [ANNOTATIONS.mountPath]: "/mnt//buckets/" }));
       expect(pod.metadata.annotations[ANNOTATIONS.mountPath]).to.equal("/mnt/buckets");
       expect(mountsOf(pod.spec.containers[0])[0]!.mountPath).to.equal("/mnt/buckets");
     });
@@ -194,8 +383,9 @@ describe("mutatePod", () => {
         validatePod(out);
         expect(out.metadata.annotations[ANNOTATIONS.mountPath]).to.equal(want);
         expect(mountsOf(out.spec.containers[0])[0]!.mountPath).to.equal(want);
-        const ours = out.spec.volumes.find((v) => v.name === VOLUME_NAME)!;
-        expect(ours.hostPath!.path).to.equal(`/var/lib/"dv"\\ü/pods/${r.id}`);
+        if (mode === "hostPath")
+          expect(ourVolume(out).hostPath!.path).to.equal(`/var/lib/"dv"\\ü/pods/${r.id}`);
+        else expect(ourVolume(out)).to.deep.equal(CSI_VOLUME);
       }
     });
 
@@ -232,7 +422,7 @@ describe("mutatePod", () => {
     });
 
     it("allows that path when the colliding container is not selected", () => {
-      inject(sidecarPod({ [ANNOTATIONS.mountPath]: "/var/log/app", [ANNOTATIONS.containers]: "metrics" }));
+      inject_(sidecarPod({ [ANNOTATIONS.mountPath]: "/var/log/app", [ANNOTATIONS.containers]: "metrics" }));
     });
 
     it("denies a containers entry that names no container, listing the real ones", () => {
@@ -270,9 +460,10 @@ describe("mutatePod", () => {
     it("allows an unrelated hostPath such as /var/lib/dynamic-volumes-old", () => {
       const pod = barePod();
       (pod.spec as Json).volumes = [{ name: "old", hostPath: { path: "/var/lib/dynamic-volumes-old" } }];
-      inject(pod);
+      inject_(pod);
     });
 
+    // inject() admits in hostPath mode: these pods carry a signed hostPath whatever the mode under test.
     it("denies a victim's signed injection replayed in another namespace", () => {
       const { pod: victim } = inject(deploymentPod(), "team-a");
       const copy = structuredClone(victim) as unknown as Json;
@@ -329,7 +520,7 @@ describe("mutatePod", () => {
     });
 
     it('injects a pod annotated dynamic-volumes/inject: "true"', () => {
-      inject(deploymentPod({ [ANNOTATIONS.inject]: "true" }));
+      inject_(deploymentPod({ [ANNOTATIONS.inject]: "true" }));
     });
 
     it("skips UPDATE, sub-resources and other resources", () => {
@@ -345,15 +536,16 @@ describe("mutatePod", () => {
       ).to.equal("skipped");
     });
 
-    it("signs for request.namespace, not for what the object claims", () => {
-      const pod = deploymentPod();
-      (pod.metadata as Json).namespace = "team-b";
-      const req = decodeAdmissionReview(admissionReview(pod, { namespace: "team-a" }));
-      const r = patchedOrFail(admitPod(req, cfg, mintId));
-      const out = applyJsonPatch(pod, r.patch) as unknown as Pod;
-      const sig = out.metadata.annotations[ANNOTATIONS.idSignature]!;
-      expect(verifyPodId(key, "team-a", r.id!, sig)).to.be.true;
-    });
+    if (mode === "hostPath")
+      it("signs for request.namespace, not for what the object claims", () => {
+        const pod = deploymentPod();
+        (pod.metadata as Json).namespace = "team-b";
+        const req = decodeAdmissionReview(admissionReview(pod, { namespace: "team-a" }));
+        const r = patchedOrFail(admitPod(req, cfg, mintId));
+        const out = applyJsonPatch(pod, r.patch) as unknown as Pod;
+        const sig = out.metadata.annotations[ANNOTATIONS.idSignature]!;
+        expect(verifyPodId(key, "team-a", r.id!, sig)).to.be.true;
+      });
   });
 
   describe("the buckets annotation at admission", () => {
@@ -379,7 +571,7 @@ describe("mutatePod", () => {
       expect(r.warnings.join()).to.match(/goofys.*geesefs, s3fs, rclone/);
     });
   });
-});
+}
 
 describe("isNormalPath", () => {
   // eslint-disable-next-line no-control-regex
