@@ -16,6 +16,7 @@ import { AppError, isAppError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import {
   DEFAULT_RENEW_BEFORE_MS,
+  type CertificatePair,
   certExpiry,
   certMatchesCa,
   certSubjectAltNames,
@@ -32,6 +33,14 @@ export const TLS_SECRET_TYPE = "kubernetes.io/tls";
 export const TLS_CERT_KEY = "tls.crt";
 export const TLS_KEY_KEY = "tls.key";
 export const CA_CERT_KEY = "ca.crt";
+/**
+ * The CA's private key, kept so that a serving certificate can be renewed under the same CA (no
+ * caBundle change). Neither the webhook's files nor the agents' volume include it.
+ */
+export const CA_KEY_KEY = "ca.key";
+/** A CA staged for the next rotation and its key (rotation.ts), until it is promoted to `ca.crt`. */
+export const NEXT_CA_CERT_KEY = "next-ca.crt";
+export const NEXT_CA_KEY_KEY = "next-ca.key";
 
 /** How many times a read-modify-write is retried after losing a race to another writer. */
 export const MAX_ATTEMPTS = 3;
@@ -86,6 +95,9 @@ export interface EnsureServingSecretOptions {
   /** Validity of new certificates; defaults from `generate.ts` (CA 10 years, serving 1 year). */
   readonly caValidityDays?: number;
   readonly validityDays?: number;
+  /** Validities in ms instead of days (tests with certificates that live seconds). */
+  readonly caValidityMs?: number;
+  readonly validityMs?: number;
   readonly log?: Logger;
 }
 
@@ -94,6 +106,8 @@ export interface ServingBundle {
   readonly caPem: string;
   readonly certPem: string;
   readonly keyPem: string;
+  /** The CA's key, when the Secret keeps it. */
+  readonly caKeyPem?: string;
 }
 
 export interface ServingSecretResult extends ServingBundle {
@@ -115,9 +129,12 @@ export interface ServingSecretResult extends ServingBundle {
  * - No Secret: generate a CA and a serving certificate and create it. If another replica created it
  *   first (409), read theirs and use it when valid.
  * - A Secret whose content is valid at `now` (see {@link inspectServingSecret}) is reused unchanged.
+ * - A Secret whose only fault is a serving certificate within the renewal window, and which keeps
+ *   the key of a CA that is not itself within it (`ca.key`), gets a new serving certificate from the
+ *   same CA: the caBundle needs no change. A CA staged for rotation (`next-ca.*`) is kept.
  * - Otherwise everything is regenerated and the Secret replaced (its data then holds exactly
- *   `tls.crt`, `tls.key` and `ca.crt`), guarded by resourceVersion; on a conflict, re-read and decide
- *   again.
+ *   `tls.crt`, `tls.key`, `ca.crt` and `ca.key`), guarded by resourceVersion; on a conflict, re-read
+ *   and decide again.
  *
  * A Secret of another type than `kubernetes.io/tls` is an error: its type cannot be changed in place.
  */
@@ -161,10 +178,17 @@ export async function ensureServingSecret(
       return result(lostRace ? "adopted" : "reused", verdict.bundle);
     }
 
-    opts.log?.info({ secret: where, reason: verdict.reason }, "regenerating the CA and serving certificate");
-    const bundle = generate();
+    const sameCa = verdict.servingOnly ? keptCa(existing, opts) : undefined;
+    const bundle = sameCa !== undefined ? issueServing(opts, sameCa) : generate();
+    opts.log?.info(
+      { secret: where, reason: verdict.reason },
+      sameCa !== undefined
+        ? "renewing the serving certificate under the same CA"
+        : "regenerating the CA and serving certificate",
+    );
+    const keep = sameCa !== undefined ? pickData(existing, [NEXT_CA_CERT_KEY, NEXT_CA_KEY_KEY]) : {};
     try {
-      await api.replaceSecret(namespace, name, secretFor(namespace, name, bundle, existing));
+      await api.replaceSecret(namespace, name, secretFor(namespace, name, bundle, existing, keep));
       return result("renewed", bundle, verdict.reason);
     } catch (e) {
       if (!isCode(e, "Conflict") && !isCode(e, "NotFound")) throw e;
@@ -180,7 +204,12 @@ export async function ensureServingSecret(
 
 export type SecretVerdict =
   | { readonly ok: true; readonly bundle: ServingBundle; readonly notAfter: Date }
-  | { readonly ok: false; readonly reason: string };
+  | {
+      readonly ok: false;
+      readonly reason: string;
+      /** True when the only fault is the serving certificate's expiry: the CA may issue another. */
+      readonly servingOnly?: boolean;
+    };
 
 /**
  * Pure: whether a Secret's content can be kept at `now`. It must hold non-empty `tls.crt`, `tls.key`
@@ -193,6 +222,32 @@ export function inspectServingSecret(
   opts: Pick<EnsureServingSecretOptions, "namespace" | "service" | "now" | "renewBefore">,
 ): SecretVerdict {
   const renewBefore = opts.renewBefore ?? DEFAULT_RENEW_BEFORE_MS;
+  const read = readServingSecret(secret, opts);
+  if (!read.ok) return read;
+  const { bundle, notAfter } = read;
+  if (needsRenewal(bundle.caPem, opts.now, renewBefore))
+    return {
+      ok: false,
+      reason: `the CA expires at ${certExpiry(bundle.caPem).toISOString()}, within the renewal window`,
+    };
+  if (needsRenewal(bundle.certPem, opts.now, renewBefore))
+    return {
+      ok: false,
+      reason: `the certificate expires at ${notAfter.toISOString()}, within the renewal window`,
+      servingOnly: true,
+    };
+  return { ok: true, bundle, notAfter };
+}
+
+/**
+ * Pure: {@link inspectServingSecret} without the times: the keys are there, the key belongs to the
+ * certificate, the CA issued it and it covers the Service's names. The bundle includes `ca.key` when
+ * the Secret holds a key that belongs to `ca.crt`.
+ */
+export function readServingSecret(
+  secret: Pick<V1Secret, "data">,
+  opts: Pick<EnsureServingSecretOptions, "namespace" | "service">,
+): SecretVerdict {
   const data = secret.data ?? {};
   const missing = [TLS_CERT_KEY, TLS_KEY_KEY, CA_CERT_KEY].filter((k) => !data[k]);
   if (missing.length > 0) return { ok: false, reason: `missing keys: ${missing.join(", ")}` };
@@ -217,23 +272,19 @@ export function inspectServingSecret(
   const uncovered = serviceDnsNames(opts.service, opts.namespace).filter((n) => !dns.includes(n));
   if (uncovered.length > 0)
     return { ok: false, reason: `the certificate does not cover ${uncovered.join(", ")}` };
-  if (needsRenewal(bundle.certPem, opts.now, renewBefore))
-    return {
-      ok: false,
-      reason: `the certificate expires at ${notAfter.toISOString()}, within the renewal window`,
-    };
-  if (needsRenewal(bundle.caPem, opts.now, renewBefore))
-    return {
-      ok: false,
-      reason: `the CA expires at ${certExpiry(bundle.caPem).toISOString()}, within the renewal window`,
-    };
-  return { ok: true, bundle, notAfter };
+  const caKeyPem = decode(data[CA_KEY_KEY]);
+  const withKey =
+    caKeyPem !== "" && keyMatchesCert(bundle.caPem, caKeyPem) ? { ...bundle, caKeyPem } : bundle;
+  return { ok: true, bundle: withKey, notAfter };
 }
 
 export interface PatchCaBundleOptions {
   readonly webhookConfigName: string;
-  /** The CA (PEM) that the API server must trust when it calls the webhooks. */
-  readonly caPem: string;
+  /**
+   * The CA (PEM) that the API server must trust when it calls the webhooks, or several (the current
+   * CA and one staged for rotation), in the order they are to appear.
+   */
+  readonly caPem: string | readonly string[];
   /** For deciding which previously trusted CAs have expired. Default: now. */
   readonly now?: Date;
   readonly log?: Logger;
@@ -288,7 +339,7 @@ export async function patchCaBundle(api: CertsApi, opts: PatchCaBundleOptions): 
  */
 export function caBundlePatch(
   config: V1MutatingWebhookConfiguration,
-  caPem: string,
+  caPem: string | readonly string[],
   now: Date = new Date(),
 ): { patch: JsonPatchOperation[]; patched: string[]; unchanged: string[] } {
   const patch: JsonPatchOperation[] = [];
@@ -317,20 +368,34 @@ export function caBundlePatch(
 }
 
 /**
- * Pure: the PEM bundle that trusts `caPem` first, then the other CAs of `previous` (a PEM bundle)
- * that have not expired at `now`; `unchanged` when `previous` holds exactly those already. The CA is
- * kept as given (its line endings too).
+ * Pure: the PEM bundle that trusts `caPem` first (each of them, when several), then the other CAs of
+ * `previous` (a PEM bundle) that have not expired at `now`; `unchanged` when `previous` holds exactly
+ * those already. A single CA is kept as given (its line endings too).
  */
 export function trustBundle(
-  caPem: string,
+  caPem: string | readonly string[],
   previous: string | undefined,
   now: Date,
 ): { text: string; unchanged: boolean } {
-  const ca = normalizePem(caPem);
+  const given = typeof caPem === "string" ? [caPem] : [...caPem];
+  const first = given[0] ?? "";
+  const required = [...new Set(given.map(normalizePem))];
   const have = pemCertificates(previous ?? "");
-  const kept = have.filter((c) => c !== ca && !expired(c, now));
-  const unchanged = previous !== undefined && have.join("\n") === [ca, ...kept].join("\n");
-  return { text: kept.length === 0 ? caPem : `${caPem.trimEnd()}\n${kept.join("\n")}\n`, unchanged };
+  const kept = have.filter((c) => !required.includes(c) && !expired(c, now));
+  const unchanged = previous !== undefined && have.join("\n") === [...required, ...kept].join("\n");
+  const rest = [...required.slice(1), ...kept];
+  return { text: rest.length === 0 ? first : `${first.trimEnd()}\n${rest.join("\n")}\n`, unchanged };
+}
+
+/** True when every webhook of the configuration has a caBundle that verifies `certPem`. */
+export function bundlesVerify(config: V1MutatingWebhookConfiguration, certPem: string): boolean {
+  return (config.webhooks ?? []).every((w) => certMatchesCa(certPem, decode(w.clientConfig?.caBundle)));
+}
+
+/** True when the caBundle of every webhook of the configuration holds the CA `caPem`. */
+export function bundlesHold(config: V1MutatingWebhookConfiguration, caPem: string): boolean {
+  const ca = normalizePem(caPem);
+  return (config.webhooks ?? []).every((w) => pemCertificates(decode(w.clientConfig?.caBundle)).includes(ca));
 }
 
 function normalizePem(pem: string): string {
@@ -351,22 +416,70 @@ function expired(pem: string, now: Date): boolean {
   }
 }
 
-function generateBundle(opts: EnsureServingSecretOptions): ServingBundle {
-  const ca = generateCa({
+type CertificateOptions = Pick<
+  EnsureServingSecretOptions,
+  | "service"
+  | "namespace"
+  | "now"
+  | "validityDays"
+  | "validityMs"
+  | "caValidityDays"
+  | "caValidityMs"
+  | "extraDnsNames"
+  | "extraIps"
+>;
+
+/** A new CA for the Service, with its key. */
+export function newCa(opts: CertificateOptions): CertificatePair {
+  return generateCa({
     commonName: `${opts.service}.${opts.namespace}.svc CA`,
     validityDays: opts.caValidityDays,
+    validityMs: opts.caValidityMs,
     now: opts.now,
   });
+}
+
+/** A new serving certificate from `ca`, as a bundle that keeps the CA's key. */
+export function issueServing(opts: CertificateOptions, ca: CertificatePair): ServingBundle {
   const serving = generateServingCert({
     ca,
     service: opts.service,
     namespace: opts.namespace,
     validityDays: opts.validityDays,
+    validityMs: opts.validityMs,
     extraDnsNames: opts.extraDnsNames,
     extraIps: opts.extraIps,
     now: opts.now,
   });
-  return { caPem: ca.certPem, certPem: serving.certPem, keyPem: serving.keyPem };
+  return { caPem: ca.certPem, caKeyPem: ca.keyPem, certPem: serving.certPem, keyPem: serving.keyPem };
+}
+
+function generateBundle(opts: CertificateOptions): ServingBundle {
+  return issueServing(opts, newCa(opts));
+}
+
+/**
+ * The Secret's CA with its key, when it keeps a key that belongs to it and the CA is not itself
+ * within the renewal window; undefined otherwise.
+ */
+export function keptCa(
+  secret: Pick<V1Secret, "data">,
+  opts: Pick<EnsureServingSecretOptions, "now" | "renewBefore">,
+): CertificatePair | undefined {
+  const certPem = decode(secret.data?.[CA_CERT_KEY]);
+  const keyPem = decode(secret.data?.[CA_KEY_KEY]);
+  if (keyPem === "" || !keyMatchesCert(certPem, keyPem)) return undefined;
+  if (needsRenewal(certPem, opts.now, opts.renewBefore ?? DEFAULT_RENEW_BEFORE_MS)) return undefined;
+  return { certPem, keyPem };
+}
+
+function pickData(secret: V1Secret, keys: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of keys) {
+    const v = secret.data?.[k];
+    if (v) out[k] = v;
+  }
+  return out;
 }
 
 /**
@@ -387,16 +500,29 @@ export function managedMetadata(
   };
 }
 
-function secretFor(namespace: string, name: string, bundle: ServingBundle, previous?: V1Secret): V1Secret {
+/**
+ * The Secret holding `bundle` (`tls.crt`, `tls.key`, `ca.crt`, and `ca.key` when the bundle has
+ * it) plus `extra` data (base64 already), with the metadata of `previous` (see managedMetadata).
+ */
+export function secretFor(
+  namespace: string,
+  name: string,
+  bundle: ServingBundle,
+  previous?: V1Secret,
+  extra: Record<string, string> = {},
+): V1Secret {
+  const b64 = (s: string): string => Buffer.from(s, "utf8").toString("base64");
   return {
     apiVersion: "v1",
     kind: "Secret",
     metadata: managedMetadata(namespace, name, previous),
     type: TLS_SECRET_TYPE,
     data: {
-      [TLS_CERT_KEY]: Buffer.from(bundle.certPem, "utf8").toString("base64"),
-      [TLS_KEY_KEY]: Buffer.from(bundle.keyPem, "utf8").toString("base64"),
-      [CA_CERT_KEY]: Buffer.from(bundle.caPem, "utf8").toString("base64"),
+      [TLS_CERT_KEY]: b64(bundle.certPem),
+      [TLS_KEY_KEY]: b64(bundle.keyPem),
+      [CA_CERT_KEY]: b64(bundle.caPem),
+      ...(bundle.caKeyPem !== undefined ? { [CA_KEY_KEY]: b64(bundle.caKeyPem) } : {}),
+      ...extra,
     },
   };
 }
@@ -409,10 +535,10 @@ function result(
   return { outcome, ...bundle, notAfter: certExpiry(bundle.certPem), ...(reason ? { reason } : {}) };
 }
 
-function decode(b64: string | undefined): string {
+export function decode(b64: string | undefined): string {
   return Buffer.from(b64 ?? "", "base64").toString("utf8");
 }
 
-function isCode(e: unknown, code: AppError["code"]): boolean {
+export function isCode(e: unknown, code: AppError["code"]): boolean {
   return isAppError(e) && e.code === code;
 }

@@ -17,8 +17,8 @@ export interface PublishCaOptions {
   readonly namespace: string;
   /** The ConfigMap's name. */
   readonly name: string;
-  /** The current CA (PEM). */
-  readonly caPem: string;
+  /** The current CA (PEM), or the current CA and one staged for rotation. */
+  readonly caPem: string | readonly string[];
   /** For deciding which previous CAs have expired. Default: now. */
   readonly now?: Date;
   readonly log?: Logger;

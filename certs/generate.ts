@@ -24,6 +24,8 @@ export interface CaOptions {
   readonly commonName: string;
   /** Default {@link DEFAULT_CA_VALIDITY_DAYS} (10 years). */
   readonly validityDays?: number;
+  /** Validity in milliseconds instead of days (tests with certificates that live seconds). */
+  readonly validityMs?: number;
   /** Start of validity; default the current time. The certificate is backdated by {@link BACKDATE_MS}. */
   readonly now?: Date;
 }
@@ -34,8 +36,13 @@ export interface ServingCertOptions {
   /** Name of the Kubernetes Service in front of the webhook. */
   readonly service: string;
   readonly namespace: string;
-  /** Default {@link DEFAULT_SERVING_VALIDITY_DAYS} (1 year). */
+  /**
+   * Default {@link DEFAULT_SERVING_VALIDITY_DAYS} (1 year). The certificate never outlives its CA:
+   * notAfter is at most the CA's.
+   */
   readonly validityDays?: number;
+  /** Validity in milliseconds instead of days (tests with certificates that live seconds). */
+  readonly validityMs?: number;
   /** DNS SANs added after the Service names, e.g. `localhost`. */
   readonly extraDnsNames?: readonly string[];
   /** IP SANs, e.g. `127.0.0.1`. */
@@ -73,9 +80,9 @@ export function serviceDnsNames(service: string, namespace: string): string[] {
 export function generateCa(opts: CaOptions): CertificatePair {
   if (opts.commonName.trim() === "")
     throw new AppError("InvalidArgument", "the CA common name must not be empty");
-  const days = validityDays(opts.validityDays, DEFAULT_CA_VALIDITY_DAYS);
+  const ms = validityMs(opts, DEFAULT_CA_VALIDITY_DAYS);
   const key = generateRsaKey();
-  const cert = newCertificate(key.publicKey, opts.now ?? new Date(), days);
+  const cert = newCertificate(key.publicKey, opts.now ?? new Date(), ms);
   const subject = [{ name: "commonName", value: opts.commonName }];
   cert.setSubject(subject);
   cert.setIssuer(subject);
@@ -97,10 +104,13 @@ export function generateServingCert(opts: ServingCertOptions): CertificatePair {
   validateServingNames(opts);
   const extraDns = opts.extraDnsNames ?? [];
   const extraIps = opts.extraIps ?? [];
-  const days = validityDays(opts.validityDays, DEFAULT_SERVING_VALIDITY_DAYS);
+  const ms = validityMs(opts, DEFAULT_SERVING_VALIDITY_DAYS);
   const ca = parseCa(opts.ca);
   const key = generateRsaKey();
-  const cert = newCertificate(key.publicKey, opts.now ?? new Date(), days);
+  const cert = newCertificate(key.publicKey, opts.now ?? new Date(), ms);
+  // A certificate that outlives its CA stops verifying when the CA expires, whatever it says.
+  if (cert.validity.notAfter.getTime() > ca.cert.validity.notAfter.getTime())
+    cert.validity.notAfter = new Date(ca.cert.validity.notAfter.getTime());
   const dnsNames = unique([...serviceDnsNames(opts.service, opts.namespace), ...extraDns]);
   cert.setSubject([{ name: "commonName", value: `${opts.service}.${opts.namespace}.svc` }]);
   cert.setIssuer(ca.cert.subject.attributes);
@@ -151,6 +161,12 @@ export function validateServingNames(
 /** The notAfter of the first certificate in `pem`. Throws InvalidArgument when it cannot be read. */
 export function certExpiry(pem: string): Date {
   return readCertificate(pem).validity.notAfter;
+}
+
+/** notBefore and notAfter of the first certificate in `pem`. Throws InvalidArgument when it cannot be read. */
+export function certValidity(pem: string): { notBefore: Date; notAfter: Date } {
+  const v = readCertificate(pem).validity;
+  return { notBefore: v.notBefore, notAfter: v.notAfter };
 }
 
 /**
@@ -286,12 +302,12 @@ function generateRsaKey(): {
   };
 }
 
-function newCertificate(publicKey: forge.pki.rsa.PublicKey, now: Date, days: number): forge.pki.Certificate {
+function newCertificate(publicKey: forge.pki.rsa.PublicKey, now: Date, ms: number): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = publicKey;
   cert.serialNumber = randomSerial();
   cert.validity.notBefore = new Date(now.getTime() - BACKDATE_MS);
-  cert.validity.notAfter = new Date(now.getTime() + days * DAY_MS);
+  cert.validity.notAfter = new Date(now.getTime() + ms);
   return cert;
 }
 
@@ -303,6 +319,19 @@ function randomSerial(): string {
   const bytes = randomBytes(16);
   bytes[0] = (bytes[0]! & 0x7f) | 0x40;
   return bytes.toString("hex");
+}
+
+/** The validity in ms: `validityMs` when given (a positive whole number), else `validityDays` (checked). */
+function validityMs(opts: { validityDays?: number; validityMs?: number }, fallbackDays: number): number {
+  if (opts.validityMs !== undefined) {
+    if (!Number.isSafeInteger(opts.validityMs) || opts.validityMs < 1000)
+      throw new AppError(
+        "InvalidArgument",
+        `validity of ${opts.validityMs} ms must be a whole number of at least 1000`,
+      );
+    return opts.validityMs;
+  }
+  return validityDays(opts.validityDays, fallbackDays) * DAY_MS;
 }
 
 function validityDays(value: number | undefined, fallback: number): number {

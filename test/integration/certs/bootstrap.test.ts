@@ -98,14 +98,15 @@ describe("certificate bootstrap against the fake API server with the real client
   });
 
   describe("ensureServingSecret", () => {
-    it("creates a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt for the Service", async () => {
+    it("creates a kubernetes.io/tls Secret with tls.crt, tls.key, ca.crt and the CA's key for the Service", async () => {
       const result = await ensureServingSecret(certsApi, opts());
       expect(result.outcome).to.equal("created");
 
       const secret = stored()!;
       expect(secret.type).to.equal("kubernetes.io/tls");
-      expect(Object.keys(secret.data ?? {}).sort()).to.deep.equal(["ca.crt", "tls.crt", "tls.key"]);
+      expect(Object.keys(secret.data ?? {}).sort()).to.deep.equal(["ca.crt", "ca.key", "tls.crt", "tls.key"]);
       const [cert, key, ca] = [TLS_CERT_KEY, TLS_KEY_KEY, CA_CERT_KEY].map((k) => unb64(secret.data?.[k]));
+      expect(keyMatchesCert(ca!, unb64(secret.data?.["ca.key"]))).to.equal(true);
       expect([cert, key, ca]).to.deep.equal([result.certPem, result.keyPem, result.caPem]);
       expect(certSubjectAltNames(cert!).dns).to.deep.equal(serviceDnsNames(SERVICE, NS));
       expect(certMatchesCa(cert!, ca!)).to.equal(true);
@@ -148,10 +149,27 @@ describe("certificate bootstrap against the fake API server with the real client
       expect(renewed.caPem).to.not.equal(first.caPem);
       expect(certExpiry(renewed.certPem).getTime()).to.equal(later.getTime() + 365 * DAY);
       const after = stored()!;
-      expect(Object.keys(after.data ?? {}).sort()).to.deep.equal(["ca.crt", "tls.crt", "tls.key"]);
+      expect(Object.keys(after.data ?? {}).sort()).to.deep.equal(["ca.crt", "ca.key", "tls.crt", "tls.key"]);
+      expect(keyMatchesCert(renewed.caPem, unb64(after.data?.["ca.key"]))).to.equal(true);
       expect(unb64(after.data?.[TLS_CERT_KEY])).to.equal(renewed.certPem);
       const [put] = api.requestsTo("PUT", SECRET_PATH);
       expect((put!.body as V1Secret).metadata?.resourceVersion).to.equal(staleRv);
+    });
+
+    it("renews only the serving certificate, under the same CA, when the Secret keeps the CA's key", async () => {
+      const first = await ensureServingSecret(certsApi, opts());
+      const secret = stored()!;
+      const staged = { "next-ca.crt": b64("staged"), "next-ca.key": b64("staged key") };
+      api.store.update(SECRETS, SECRET, { ...secret, data: { ...secret.data, ...staged } });
+      const later = new Date(T0.getTime() + 340 * DAY);
+      const renewed = await ensureServingSecret(certsApi, opts({ now: later }));
+      expect(renewed.outcome).to.equal("renewed");
+      expect(renewed.caPem).to.equal(first.caPem);
+      expect(renewed.certPem).to.not.equal(first.certPem);
+      expect(certMatchesCa(renewed.certPem, first.caPem)).to.equal(true);
+      // A CA staged for rotation by a running webhook stays staged.
+      expect(stored()!.data).to.include(staged);
+      expect(stored()!.data?.["ca.key"]).to.equal(secret.data?.["ca.key"]);
     });
 
     it("keeps a certificate 31 days from expiry and renews it at 29 with the default 30-day window", async () => {
