@@ -4,6 +4,11 @@
  * behaves like Kubernetes' `Bidirectional` mount of the root, and the real agent in local mode as
  * an unprivileged uid with no capabilities (`setpriv`), in a namespace that receives the host's
  * mounts as `HostToContainer` does.
+ *
+ * In CSI mode (`volumeMode: "csi"`) the pods get the webhook's CSI volume, the mounter also serves
+ * CSI on a socket in a kubelet directory it holds `Bidirectional` too, and a kubelet stand-in
+ * (`kubelet.ts`) publishes each pod's volume before its container starts, which binds the target
+ * path instead of the pod's directory, and unpublishes it after the container is gone.
  */
 import { AGENT_NODE_FLAGS } from "../../agent/config.js";
 import { randomBytes } from "node:crypto";
@@ -11,7 +16,7 @@ import { renameSync } from "node:fs";
 import { chmod, chown, copyFile, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { PodStatus } from "../../agent/reconcile/status.js";
-import { DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
+import { CSI_DRIVER_NAME, DEFAULT_SECRET_NAME, podDir } from "../../shared/names.js";
 import { signingKeyFromText } from "../../shared/signing.js";
 import {
   ensureSharedMount,
@@ -20,6 +25,7 @@ import {
   type NamespacedProcess,
   type SharedMount,
 } from "./namespaces.js";
+import { KubeletStandIn } from "./kubelet.js";
 import { injectedPod, podIdOf, withBuckets, type LocalPodOptions, type Pod } from "./pods.js";
 import { RuncPods, type RuncPod } from "./runc.js";
 import { S3RVER_CREDENTIALS, S3RVER_REGION, startS3Server, type S3Server } from "./s3-server.js";
@@ -40,6 +46,11 @@ export interface LocalNodeOptions {
    * that the image runs) as it is. Default {@link AGENT_MAIN}.
    */
   readonly agentEntry?: string;
+  /**
+   * How pods get their directory: `hostPath` (default) or `csi` (the kubelet stand-in publishes
+   * the CSI volume, see the module comment).
+   */
+  readonly volumeMode?: "hostPath" | "csi";
 }
 
 export interface LocalPod {
@@ -47,7 +58,10 @@ export interface LocalPod {
   readonly namespace: string;
   readonly file: string;
   readonly id: string;
+  /** The pod's directory, `<root>/pods/<id>` (unless a forged hostPath names another). */
   readonly hostDir: string;
+  /** CSI mode: the kubelet's publish target, which the container binds. */
+  readonly csiTarget?: string;
   pod: Pod;
   readonly container: RuncPod;
 }
@@ -94,6 +108,8 @@ async function giveToAgent(path: string): Promise<void> {
 }
 export class LocalNode {
   readonly pods = new Map<string, LocalPod>();
+  /** CSI mode: the kubelet stand-in, once the mounter serves CSI. */
+  kubelet: KubeletStandIn | undefined;
   agent: NamespacedProcess | undefined;
   mounter: NamespacedProcess | undefined;
   private agentStarts = 0;
@@ -112,7 +128,17 @@ export class LocalNode {
     private readonly agentArgs: readonly string[],
     private readonly agentEntry: string,
     private readonly mounterArgs: readonly string[],
+    /** CSI mode: the kubelet's directory (a shared mount), else undefined. */
+    readonly kubeletDir: string | undefined,
+    private readonly kubeletShared: SharedMount | undefined,
   ) {}
+
+  /** CSI mode: the mounter's CSI socket, in the kubelet's plugin directory. */
+  get csiSocket(): string | undefined {
+    return this.kubeletDir !== undefined
+      ? join(this.kubeletDir, "plugins", CSI_DRIVER_NAME, "csi.sock")
+      : undefined;
+  }
 
   /** The mounter's socket (its default place). */
   get mounterSocket(): string {
@@ -139,11 +165,18 @@ export class LocalNode {
     for (const p of [podsDir, secretsDir, keyFile]) await giveToAgent(p);
     let s3: S3Server | undefined;
     let shared: SharedMount | undefined;
+    let kubeletShared: SharedMount | undefined;
+    const kubeletDir = o.volumeMode === "csi" ? join(work, "kubelet") : undefined;
     try {
       s3 = await startS3Server({ buckets: o.buckets, directory: join(work, "s3") });
       shared = await ensureSharedMount(root);
+      if (kubeletDir !== undefined) {
+        await mkdir(kubeletDir, { mode: 0o750 });
+        kubeletShared = await ensureSharedMount(kubeletDir);
+      }
       await runc.prepareRootfs();
     } catch (e) {
+      await kubeletShared?.undo().catch(() => undefined);
       await shared?.undo().catch(() => undefined);
       await s3?.stop().catch(() => undefined);
       await removeWorkDir(work).catch(() => undefined);
@@ -162,6 +195,8 @@ export class LocalNode {
       o.agentArgs ?? [],
       o.agentEntry ?? AGENT_MAIN,
       o.mounterArgs ?? [],
+      kubeletDir,
+      kubeletShared,
     );
   }
 
@@ -189,8 +224,56 @@ export class LocalNode {
 
   /** Admits a pod through the webhook's patch, writes its file, and starts it as a runc container. */
   async addPod(o: LocalPodOptions): Promise<LocalPod> {
+    if (this.kubeletDir !== undefined) return this.addCsiPod(o);
     const pod = injectedPod(o, { root: this.root, signingKey: this.signingKey });
     return this.runPod(o.name, pod);
+  }
+
+  /**
+   * CSI mode, in a real cluster's order: the pod exists (its file is written), the kubelet
+   * publishes its volume (starting the mounter first when none runs), then starts the container
+   * with the target bound as a HostToContainer volumeMount.
+   */
+  private async addCsiPod(o: LocalPodOptions): Promise<LocalPod> {
+    const pod = injectedPod(o, { root: this.root, volumeMode: "csi" });
+    const id = podIdOf(pod);
+    const file = `${o.name}.json`;
+    const draft = {
+      name: o.name,
+      namespace: pod.metadata.namespace,
+      file,
+      id,
+      hostDir: podDir(this.root, id),
+      pod,
+    };
+    await this.writePodFile(draft);
+    try {
+      const kubelet = await this.csiKubelet();
+      const csiTarget = await kubelet.publish({ uid: id, namespace: pod.metadata.namespace, name: o.name });
+      const container = await this.runc.startPod({
+        id: o.name,
+        hostDir: csiTarget,
+        mountPath: "/datasets",
+        readOnly: true,
+      });
+      const local: LocalPod = { ...draft, csiTarget, container };
+      this.pods.set(o.name, local);
+      return local;
+    } catch (e) {
+      await unlink(join(this.podsDir, file)).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The kubelet stand-in, registered with the mounter's CSI services (started when none runs). */
+  async csiKubelet(): Promise<KubeletStandIn> {
+    if (this.kubeletDir === undefined || this.csiSocket === undefined) throw new Error("not in CSI mode");
+    if (this.mounter === undefined || this.mounter.exitStatus() !== undefined) await this.startMounter();
+    if (this.kubelet === undefined) {
+      this.kubelet = new KubeletStandIn(this.csiSocket, this.kubeletDir);
+      await this.kubelet.register();
+    }
+    return this.kubelet;
   }
 
   /** Starts a pod from a given spec (for forged or copied pods), as the kubelet would. */
@@ -274,9 +357,20 @@ export class LocalNode {
     return await this.writePodFile(p);
   }
 
-  /** Deletes the pod: its file goes (the agent sees a delete), then its container. */
+  /**
+   * Deletes the pod: its file goes (the agent sees a delete), then its container. In CSI mode in
+   * the kubelet's order instead: the container stops, the volume is unpublished, then the pod
+   * object goes.
+   */
   async deletePod(name: string): Promise<void> {
     const p = this.pod(name);
+    if (p.csiTarget !== undefined) {
+      await this.runc.delete(p.container);
+      await (await this.csiKubelet()).unpublish({ uid: p.id, namespace: p.namespace, name: p.name });
+      await unlink(join(this.podsDir, p.file)).catch(() => undefined);
+      this.pods.delete(name);
+      return;
+    }
     await unlink(join(this.podsDir, p.file)).catch(() => undefined);
     await this.runc.delete(p.container);
     this.pods.delete(name);
@@ -321,11 +415,12 @@ export class LocalNode {
         String(AGENT_UID),
         "--agent-gid",
         String(AGENT_GID),
+        ...(this.csiSocket !== undefined ? ["--csi-socket", this.csiSocket, "--node-id", "local"] : []),
         ...this.mounterArgs,
         ...extra,
       ],
       logFile: join(this.work, `mounter-${this.mounterStarts}.log`),
-      bidirectional: [this.root],
+      bidirectional: this.kubeletDir !== undefined ? [this.root, this.kubeletDir] : [this.root],
     });
     await waitForLine(this.mounter, '"mounter started"', "mounter");
     return this.mounter;
@@ -420,10 +515,14 @@ export class LocalNode {
         errors.push(e);
       }
     };
+    this.kubelet?.close();
     await step(() => this.agent?.stop(5000) ?? Promise.resolve());
     await step(() => this.mounter?.stop(5000) ?? Promise.resolve());
     await step(() => this.runc.deleteAll());
+    // The kubelet's targets first: they hold copies of the pods' mounts.
+    if (this.kubeletDir !== undefined) await step(() => unmountTree(this.kubeletDir!));
     await step(() => unmountTree(this.root));
+    await step(() => this.kubeletShared?.undo() ?? Promise.resolve());
     await step(() => this.shared.undo());
     await step(() => this.s3.stop());
     // removeWorkDir refuses while anything is still mounted: rm -r through a FUSE mount deletes objects.

@@ -21,8 +21,10 @@
  * namespace and in its peers (the host's kubelet directory), and leaves the root alone.
  *
  * The pod's directory itself, with its FUSE mounts, belongs to the agent: it tears them down when
- * the pod is deleted (and its garbage collection removes what is left of a pod that is gone), in
- * whatever order the kubelet unpublishes.
+ * the pod object is gone, which in a cluster comes after the kubelet unpublished the volume. When the
+ * pod went first (a forced deletion), the agent's removal of the directory is refused while it is
+ * published (see `isPublished`), and unpublishing removes it instead, once it is empty and published
+ * nowhere else. A directory that still holds mounts is never touched here.
  */
 import { closeSync } from "node:fs";
 import { lstat, mkdir, readFile, rmdir } from "node:fs/promises";
@@ -31,7 +33,7 @@ import { AppError, isAppError } from "../../../shared/errors.js";
 import type { Logger } from "../../../shared/logger.js";
 import { podDir, podsDir } from "../../../shared/names.js";
 import { run } from "../../mount/exec.js";
-import { openMountPoint, stagingDir } from "../../mount/host.js";
+import { openMountPoint, removeEmptyDir, stagingDir } from "../../mount/host.js";
 import {
   findMount,
   mountContaining,
@@ -40,7 +42,13 @@ import {
   type MountInfo,
 } from "../../mount/mountinfo.js";
 import type { ProgramPaths } from "../../mount/mounters/programs.js";
-import { GRPC_CODE, type CsiError, type PublishRequest, type UnpublishRequest } from "./requests.js";
+import {
+  GRPC_CODE,
+  podUidOfTarget,
+  type CsiError,
+  type PublishRequest,
+  type UnpublishRequest,
+} from "./requests.js";
 
 /** A refusal or failure with its gRPC code, thrown by {@link CsiNode}. */
 export class CsiCallError extends Error implements CsiError {
@@ -250,7 +258,27 @@ export class CsiNode {
     }
     const was = this.published.get(target);
     this.published.delete(target);
-    log.info({ target, volumeId: req.volumeId, known: was !== undefined }, "unpublished");
+    const uid = podUidOfTarget(target);
+    const removed = uid !== undefined && (await this.removePodDirIfUnused(uid));
+    log.info(
+      { target, volumeId: req.volumeId, known: was !== undefined, podDirRemoved: removed },
+      "unpublished",
+    );
+  }
+
+  /**
+   * Removes `<root>/pods/<uid>` when it is empty and published nowhere: what is left of a pod
+   * whose object went before its volume was unpublished. rmdir never removes a directory with
+   * anything in it (the agent's mount points), nor a mount point.
+   */
+  private async removePodDirIfUnused(uid: string): Promise<boolean> {
+    if (await this.isPublished(uid)) return false;
+    try {
+      await removeEmptyDir(this.o.root, podDir(this.o.root, uid));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**

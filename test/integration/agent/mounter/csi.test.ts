@@ -179,6 +179,7 @@ describe("mounter CSI services (real mounter, grpc-js client)", function () {
       expect(existsSync(target)).to.equal(false);
       expect((await mounter!.mountinfo()).some((m) => m.mountPoint.startsWith(target))).to.equal(false);
       expect(await readFile(join(root, "pods", p.uid, "x", "hello.txt"), "utf8")).to.equal("hello\n");
+      expect(existsSync(join(root, "pods", p.uid)), "a directory with mounts stays").to.equal(true);
     });
 
     it("[ok] unpublishing twice", async () => {
@@ -192,21 +193,41 @@ describe("mounter CSI services (real mounter, grpc-js client)", function () {
       await kubelet.unpublish(pod("never"));
     });
 
-    it("[ok] unpublishing after the pod is gone (its mounts and directory removed first)", async () => {
+    it("[ok] unpublishing after the pod is gone: the agent's teardown, then the directory goes with the target", async () => {
       const p = pod("gone-0");
       const target = await kubelet.publish(p);
       const dir = join(root, "pods", p.uid);
       await mkdir(join(dir, "data"));
       await mustRun("mount", ["-t", "tmpfs", "-o", "size=1m", "bucket-data", join(dir, "data")]);
       expect((await mountsAt(target)).length).to.equal(2);
-      // The agent's pod deletion: unmount the buckets, remove the directory.
+      // The agent's pod deletion: unmount the bucket, remove its mount point, then ask the mounter
+      // to remove the pod's directory, which it refuses while the directory is published.
       await mustRun("umount", [join(dir, "data")]);
       await rmdir(join(dir, "data"));
-      await rmdir(dir);
+      const conn = await MounterConnection.connect(join(root, "run", "mounter.sock"));
+      try {
+        const refused = await conn.request({ op: "rmdir", podId: p.uid, path: [] }).then(
+          () => undefined,
+          (e: unknown) => (e as { code: string }).code,
+        );
+        expect(refused).to.equal("Conflict");
+      } finally {
+        conn.close();
+      }
       await kubelet.unpublish(p);
       expect(await mountsAt(target)).to.deep.equal([]);
       expect(existsSync(target)).to.equal(false);
+      expect(existsSync(dir), "the pod's directory").to.equal(false);
       expect(await mountsAt(join(root, "pods"))).to.deep.equal([]);
+    });
+
+    it("[ok] unpublishing after the pod's directory was removed already", async () => {
+      const p = pod("gone-1");
+      const target = await kubelet.publish(p);
+      await rmdir(join(root, "pods", p.uid));
+      await kubelet.unpublish(p);
+      expect(await mountsAt(target)).to.deep.equal([]);
+      expect(existsSync(target)).to.equal(false);
     });
 
     it("[ok] publishing again after an unpublish", async () => {
