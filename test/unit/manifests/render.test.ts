@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import { isDeepStrictEqual } from "node:util";
+import { join } from "node:path";
 import {
   CERT_MANAGER_OVERLAY_DIR,
   MANIFESTS_DIR,
@@ -20,11 +21,13 @@ const CLUSTER_SCOPED = new Set([
   "MutatingWebhookConfiguration",
   "ValidatingAdmissionPolicy",
   "ValidatingAdmissionPolicyBinding",
+  "CSIDriver",
 ]);
 
 const TREES = [
   ["manifests/", MANIFESTS_DIR],
   ["manifests/overlays/cert-manager/", CERT_MANAGER_OVERLAY_DIR],
+  ["manifests/overlays/csi/", join(MANIFESTS_DIR, "overlays/csi")],
 ] as const;
 
 describe("manifests", function () {
