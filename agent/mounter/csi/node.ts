@@ -178,7 +178,9 @@ export class CsiNode {
       throw new CsiCallError(GRPC_CODE.FAILED_PRECONDITION, `${target} exists and is not a directory`);
     const staging = `${stagingDir(root)}/csi.${req.podUid}`;
     await this.clearStaging(staging);
-    await mkdir(staging, { mode: 0o700 });
+    await mkdir(staging, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== "EEXIST") throw e;
+    });
     let moved = false;
     try {
       await host.mount(["--bind", dir, staging]);
