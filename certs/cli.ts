@@ -11,7 +11,6 @@
  * Every flag has an environment variable (`DV_` + the flag in upper snake case). List flags take
  * comma-separated values. Exit codes: 0 done, 1 failed, 2 usage (a bad or missing flag).
  */
-import { KubeConfig } from "@kubernetes/client-node";
 import { resolve } from "node:path";
 import {
   envName,
@@ -22,7 +21,7 @@ import {
   type OptionSpec,
   type RawOptions,
 } from "../shared/config.js";
-import { AppError, ConfigError, isAppError } from "../shared/errors.js";
+import { ConfigError, isAppError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { ensureServingSecret, patchCaBundle, type CertsApi } from "./bootstrap.js";
 import { publishCaConfigMap, type PublishCaOutcome } from "./ca-config-map.js";
@@ -35,7 +34,7 @@ import {
   generateServingCert,
   validateServingNames,
 } from "./generate.js";
-import { KubernetesCertsApi } from "./kube-client.js";
+import { defaultKubeApi } from "./kube-client.js";
 
 export interface CliDeps {
   readonly env: NodeJS.ProcessEnv;
@@ -275,18 +274,4 @@ function list(value: string | undefined): string[] {
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
-}
-
-function defaultKubeApi(): CertsApi {
-  const kc = new KubeConfig();
-  try {
-    kc.loadFromDefault();
-  } catch (e) {
-    throw new AppError(
-      "InvalidConfig",
-      `cannot load the Kubernetes client configuration (KUBECONFIG, ~/.kube/config, or the in-cluster service account): ${(e as Error).message}`,
-      { cause: e },
-    );
-  }
-  return new KubernetesCertsApi(kc);
 }

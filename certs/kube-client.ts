@@ -5,14 +5,14 @@
 import {
   AdmissionregistrationV1Api,
   CoreV1Api,
+  KubeConfig,
   PatchStrategy,
   setHeaderOptions,
-  type KubeConfig,
   type V1ConfigMap,
   type V1MutatingWebhookConfiguration,
   type V1Secret,
 } from "@kubernetes/client-node";
-import type { AppError } from "../shared/errors.js";
+import { AppError } from "../shared/errors.js";
 import { kubeError, kubeStatusCode as statusOf } from "../shared/kube-errors.js";
 import type { CertsApi, JsonPatchOperation } from "./bootstrap.js";
 
@@ -109,4 +109,22 @@ export class KubernetesCertsApi implements CertsApi {
   private error(e: unknown, doing: string): AppError {
     return kubeError(e, doing, this.server, REQUIRED_RBAC);
   }
+}
+
+/**
+ * A {@link KubernetesCertsApi} for the default configuration: KUBECONFIG, ~/.kube/config, or the
+ * in-cluster service account. Throws InvalidConfig, saying where it looked, when none loads.
+ */
+export function defaultKubeApi(): CertsApi {
+  const kc = new KubeConfig();
+  try {
+    kc.loadFromDefault();
+  } catch (e) {
+    throw new AppError(
+      "InvalidConfig",
+      `cannot load the Kubernetes client configuration (KUBECONFIG, ~/.kube/config, or the in-cluster service account): ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+  return new KubernetesCertsApi(kc);
 }

@@ -31,6 +31,7 @@ import {
   bundlesHold,
   bundlesVerify,
   decode,
+  MAX_ATTEMPTS,
   ensureServingSecret,
   isCode,
   issueServing,
@@ -87,7 +88,10 @@ export interface CertificateRenewalOptions {
 }
 
 export interface CheckResult {
-  /** What was done to the Secret. */
+  /**
+   * What was done to the Secret; `lost-race` when another replica changed it first and nothing was
+   * left to do after reading it again.
+   */
   readonly step: RotationStep["action"] | "created" | "regenerated" | "lost-race";
   /** Webhooks whose caBundle was patched. */
   readonly caBundlePatched: readonly string[];
@@ -113,44 +117,45 @@ export async function checkCertificates(
   const { namespace, secretName } = opts;
   const where = `Secret ${namespace}/${secretName}`;
   const log = opts.log;
-  let step: CheckResult["step"];
-  let content = readContent(await api.readSecret(namespace, secretName), opts);
-
-  if (content === undefined) {
-    const r = await ensureServingSecret(api, { ...certificateOptions(opts, now), secretName, log });
-    step = r.outcome === "created" ? "created" : "regenerated";
-    content = readContent(await api.readSecret(namespace, secretName), opts);
-    if (content === undefined)
+  let step: CheckResult["step"] | undefined;
+  let content: SecretContent | undefined;
+  let lostRace = false;
+  for (let attempt = 1; step === undefined; attempt++) {
+    if (attempt > MAX_ATTEMPTS)
       throw new AppError(
         "Conflict",
-        `${where} changed again while it was being written; checking again later`,
+        `${where} kept changing while it was being written (${MAX_ATTEMPTS} attempts); checking again later`,
       );
-  } else {
+    content = readContent(await api.readSecret(namespace, secretName), opts);
+    if (content === undefined) {
+      const r = await ensureServingSecret(api, { ...certificateOptions(opts, now), secretName, log });
+      step = r.outcome === "created" ? "created" : r.outcome === "renewed" ? "regenerated" : "lost-race";
+      content = readContent(await api.readSecret(namespace, secretName), opts);
+      if (content === undefined) step = undefined;
+      continue;
+    }
     const config = await readConfig(api, opts.webhookConfigName);
     const plan = planRotation(rotationState(content, config), policyOf(opts), now);
-    step = plan.action;
     const next = nextSecret(content, plan, opts, now);
-    if (next !== undefined) {
-      if (plan.action !== "none" && plan.action !== "wait")
-        log.info({ secret: where, action: plan.action, reason: plan.reason }, messageFor[plan.action]);
-      try {
-        content = readContent(await api.replaceSecret(namespace, secretName, next), opts) ?? content;
-      } catch (e) {
-        if (!isCode(e, "Conflict") && !isCode(e, "NotFound")) throw e;
-        log.info(
-          { secret: where },
-          "another replica changed the Secret first; deciding again at the next check",
-        );
-        return {
-          step: "lost-race",
-          caBundlePatched: [],
-          served: "unchanged",
-          notAfter: certValidity(content.bundle.certPem).notAfter,
-        };
-      }
-    } else if (plan.action === "wait")
-      log.debug({ secret: where, reason: plan.reason }, "CA rotation in progress");
+    if (next === undefined) {
+      if (plan.action === "wait")
+        log.debug({ secret: where, reason: plan.reason }, "CA rotation in progress");
+      step = lostRace ? "lost-race" : plan.action;
+      continue;
+    }
+    if (plan.action !== "none" && plan.action !== "wait")
+      log.info({ secret: where, action: plan.action, reason: plan.reason }, messageFor[plan.action]);
+    try {
+      content = readContent(await api.replaceSecret(namespace, secretName, next), opts) ?? content;
+      step = plan.action;
+    } catch (e) {
+      if (!isCode(e, "Conflict") && !isCode(e, "NotFound")) throw e;
+      // Another replica wrote first: decide again from what it wrote (it may have done the same step).
+      log.info({ secret: where }, "another replica changed the Secret first; reading it again");
+      lostRace = true;
+    }
   }
+  if (content === undefined) throw new AppError("Unavailable", `${where} could not be read`);
 
   const cas = [content.bundle.caPem, ...(content.nextCa ? [content.nextCa.certPem] : [])];
   const trust = await patchCaBundle(api, { webhookConfigName: opts.webhookConfigName, caPem: cas, now, log });

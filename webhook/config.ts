@@ -6,6 +6,7 @@ import type { KeyObject } from "node:crypto";
 import {
   LOG_LEVEL_OPTION,
   option,
+  parseBoolean,
   parseLogLevel,
   parseAbsolutePath,
   parseListen,
@@ -13,8 +14,10 @@ import {
   readOptions,
   readSigningKey,
   requireOption,
+  type RawOptions,
 } from "../shared/config.js";
-import { ConfigError } from "../shared/errors.js";
+import { validateServingNames } from "../certs/generate.js";
+import { ConfigError, isAppError } from "../shared/errors.js";
 import { DEFAULT_MOUNT_PATH, DEFAULT_ROOT } from "../shared/names.js";
 import { VOLUME_MODES, normalizeMountPath, type VolumeMode } from "./mutate.js";
 
@@ -45,7 +48,64 @@ export const WEBHOOK_OPTIONS = {
     "how long in-flight requests may take after SIGTERM",
     "10",
   ),
+  // In-cluster certificate renewal (certs/renewer.ts); off by default, for local mode.
+  renewCertificates: {
+    ...opt(
+      "renew-certificates",
+      "keep the serving certificate renewed in its Secret and the caBundle while running, and serve each renewal (needs the Kubernetes API)",
+    ),
+    boolean: true,
+  },
+  certificateSecret: opt(
+    "certificate-secret",
+    "with --renew-certificates: the kubernetes.io/tls Secret holding the serving certificate",
+    "dynamic-volumes-tls",
+  ),
+  certificateNamespace: opt(
+    "certificate-namespace",
+    "with --renew-certificates: namespace of that Secret and of the webhook's Service",
+    "dynamic-volumes",
+  ),
+  certificateService: opt(
+    "certificate-service",
+    "with --renew-certificates: the webhook's Service, whose names the certificate covers",
+    "dynamic-volumes-webhook",
+  ),
+  webhookConfig: opt(
+    "webhook-config",
+    "with --renew-certificates: the MutatingWebhookConfiguration whose caBundle is kept",
+    "dynamic-volumes",
+  ),
+  caConfigMap: opt(
+    "ca-config-map",
+    "with --renew-certificates: also publish the CA (no key) in this ConfigMap of the namespace, for dvctl",
+  ),
+  certificateExtraDns: opt(
+    "certificate-extra-dns",
+    "with --renew-certificates: more DNS SANs for renewed certificates, comma-separated",
+  ),
+  certificateExtraIp: opt(
+    "certificate-extra-ip",
+    "with --renew-certificates: IP SANs for renewed certificates, comma-separated",
+  ),
+  certificateCheckIntervalSeconds: opt(
+    "certificate-check-interval-seconds",
+    "with --renew-certificates: how often each replica checks the certificate (spread by ±20%)",
+    "600",
+  ),
 } as const;
+
+/** In-cluster certificate renewal (`--renew-certificates`), see certs/renewer.ts. */
+export interface CertificateRenewalConfig {
+  readonly secretName: string;
+  readonly namespace: string;
+  readonly service: string;
+  readonly webhookConfigName: string;
+  readonly caConfigMap: string | undefined;
+  readonly extraDnsNames: readonly string[];
+  readonly extraIps: readonly string[];
+  readonly checkIntervalMs: number;
+}
 
 export interface WebhookConfig {
   readonly listen: { host: string; port: number };
@@ -58,6 +118,8 @@ export interface WebhookConfig {
   readonly defaultMountPath: string;
   readonly logLevel: string;
   readonly shutdownGraceMs: number;
+  /** Undefined unless `--renew-certificates`. */
+  readonly certificateRenewal: CertificateRenewalConfig | undefined;
 }
 
 export function loadWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEnv): WebhookConfig {
@@ -83,7 +145,41 @@ export function loadWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEn
     logLevel,
     shutdownGraceMs:
       parsePositiveInt(o.shutdownGraceSeconds, requireOption(o.shutdownGraceSeconds, raw)) * 1000,
+    certificateRenewal: parseCertificateRenewal(raw),
   });
+}
+
+function parseCertificateRenewal(raw: RawOptions): CertificateRenewalConfig | undefined {
+  const o = WEBHOOK_OPTIONS;
+  if (!parseBoolean(o.renewCertificates, raw[o.renewCertificates.flag])) return undefined;
+  const list = (value: string | undefined): string[] =>
+    (value ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
+  const renewal = {
+    secretName: requireOption(o.certificateSecret, raw),
+    namespace: requireOption(o.certificateNamespace, raw),
+    service: requireOption(o.certificateService, raw),
+    webhookConfigName: requireOption(o.webhookConfig, raw),
+    caConfigMap: raw[o.caConfigMap.flag] || undefined,
+    extraDnsNames: Object.freeze(list(raw[o.certificateExtraDns.flag])),
+    extraIps: Object.freeze(list(raw[o.certificateExtraIp.flag])),
+    checkIntervalMs:
+      parsePositiveInt(
+        o.certificateCheckIntervalSeconds,
+        requireOption(o.certificateCheckIntervalSeconds, raw),
+      ) * 1000,
+  };
+  try {
+    validateServingNames(renewal);
+  } catch (e) {
+    throw new ConfigError(
+      `${isAppError(e) ? e.message : String(e)} (check --${o.certificateService.flag}, --${o.certificateNamespace.flag}, --${o.certificateExtraDns.flag}, --${o.certificateExtraIp.flag})`,
+      { cause: e },
+    );
+  }
+  return Object.freeze(renewal);
 }
 
 function parseVolumeMode(value: string): VolumeMode {

@@ -1,7 +1,10 @@
 /**
- * Webhook entry point: configuration, logger, app, HTTPS with certificate reload, and a graceful
- * shutdown on SIGTERM/SIGINT. Wiring only.
+ * Webhook entry point: configuration, logger, app, HTTPS with certificate reload, in-cluster
+ * certificate renewal when asked (`--renew-certificates`, certs/renewer.ts), and a graceful shutdown
+ * on SIGTERM/SIGINT. Wiring only.
  */
+import { defaultKubeApi } from "../certs/kube-client.js";
+import { startCertificateRenewal, type RenewalLoop } from "../certs/renewer.js";
 import { usage } from "../shared/config.js";
 import { isAppError } from "../shared/errors.js";
 import { startHttpsServer } from "../shared/https-server.js";
@@ -21,9 +24,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(
       "dynamic-volumes webhook: running as root; the shipped image runs it as a non-root user\n",
     );
-  const log = createLogger({ name: "dynamic-volumes-webhook", level: config.logLevel }).child({
-    component: "webhook",
-  });
+  const root = createLogger({ name: "dynamic-volumes-webhook", level: config.logLevel });
+  const log = root.child({ component: "webhook" });
   let ready = false;
   const metrics = createWebhookMetrics(new Registry().collectDefaults());
   const app = createWebhookApp({
@@ -46,6 +48,18 @@ async function main(argv: string[]): Promise<number> {
     log,
     onCertificate: (notAfter) => metrics.certificateExpiry.set(notAfter),
   });
+  let renewal: RenewalLoop | undefined;
+  if (config.certificateRenewal !== undefined) {
+    const r = config.certificateRenewal;
+    renewal = startCertificateRenewal(defaultKubeApi(), {
+      ...r,
+      intervalMs: r.checkIntervalMs,
+      certFile: config.tlsCertFile,
+      keyFile: config.tlsKeyFile,
+      reload: () => server.reload(),
+      log: root.child({ component: "certificates" }),
+    });
+  }
   ready = true;
   log.info(
     { host: config.listen.host, port: server.port, root: config.root, volumeMode: config.volumeMode },
@@ -56,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
     const stop = (signal: string): void => {
       ready = false;
       log.info({ signal }, "shutting down: draining in-flight requests");
-      void server.close(config.shutdownGraceMs).then(resolve);
+      void Promise.all([renewal?.stop(), server.close(config.shutdownGraceMs)]).then(() => resolve());
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
