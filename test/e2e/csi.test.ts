@@ -110,7 +110,32 @@ describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
     );
   });
 
-  it("5. container stop, NodeUnpublishVolume, pod deletion (the kubelet's order) leave no mount, client or directory", async () => {
+  it("5. the mounter killed with its clients and started again: the published target stays, and the remount reaches the container", async () => {
+    const p = node.pod("pod-a");
+    const alpha = join(p.hostDir, "alpha");
+    const old = (await node.clients()).get(alpha);
+    expect(old).to.be.a("number");
+    await node.killMounter();
+    await waitFor("the old client gone", async () => !alive(old!), 10_000);
+    expect(await mountPointsUnder(p.csiTarget!)).to.include(p.csiTarget);
+    await node.startMounter();
+    await waitFor(
+      "a new client for alpha",
+      async () => {
+        const pid = (await node.clients()).get(alpha);
+        return pid !== undefined && pid !== old;
+      },
+      60_000,
+    );
+    expect(
+      await waitFor("alpha readable again in pod-a", () => read("pod-a", "/datasets/alpha/hello.txt")),
+    ).to.equal("hello alpha\n");
+    // The restarted mounter still answers the kubelet for this pod.
+    const kubelet = await node.csiKubelet();
+    expect(await kubelet.publish({ uid: p.id, namespace: p.namespace, name: p.name })).to.equal(p.csiTarget);
+  });
+
+  it("6. container stop, NodeUnpublishVolume, pod deletion (the kubelet's order) leave no mount, client or directory", async () => {
     const p = node.pod("pod-a");
     const clients = [...(await node.clients()).entries()].filter(([mp]) => mp.startsWith(p.hostDir));
     expect(clients).to.have.length(1);
@@ -123,7 +148,7 @@ describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
     expect([...(await node.clients()).keys()].filter((mp) => mp.startsWith(p.hostDir))).to.deep.equal([]);
   });
 
-  it("6. out of order: the pod object goes first, then the kubelet unpublishes: still nothing left", async () => {
+  it("7. out of order: the pod object goes first, then the kubelet unpublishes: still nothing left", async () => {
     const p = await node.addPod({ namespace: "team-a", name: "pod-b", buckets: "alpha" });
     expect(await waitFor("alpha in pod-b", () => read("pod-b", "/datasets/alpha/hello.txt"))).to.equal(
       "hello alpha\n",
@@ -148,7 +173,7 @@ describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
     await waitFor("its client stopped", async () => pids.every((pid) => !alive(pid)));
   });
 
-  it("7. out of order: an unpublish before any publish succeeds", async () => {
+  it("8. out of order: an unpublish before any publish succeeds", async () => {
     await (
       await node.csiKubelet()
     ).unpublish({
