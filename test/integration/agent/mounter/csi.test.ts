@@ -240,6 +240,28 @@ describe("mounter CSI services (real mounter, grpc-js client)", function () {
     });
   });
 
+  describe("why the target is a slave of the root (negative control, no driver involved)", () => {
+    it("a plain bind of the pod's directory, lazily unmounted, takes the pod's mounts with it", async () => {
+      const uid = randomUUID();
+      const dir = join(root, "pods", uid);
+      const target = join(kubeletDir, "control", uid);
+      await mkdir(join(dir, "x"), { recursive: true });
+      await mkdir(target, { recursive: true });
+      await mustRun("mount", ["--bind", dir, target]);
+      try {
+        await mustRun("mount", ["-t", "tmpfs", "-o", "size=1m", "bucket-x", join(dir, "x")]);
+        expect(await mountsAt(target)).to.include(join(target, "x"));
+        await mustRun("umount", ["-l", target]);
+        expect(await mountsAt(dir), "the pod's own mount went with the target").to.deep.equal([]);
+      } finally {
+        await unmountTree(target, { includeSelf: true }).catch(() => undefined);
+        await unmountTree(dir).catch(() => undefined);
+        await rmdir(join(dir, "x")).catch(() => undefined);
+        await rmdir(dir).catch(() => undefined);
+      }
+    });
+  });
+
   describe("bad requests", () => {
     const p = pod("bad-0");
     const base = (): Record<string, unknown> => kubelet.publishRequest(p);
