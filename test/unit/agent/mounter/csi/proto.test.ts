@@ -77,13 +77,14 @@ describe("csi.proto", () => {
     ]);
   });
 
-  it("is copied by Dockerfile.agent to where the compiled server looks for it", () => {
+  it("is copied by Dockerfile.agent's build into dist, beside the compiled server, which the image copies", () => {
     const dockerfile = readFileSync(
       join(import.meta.dirname, "..", "..", "..", "..", "..", "Dockerfile.agent"),
       "utf8",
     );
     expect(dockerfile).to.match(
-      /^COPY --from=build \/src\/agent\/mounter\/csi\/csi\.proto \.\/dist\/agent\/mounter\/csi\/csi\.proto$/m,
+      /^RUN npx tsc -p tsconfig\.build\.json && cp agent\/mounter\/csi\/csi\.proto dist\/agent\/mounter\/csi\/csi\.proto /m,
     );
+    expect(dockerfile).to.match(/^COPY --from=build \/src\/dist \.\/dist$/m);
   });
 });
