@@ -4,6 +4,7 @@
  * mounts), the kubelet directories, and the webhook's configuration in CSI mode.
  */
 import type { V1Container, V1PodSpec } from "@kubernetes/client-node";
+import { Environment } from "@marcbachmann/cel-js";
 import { expect } from "chai";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -167,11 +168,14 @@ describe("manifests/overlays/csi/", function () {
     expect(config.nodeId).to.equal(FIELDS["spec.nodeName"]);
   });
 
-  it("changes nothing but the webhook Deployment and the mounter DaemonSet, and adds only the CSIDriver", () => {
+  it("changes nothing but the webhook Deployment and the mounter DaemonSet, and adds only the CSIDriver and its policy", () => {
     const before = new Map(base.map((o) => [objectId(o), o]));
     const after = new Map(objects.map((o) => [objectId(o), o]));
-    expect([...after.keys()].filter((id) => !before.has(id))).to.deep.equal([
+    expect([...after.keys()].filter((id) => !before.has(id)).sort()).to.deep.equal([
       `CSIDriver//${CSI_DRIVER_NAME}`,
+      "ValidatingAdmissionPolicy//dynamic-volumes-csi",
+      "ValidatingAdmissionPolicyBinding//dynamic-volumes-csi",
+      "ValidatingAdmissionPolicyBinding//dynamic-volumes-csi-kube-system",
     ]);
     expect([...before.keys()].filter((id) => !after.has(id))).to.deep.equal([]);
     const changed = [...before]
@@ -198,3 +202,76 @@ describe("manifests/overlays/csi/", function () {
 function specOf(o: KubeObject): Spec {
   return o.spec as Spec;
 }
+
+describe("manifests/overlays/csi/: the policy for namespaces the webhook does not see", function () {
+  this.timeout(60_000);
+  let objects: readonly KubeObject[];
+  before(() => {
+    objects = render(CSI_OVERLAY_DIR).objects;
+  });
+
+  // Kubernetes runs this CEL with cel-go; cel-js runs the same expressions here. The policy calls
+  // only size, lowerAscii, join and the macros has, filter and map (lowerAscii on ASCII input only:
+  // the API server has already validated the driver name as a DNS subdomain).
+  const env = new Environment({ unlistedVariablesAreDyn: true, homogeneousAggregateLiterals: false });
+  function decide(pod: Spec): { denied: boolean; message?: string } {
+    const spec = specOf(findObject(objects, "ValidatingAdmissionPolicy", "dynamic-volumes-csi")) as {
+      variables: Array<{ name: string; expression: string }>;
+      validations: Array<{ expression: string; messageExpression: string }>;
+    };
+    const variables: Record<string, unknown> = {};
+    const ctx = { object: pod, variables };
+    for (const v of spec.variables) variables[v.name] = env.evaluate(v.expression, ctx);
+    for (const v of spec.validations)
+      if (env.evaluate(v.expression, ctx) !== true)
+        return { denied: true, message: env.evaluate(v.messageExpression, ctx) as string };
+    return { denied: false };
+  }
+
+  const rows: Array<[string, Spec[] | undefined, RegExp | null]> = [
+    [
+      "[error] the webhook's own volume, copied",
+      [{ name: VOLUME_NAME, csi: { driver: CSI_DRIVER_NAME, readOnly: true } }],
+      /volume\(s\) "dynamic-volumes" use the CSI driver csi\.dynamic-volumes\.io/,
+    ],
+    [
+      "[error] a writable one under another name",
+      [{ name: "x", csi: { driver: CSI_DRIVER_NAME, readOnly: false } }],
+      /"x"/,
+    ],
+    ["[error] the driver in capitals", [{ name: "y", csi: { driver: "CSI.Dynamic-Volumes.IO" } }], /"y"/],
+    ["[ok] another CSI driver", [{ name: "s", csi: { driver: "secrets-store.csi.k8s.io" } }], null],
+    [
+      "[ok] ordinary volumes",
+      [
+        { name: "e", emptyDir: {} },
+        { name: "h", hostPath: { path: "/data" } },
+      ],
+      null,
+    ],
+    ["[ok] no volumes", undefined, null],
+  ];
+  for (const [label, volumes, message] of rows)
+    it(label, () => {
+      const pod = { spec: { containers: [{ name: "c", image: "i" }], ...(volumes ? { volumes } : {}) } };
+      const r = decide(pod);
+      expect(r.denied).to.equal(message !== null);
+      if (message)
+        expect(r.message)
+          .to.match(message)
+          .and.match(/dynamic-volumes\/injection=enabled/);
+    });
+
+  it("is bound where the hostPath policy is: every namespace without the label but our own, and kube-system", () => {
+    for (const [csi, hostPath] of [
+      ["dynamic-volumes-csi", "dynamic-volumes-hostpath"],
+      ["dynamic-volumes-csi-kube-system", "dynamic-volumes-hostpath-kube-system"],
+    ] as const) {
+      const a = specOf(findObject(objects, "ValidatingAdmissionPolicyBinding", csi));
+      const b = specOf(findObject(objects, "ValidatingAdmissionPolicyBinding", hostPath));
+      expect(a.policyName).to.equal("dynamic-volumes-csi");
+      expect(a.validationActions).to.deep.equal(["Deny"]);
+      expect(a.matchResources).to.deep.equal(b.matchResources);
+    }
+  });
+});
