@@ -244,13 +244,51 @@ describe("manifests match the code", function () {
       }
     });
 
-    it("holds no API token in the webhook container", () => {
+    it("gives the webhook container an API token only for its certificate renewal, read-only, from the projected volume", () => {
       expect(webhookPod.automountServiceAccountToken).to.equal(false);
+      expect(webhookContainer.args ?? []).to.include("--renew-certificates");
       expect(
         (webhookContainer.volumeMounts ?? []).filter((m) =>
           m.mountPath.startsWith("/var/run/secrets/kubernetes.io"),
         ),
-      ).to.deep.equal([]);
+      ).to.deep.equal([
+        {
+          name: "kube-api-access",
+          mountPath: "/var/run/secrets/kubernetes.io/serviceaccount",
+          readOnly: true,
+        },
+      ]);
+      // The renewal rewrites the files the webhook serves, in the in-memory emptyDir.
+      expect(mountOf(webhookContainer, "tls").readOnly ?? false).to.equal(false);
+    });
+
+    it("renews the certificate with the names, Secret, configuration and ConfigMap of the bootstrap", () => {
+      const env = envValues(webhookContainer, FIELDS);
+      const renewal = flags(
+        (webhookContainer.args ?? [])
+          .filter((a) => a !== "--renew-certificates")
+          .map((a) => expandVars(a, env)),
+      );
+      const initEnv = envValues(certsInit, FIELDS);
+      const [, ...rest] = certsInit.args ?? [];
+      const init = flags(rest.map((a) => expandVars(a, initEnv)));
+      expect({
+        secret: renewal.get("certificate-secret"),
+        namespace: env.DV_CERTIFICATE_NAMESPACE,
+        service: renewal.get("certificate-service"),
+        webhookConfig: renewal.get("webhook-config"),
+        caConfigMap: renewal.get("ca-config-map"),
+        extraDns: renewal.get("certificate-extra-dns"),
+        extraIp: renewal.get("certificate-extra-ip"),
+      }).to.deep.equal({
+        secret: init.get("secret-name"),
+        namespace: init.get("namespace"),
+        service: init.get("service"),
+        webhookConfig: init.get("webhook-config"),
+        caConfigMap: init.get("ca-config-map"),
+        extraDns: init.get("extra-dns"),
+        extraIp: init.get("extra-ip"),
+      });
     });
 
     it("sets only environment variables that webhook/config.ts reads", () => {
@@ -264,9 +302,14 @@ describe("manifests match the code", function () {
       const env = await loaderEnv(webhookContainer, join(dir, "webhook"), {
         DV_SIGNING_KEY_FILE: SIGNING_KEY_TEXT,
       });
-      const config = loadWebhookConfig(webhookContainer.args ?? [], env);
+      const config = loadWebhookConfig(
+        (webhookContainer.args ?? []).map((a) => expandVars(a, env)),
+        env,
+      );
       expect(config.root).to.equal(DEFAULT_ROOT);
       expect(config.defaultMountPath).to.equal(DEFAULT_MOUNT_PATH);
+      expect(config.certificateRenewal?.namespace).to.equal(NS);
+      expect(config.certificateRenewal?.checkIntervalMs).to.equal(600_000);
     });
 
     it("listens on the port it declares, which the Service and the probes target", async () => {
@@ -893,11 +936,20 @@ describe("manifests match the code", function () {
       certificate = findObject(overlay, "Certificate", "dynamic-volumes-webhook");
     });
 
-    it("takes the bootstrap out of the webhook, and the API token with it", () => {
+    it("takes the bootstrap and the webhook's own renewal out, and the API token with them", () => {
       const pod = podSpecOf(findObject(overlay, "Deployment", "dynamic-volumes-webhook"));
       expect(pod.initContainers).to.equal(undefined);
       expect(pod.automountServiceAccountToken).to.equal(false);
       expect((pod.volumes ?? []).map((v) => v.name).sort()).to.deep.equal(["signing-key", "tls"]);
+      const c = containerOf(pod, "webhook");
+      expect(c.args).to.equal(undefined);
+      expect((c.env ?? []).map((e) => e.name).filter((n) => n.startsWith("DV_CERTIFICATE"))).to.deep.equal(
+        [],
+      );
+      expect((c.volumeMounts ?? []).map((m) => [m.name, m.readOnly])).to.deep.equal([
+        ["tls", true],
+        ["signing-key", true],
+      ]);
     });
 
     it("mounts the Certificate's Secret where the webhook reads its files", () => {
@@ -910,12 +962,42 @@ describe("manifests match the code", function () {
       expect(files).to.deep.equal([env.DV_TLS_CERT_FILE, env.DV_TLS_KEY_FILE]);
     });
 
-    it("writes the Secret the agents read, issued by the self-signed Issuer next to it", () => {
+    it("writes the Secret the agents read, issued by a CA Issuer whose CA a self-signed Issuer issues", () => {
       expect((certificate.spec as Spec).secretName).to.equal(volumeOf(agentPod, "tls").secret?.secretName);
-      const ref = (certificate.spec as Spec).issuerRef as { name: string; kind: string };
-      const issuer = findObject(overlay, ref.kind, ref.name);
-      expect(issuer.metadata.namespace).to.equal(certificate.metadata.namespace);
-      expect(issuer.spec).to.deep.equal({ selfSigned: {} });
+      const issuerOf = (c: KubeObject): KubeObject => {
+        const ref = (c.spec as Spec).issuerRef as { name: string; kind: string; group: string };
+        expect(ref.group).to.equal("cert-manager.io");
+        const issuer = findObject(overlay, ref.kind, ref.name);
+        expect(issuer.metadata.namespace).to.equal(c.metadata.namespace);
+        return issuer;
+      };
+      // serving Certificate → CA Issuer → its Secret, written by the CA Certificate → self-signed Issuer.
+      const caIssuer = issuerOf(certificate);
+      const caSecret = ((caIssuer.spec as Spec).ca as { secretName: string } | undefined)?.secretName;
+      expect(caSecret, "the serving certificate's Issuer is a CA Issuer").to.be.a("string");
+      const caCertificates = overlay.filter(
+        (o) => o.kind === "Certificate" && (o.spec as Spec).secretName === caSecret,
+      );
+      expect(caCertificates).to.have.length(1);
+      const ca = caCertificates[0]!;
+      expect(issuerOf(ca).spec).to.deep.equal({ selfSigned: {} });
+      expect((ca.spec as Spec).isCA).to.equal(true);
+      expect(caSecret).to.not.equal((certificate.spec as Spec).secretName);
+    });
+
+    it("keeps the CA across renewals: its key is never rotated, and it outlives many serving certificates", () => {
+      const hours = (d: unknown): number => Number(/^(\d+)h$/.exec(String(d))![1]);
+      const ca = overlay.find((o) => o.kind === "Certificate" && (o.spec as Spec).isCA === true)!;
+      const caSpec = ca.spec as {
+        duration: string;
+        renewBefore: string;
+        privateKey: { rotationPolicy: string };
+      };
+      const serving = certificate.spec as { duration: string; renewBefore: string };
+      expect(caSpec.privateKey.rotationPolicy).to.equal("Never");
+      expect(hours(caSpec.duration)).to.be.at.least(5 * hours(serving.duration));
+      expect(hours(caSpec.renewBefore)).to.be.greaterThan(hours(serving.renewBefore));
+      expect(hours(serving.renewBefore)).to.be.lessThan(hours(serving.duration));
     });
 
     it("lets the CA injector fill the caBundle from that Certificate", () => {
@@ -953,7 +1035,9 @@ describe("manifests match the code", function () {
       ]);
       expect([...over.keys()].filter((id) => !base.has(id)).sort()).to.deep.equal([
         "Certificate/dynamic-volumes/dynamic-volumes-webhook",
+        "Certificate/dynamic-volumes/dynamic-volumes-webhook-ca",
         "Issuer/dynamic-volumes/dynamic-volumes-selfsigned",
+        "Issuer/dynamic-volumes/dynamic-volumes-webhook-ca",
       ]);
       const changed = [...over.keys()].filter(
         (id) => base.has(id) && JSON.stringify(base.get(id)) !== JSON.stringify(over.get(id)),

@@ -320,7 +320,8 @@ describe("RBAC", function () {
         structuredClone(findObject(objects, "MutatingWebhookConfiguration", "dynamic-volumes")),
       );
       await bootstrap(T0); // creates the Secret and sets the caBundle
-      await bootstrap(new Date(T0.getTime() + 400 * DAY)); // the certificate expired: renews both
+      await bootstrap(new Date(T0.getTime() + 400 * DAY)); // the certificate expired: renews it
+      await bootstrap(new Date(T0.getTime() + 3640 * DAY)); // the CA is within 30 days: renews both
     });
     after(async () => {
       await api?.close();
