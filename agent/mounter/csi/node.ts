@@ -206,6 +206,16 @@ export class CsiNode {
         `${target} does not receive the mounts of ${dir} (the root ${root} must be a shared mount, which the mounter makes it at start-up): nothing is published`,
       );
     }
+    // Shared: the target has peers, the host's view of the kubelet's directory among them. A
+    // kubelet directory held HostToContainer (a slave) would keep the bind in this namespace, and
+    // the container would get the empty directory under it.
+    if (m.sharedGroup === undefined) {
+      await host.umount(["-l", target]).catch(() => undefined);
+      throw new CsiCallError(
+        GRPC_CODE.INTERNAL,
+        `${target} does not propagate to the host: the mounter must hold the kubelet's directory with mountPropagation Bidirectional; nothing is published`,
+      );
+    }
     this.published.set(target, req.volumeId);
     log.info({ target, pod: `${req.podNamespace}/${req.podName}`, uid: req.podUid }, "published");
   }

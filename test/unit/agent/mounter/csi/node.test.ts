@@ -127,6 +127,14 @@ describe("CsiNode (fake host)", () => {
     expect(host.table.some((m) => m.mountPoint === target)).to.equal(false);
   });
 
+  it("[error] INTERNAL, and the target unmounted again, when the target would not reach the host (kubelet directory not Bidirectional)", async () => {
+    host.movedTag = "master:1";
+    const e = await node.publish(req).catch((err: unknown) => err as CsiCallError);
+    expect(e).to.include({ code: GRPC_CODE.INTERNAL });
+    expect((e as CsiCallError).message).to.match(/Bidirectional/);
+    expect(host.table.some((m) => m.mountPoint === target)).to.equal(false);
+  });
+
   it("unpublishes with a lazy unmount when the target has the buckets' copies below it", async () => {
     await node.publish(req);
     host.add("/", join(target, "alpha"), "master:4", "s3fs");
