@@ -12,6 +12,7 @@ import { applyAddOps, asPod, injectPod, parseManifest } from "../../../webhook/i
 import { mutatePod } from "../../../webhook/mutate.js";
 import { barePod, deploymentPod, sidecarPod, type Json } from "../../fixtures/pods.js";
 import { applyJsonPatch, validatePod } from "../../support/patch.js";
+import { injectedPod, podIdOf } from "../../../scripts/lib/pods.js";
 
 const KEY_TEXT = "inject-test-signing-key-0123456789\n";
 const key = Buffer.from(KEY_TEXT.trim());
@@ -396,4 +397,36 @@ describe("inject command", () => {
       expect(err).to.match(message);
       expect(out).to.equal("");
     });
+});
+
+describe("injectedPod (scripts/lib/pods.ts, the pods of local mode and the node-side tests)", () => {
+  it("[ok] hostPath mode by default: the signed hostPath, no uid, the id as the pod's directory", () => {
+    const pod = injectedPod(
+      { namespace: "team-a", name: "p", buckets: "b" },
+      { root: ROOT, signingKey: key },
+    );
+    const id = pod.metadata.annotations[ANNOTATIONS.id]!;
+    expect(pod.spec.volumes.find((v) => v.name === VOLUME_NAME)?.hostPath?.path).to.equal(
+      `${ROOT}/pods/${id}`,
+    );
+    expect(pod.metadata.uid).to.equal(undefined);
+    expect(podIdOf(pod)).to.equal(id);
+    validatePod(pod);
+  });
+
+  it("[ok] csi mode: the CSI volume, the uid the API server would give, the uid as the pod's directory", () => {
+    const uid = "0b4f6a52-2f5e-4a57-9d3c-5b1c2a4e8f10";
+    const pod = injectedPod({ namespace: "team-a", name: "p", uid }, { root: ROOT, volumeMode: "csi" });
+    expect(pod.spec.volumes).to.deep.equal([
+      { name: VOLUME_NAME, csi: { driver: CSI_DRIVER_NAME, readOnly: true } },
+    ]);
+    expect(pod.metadata.uid).to.equal(uid);
+    expect(pod.metadata.annotations).to.not.have.property(ANNOTATIONS.id);
+    expect(podIdOf(pod)).to.equal(uid);
+    validatePod(pod);
+    const other = injectedPod({ namespace: "team-a", name: "q" }, { root: ROOT, volumeMode: "csi" });
+    expect(other.metadata.uid)
+      .to.match(/^[0-9a-f-]{36}$/)
+      .and.not.equal(uid);
+  });
 });
