@@ -2,7 +2,9 @@
  * The agent end to end, for real: an S3 server on loopback, pods as runc containers whose volume
  * went through the webhook's patch, and the agent as its own process in a Bidirectional mount
  * namespace, running real s3fs and rclone. Every assertion about a pod is made from inside its
- * running container.
+ * running container. The same scenario runs in both volume modes: hostPath (the webhook's signed
+ * directory) and csi (the kubelet stand-in publishes `<root>/pods/<uid>` at its target, which the
+ * container binds).
  */
 import { expect } from "chai";
 import { fastAgentArgs } from "../support/harness.js";
@@ -41,8 +43,12 @@ async function staleMounts(root: string): Promise<string[]> {
   return stale;
 }
 
-for (const mounter of ["s3fs", "rclone"] as const) {
-  describe(`agent end to end with ${mounter}`, function () {
+const SCENARIOS = (["hostPath", "csi"] as const).flatMap((volumeMode) =>
+  (["s3fs", "rclone"] as const).map((mounter) => ({ volumeMode, mounter })),
+);
+
+for (const { volumeMode, mounter } of SCENARIOS) {
+  describe(`agent end to end with ${mounter}, ${volumeMode} mode`, function () {
     this.timeout(120_000);
     let node: LocalNode;
 
@@ -57,7 +63,8 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       if (process.getuid?.() !== 0)
         throw new Error("the end-to-end tests need root; run scripts/setup.sh and npm test as root");
       node = await LocalNode.start({
-        prefix: `dv-e2e-${mounter}-`,
+        prefix: `dv-e2e-${mounter}-${volumeMode}-`,
+        volumeMode,
         buckets: {
           alpha: { "hello.txt": "hello alpha\n", "sub/x.txt": "x\n" },
           beta: { "b.txt": "beta\n" },
@@ -184,29 +191,53 @@ for (const mounter of ["s3fs", "rclone"] as const) {
       expect(points.filter((p) => p.startsWith(node.pod("pod-a").hostDir))).to.have.length(3);
     });
 
-    it("6. forged or conflicting claims on another pod's directory are refused and the owner's mounts stay", async () => {
-      const owner = node.pod("pod-b");
-      const forged = structuredClone(owner.pod);
-      forged.metadata.namespace = "team-b";
-      forged.metadata.name = "thief";
-      forged.metadata.annotations[ANNOTATIONS.buckets] = "alpha";
-      await node.runPod("thief", forged);
-      await waitFor("thief refused", async () => (await state("thief", "alpha")) === "failed");
-      expect((await node.status("thief")).alpha?.error).to.match(/does not verify for namespace "team-b"/);
-      const twin = structuredClone(owner.pod);
-      twin.metadata.name = "twin";
-      twin.metadata.annotations[ANNOTATIONS.buckets] = "alpha";
-      await node.runPod("twin", twin);
-      await waitFor("twin refused", async () => (await state("twin", "alpha")) === "failed");
-      expect((await node.status("twin")).alpha?.error).to.match(/already claimed by pod team-a\/pod-b/);
-      // The thieves share the owner's directory through their container, but nothing new is mounted there.
-      expect((await node.exec("thief", ["ls", "/datasets"])).stdout.trim()).to.equal("beta");
-      await node.deletePod("thief");
-      await node.deletePod("twin");
-      await new Promise((r) => setTimeout(r, 1500));
-      expect(await read("pod-b", "/datasets/beta/b.txt")).to.equal("beta\n");
-      expect(await state("pod-b", "beta")).to.equal("mounted");
-    });
+    if (volumeMode === "hostPath")
+      it("6. forged or conflicting claims on another pod's directory are refused and the owner's mounts stay", async () => {
+        const owner = node.pod("pod-b");
+        const forged = structuredClone(owner.pod);
+        forged.metadata.namespace = "team-b";
+        forged.metadata.name = "thief";
+        forged.metadata.annotations[ANNOTATIONS.buckets] = "alpha";
+        await node.runPod("thief", forged);
+        await waitFor("thief refused", async () => (await state("thief", "alpha")) === "failed");
+        expect((await node.status("thief")).alpha?.error).to.match(/does not verify for namespace "team-b"/);
+        const twin = structuredClone(owner.pod);
+        twin.metadata.name = "twin";
+        twin.metadata.annotations[ANNOTATIONS.buckets] = "alpha";
+        await node.runPod("twin", twin);
+        await waitFor("twin refused", async () => (await state("twin", "alpha")) === "failed");
+        expect((await node.status("twin")).alpha?.error).to.match(/already claimed by pod team-a\/pod-b/);
+        // The thieves share the owner's directory through their container, but nothing new is mounted there.
+        expect((await node.exec("thief", ["ls", "/datasets"])).stdout.trim()).to.equal("beta");
+        await node.deletePod("thief");
+        await node.deletePod("twin");
+        await new Promise((r) => setTimeout(r, 1500));
+        expect(await read("pod-b", "/datasets/beta/b.txt")).to.equal("beta\n");
+        expect(await state("pod-b", "beta")).to.equal("mounted");
+      });
+    else
+      it("6. a copy of another pod in another namespace gets a directory of its own, keyed by its uid; the owner's mounts stay", async () => {
+        const owner = node.pod("pod-b");
+        // The API server gives every pod its own uid, and the kubelet publishes by it: a copied
+        // spec cannot name the owner's directory.
+        const copy = await node.addPod({ namespace: "team-b", name: "copy", buckets: "alpha" });
+        expect(copy.id).to.not.equal(owner.id);
+        expect(copy.hostDir).to.not.equal(owner.hostDir);
+        expect(await waitFor("alpha in copy", () => read("copy", "/datasets/alpha/hello.txt"))).to.equal(
+          "hello alpha\n",
+        );
+        expect((await node.exec("copy", ["ls", "/datasets"])).stdout.trim()).to.equal("alpha");
+        expect((await node.exec("pod-b", ["ls", "/datasets"])).stdout.trim()).to.equal("beta");
+        await node.deletePod("copy");
+        await waitFor("copy's directory gone", async () =>
+          stat(copy.hostDir).then(
+            () => false,
+            () => true,
+          ),
+        );
+        expect(await read("pod-b", "/datasets/beta/b.txt")).to.equal("beta\n");
+        expect(await state("pod-b", "beta")).to.equal("mounted");
+      });
 
     it("7. bad input fails with a clear status, mounts nothing elsewhere, and the agent keeps serving", async () => {
       await node.writeSecret("team-c", { endpoint: node.s3.endpoint, accessKeyID: "x" });
