@@ -1,12 +1,14 @@
 import type { V1ConfigMap, V1MutatingWebhookConfiguration, V1Secret } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { readFileSync, readdirSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCli } from "../../../certs/cli.js";
 import { certSubjectAltNames, serviceDnsNames } from "../../../certs/generate.js";
 import { KubernetesCertsApi } from "../../../certs/kube-client.js";
+import { checkCertificates } from "../../../certs/renewer.js";
+import { loadWebhookConfig } from "../../../webhook/config.js";
 import { AGENT_NAMESPACE, CA_CONFIG_MAP, CA_CONFIG_MAP_KEY } from "../../../dvctl/agent-names.js";
 import { createLogger } from "../../../shared/logger.js";
 import {
@@ -87,6 +89,45 @@ function rulesOf(
       });
   }
   return out;
+}
+
+/**
+ * Which of `requests` the rules deny (as kube-apiserver's RBAC authorizer would), and which rules no
+ * request used.
+ */
+function authorize(
+  requests: readonly { method: string; path: string; query: Readonly<Record<string, string>> }[],
+  rules: ReturnType<typeof rulesFor>,
+): { denied: string[]; unused: string[] } {
+  const usedRules = new Set<number>();
+  const denied: string[] = [];
+  for (const r of requests) {
+    const route = parseRoute(r.path);
+    if (route === undefined) throw new Error(`unexpected request ${r.method} ${r.path}`);
+    const verb =
+      r.method === "GET"
+        ? route.name !== undefined
+          ? "get"
+          : r.query.watch === "true"
+            ? "watch"
+            : "list"
+        : ({ POST: "create", PUT: "update", PATCH: "patch", DELETE: "delete" } as Record<string, string>)[
+            r.method
+          ]!;
+    const a: Attributes = {
+      verb,
+      group: groupOf(route.ref.apiPath),
+      resource: route.ref.resource + (route.subresource ? `/${route.subresource}` : ""),
+      namespace: route.ref.namespace,
+      // The name of a create is in the body, which the authorizer does not see.
+      name: verb === "create" ? undefined : route.name,
+    };
+    const i = rules.findIndex((x) => ruleAllows(x.rule, x.namespace, a));
+    if (i < 0) denied.push(`${r.method} ${r.path} (${JSON.stringify(a)})`);
+    else usedRules.add(i);
+  }
+  const unused = rules.filter((_, i) => !usedRules.has(i)).map((x) => `${x.from}: ${JSON.stringify(x.rule)}`);
+  return { denied, unused };
 }
 
 /** RBAC's matching: group, resource, verb, and resourceNames (which never match a nameless request such as create). */
@@ -329,38 +370,9 @@ describe("RBAC", function () {
     });
 
     it("makes only requests its service account's RBAC allows, and uses every right it has", () => {
-      const rules = rulesFor(objects, "dynamic-volumes-webhook");
-      const usedRules = new Set<number>();
-      const denied: string[] = [];
-      for (const r of api.requests) {
-        const route = parseRoute(r.path);
-        if (route === undefined) throw new Error(`unexpected request ${r.method} ${r.path}`);
-        const verb =
-          r.method === "GET"
-            ? route.name !== undefined
-              ? "get"
-              : r.query.watch === "true"
-                ? "watch"
-                : "list"
-            : ({ POST: "create", PUT: "update", PATCH: "patch", DELETE: "delete" } as Record<string, string>)[
-                r.method
-              ]!;
-        const a: Attributes = {
-          verb,
-          group: groupOf(route.ref.apiPath),
-          resource: route.ref.resource + (route.subresource ? `/${route.subresource}` : ""),
-          namespace: route.ref.namespace,
-          // The name of a create is in the body, which the authorizer does not see.
-          name: verb === "create" ? undefined : route.name,
-        };
-        const i = rules.findIndex((x) => ruleAllows(x.rule, x.namespace, a));
-        if (i < 0) denied.push(`${r.method} ${r.path} (${JSON.stringify(a)})`);
-        else usedRules.add(i);
-      }
+      const { denied, unused } = authorize(api.requests, rulesFor(objects, "dynamic-volumes-webhook"));
       expect(denied).to.deep.equal([]);
-      expect(
-        rules.filter((_, i) => !usedRules.has(i)).map((x) => `${x.from}: ${JSON.stringify(x.rule)}`),
-      ).to.deep.equal([]);
+      expect(unused).to.deep.equal([]);
       expect(new Set(api.requests.map((r) => r.method))).to.deep.equal(
         new Set(["GET", "POST", "PUT", "PATCH"]),
       );
@@ -421,5 +433,65 @@ describe("RBAC", function () {
       );
       expect(readdirSync(dir).sort()).to.deep.equal(["ca.crt", "tls.crt", "tls.key"]);
     });
+  });
+});
+
+describe("the webhook's certificate renewal, run with the webhook container's flags against a fake API server", () => {
+  let api: FakeKubeApiServer;
+  let dir: string;
+  let objects: readonly KubeObject[];
+  const MWCS = { apiPath: ADMISSIONREGISTRATION_V1, resource: "mutatingwebhookconfigurations" };
+  const T0 = new Date("2030-01-01T00:00:00Z");
+  const DAY = 24 * 60 * 60 * 1000;
+  const steps: string[] = [];
+
+  before(async function () {
+    this.timeout(60_000);
+    objects = render(MANIFESTS_DIR).objects;
+    dir = await mkdtemp(join(tmpdir(), "dv-manifests-renewal-"));
+    const c = containerOf(podSpecOf(findObject(objects, "Deployment", "dynamic-volumes-webhook")), "webhook");
+    const env = envValues(c, { "metadata.namespace": NS });
+    const keyFile = join(dir, "signing-key");
+    await writeFile(keyFile, "rbac-test-signing-key-0123456789");
+    const config = loadWebhookConfig(
+      (c.args ?? []).map((a) => expandVars(a, env)),
+      { ...env, DV_SIGNING_KEY_FILE: keyFile },
+    );
+    const renewal = config.certificateRenewal!;
+    expect(renewal, "the manifest turns the renewal on").to.not.equal(undefined);
+    api = await FakeKubeApiServer.start();
+    api.store.create(
+      MWCS,
+      structuredClone(findObject(objects, "MutatingWebhookConfiguration", "dynamic-volumes")),
+    );
+    const check = async (at: Date): Promise<void> => {
+      const r = await checkCertificates(new KubernetesCertsApi(api.kubeConfig()), {
+        ...renewal,
+        certFile: join(dir, "tls.crt"),
+        keyFile: join(dir, "tls.key"),
+        reload: () => false,
+        now: () => at,
+        log: createLogger({ name: "test", level: "silent" }),
+      });
+      steps.push(r.step);
+    };
+    await check(T0); // no Secret yet: created
+    await check(new Date(T0.getTime() + 340 * DAY)); // serving certificate due: renewed under the CA
+    await check(new Date(T0.getTime() + 3600 * DAY)); // the CA within 60 days: a new CA staged
+    await check(new Date(T0.getTime() + 3600 * DAY + 2 * 60 * 60 * 1000)); // an hour later: promoted
+  });
+  after(async () => {
+    await api?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("goes through creation, renewal under the same CA, and a CA rotation", () => {
+    expect(steps).to.deep.equal(["created", "renew-serving", "stage-ca", "promote-ca"]);
+  });
+
+  it("makes only requests the webhook's service account may make, and needs every right it has", () => {
+    const { denied, unused } = authorize(api.requests, rulesFor(objects, "dynamic-volumes-webhook"));
+    expect(denied).to.deep.equal([]);
+    expect(unused).to.deep.equal([]);
   });
 });
