@@ -11,6 +11,8 @@ import { LocalNode } from "./lib/local-node.js";
 import { PodLoop, readerScript } from "./lib/pod-loop.js";
 
 const MOUNTER = process.env.DV_DEMO_MOUNTER ?? "s3fs";
+/** `hostPath` (the default) or `csi`: README "Two modes". */
+const VOLUME_MODE = process.env.DV_DEMO_VOLUME_MODE ?? "hostPath";
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 let stepStart = performance.now();
 function step(title: string): void {
@@ -37,9 +39,12 @@ async function waitFor(what: string, probe: () => Promise<boolean>, timeoutMs = 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0)
     throw new Error("the demo needs root (FUSE, mount namespaces, runc); run it as root");
+  if (VOLUME_MODE !== "hostPath" && VOLUME_MODE !== "csi")
+    throw new Error(`DV_DEMO_VOLUME_MODE "${VOLUME_MODE}" is not one of hostPath, csi`);
   step("1. start a local S3 server with a seeded bucket");
   const node = await LocalNode.start({
     prefix: "dv-demo-",
+    volumeMode: VOLUME_MODE,
     buckets: {
       "imagenet-mini": {
         "README.txt": "a tiny dataset\n",
@@ -65,7 +70,11 @@ async function main(): Promise<void> {
 
     step("2. admit pod team-a/trainer through the webhook's patch, and start it as a runc container");
     const pod = await node.addPod({ namespace: "team-a", name: "trainer", mounter: MOUNTER });
-    done(`pod directory ${pod.hostDir} mounted read-only at /datasets (HostToContainer = rbind,rslave)`);
+    done(
+      pod.csiTarget === undefined
+        ? `pod directory ${pod.hostDir} mounted read-only at /datasets (HostToContainer = rbind,rslave)`
+        : `CSI mode: the kubelet stand-in published ${pod.hostDir} (the pod's uid) at ${pod.csiTarget}, mounted read-only at /datasets (HostToContainer = rbind,rslave)`,
+    );
     show(
       (await node.exec("trainer", ["sh", "-c", "grep ' /datasets ' /proc/self/mountinfo; ls -la /datasets"]))
         .stdout,
