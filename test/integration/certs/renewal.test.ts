@@ -316,6 +316,36 @@ describe("in-cluster certificate renewal while the webhook runs (certificates th
     ).to.deep.equal([]);
   });
 
+  it("serves a certificate from the Secret only once every caBundle verifies it", async () => {
+    const a = await startReplica();
+    const before = (await review(a.server.port, api)).served;
+    // Another writer replaces the Secret with a bundle of a new CA; the caBundle patch is "accepted"
+    // but lost (answered 200 without being applied), so the configuration does not trust that CA.
+    const secret = api.store.get(SECRETS, SECRET) as KubeObject & V1Secret;
+    api.store.update(SECRETS, SECRET, { ...secret, data: { ...secret.data, "tls.crt": "", "tls.key": "" } });
+    const warnings: string[] = [];
+    const log = createLogger(
+      { name: "test", level: "warn" },
+      { write: (l: string) => void warnings.push(l) },
+    );
+    api.inject({ method: "PATCH", path: /mutatingwebhookconfigurations/, status: 200, times: Infinity });
+    const r = await checkCertificates(certsApi, { ...renewalOptions(a.dir, () => a), log });
+    expect(r.step).to.equal("regenerated");
+    expect(r.served).to.equal("untrusted");
+    expect(warnings.join("")).to.match(/not yet verified by every caBundle; still serving the current one/);
+    const still = await review(a.server.port, api);
+    expect(still.ok, still.error).to.equal(true);
+    expect(still.served).to.equal(before);
+
+    // Once the patch goes through, the next check serves it.
+    api.clearInjections();
+    const next = await checkCertificates(certsApi, { ...renewalOptions(a.dir, () => a), log });
+    expect(next.served).to.equal("installed");
+    const after = await review(a.server.port, api);
+    expect(after.ok, after.error).to.equal(true);
+    expect(after.served).to.not.equal(before);
+  });
+
   it("[negative control] without renewal, reviews fail once the serving certificate expires", async () => {
     const a = await startReplica();
     const first = await review(a.server.port, api);
