@@ -16,22 +16,13 @@ import { LocalNode } from "../../scripts/lib/local-node.js";
 import { readMountinfo } from "../../scripts/lib/namespaces.js";
 import { CSI_DRIVER_NAME } from "../../shared/names.js";
 import { fastAgentArgs } from "../support/harness.js";
-import { waitFor as waitUntil } from "../support/processes.js";
+import { alive, waitFor as waitUntil } from "../support/processes.js";
 
 const waitFor = <T>(
   what: string,
   probe: () => Promise<T | undefined | false>,
   timeoutMs = 20000,
 ): Promise<T> => waitUntil(what, probe, timeoutMs, 25);
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
   this.timeout(120_000);
@@ -116,7 +107,7 @@ describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
     const old = (await node.clients()).get(alpha);
     expect(old).to.be.a("number");
     await node.killMounter();
-    await waitFor("the old client gone", async () => !alive(old!), 10_000);
+    await waitFor("the old client gone", async () => !(await alive(old!)), 10_000);
     expect(await mountPointsUnder(p.csiTarget!)).to.include(p.csiTarget);
     await node.startMounter();
     await waitFor(
@@ -144,7 +135,10 @@ describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
     expect(existsSync(p.csiTarget!), "the target").to.equal(false);
     await waitFor("pod-a's directory removed", async () => !existsSync(p.hostDir));
     expect(await mountPointsUnder(p.hostDir)).to.deep.equal([]);
-    await waitFor("its client stopped", async () => clients.every(([, pid]) => !alive(pid)));
+    await waitFor("its client stopped", async () => {
+      for (const [, pid] of clients) if (await alive(pid)) return false;
+      return true;
+    });
     expect([...(await node.clients()).keys()].filter((mp) => mp.startsWith(p.hostDir))).to.deep.equal([]);
   });
 
@@ -170,7 +164,10 @@ describe("CSI mode end to end (kubelet stand-in, runc, s3fs)", function () {
     expect(await mountPointsUnder(p.csiTarget!)).to.deep.equal([]);
     expect(existsSync(p.csiTarget!)).to.equal(false);
     expect(existsSync(p.hostDir), "the pod's directory").to.equal(false);
-    await waitFor("its client stopped", async () => pids.every((pid) => !alive(pid)));
+    await waitFor("its client stopped", async () => {
+      for (const pid of pids) if (await alive(pid)) return false;
+      return true;
+    });
   });
 
   it("8. out of order: an unpublish before any publish succeeds", async () => {
