@@ -385,7 +385,7 @@ export class FuseMounter {
     let failure: string | undefined;
     let ready: { readyMs: number; fsType: string } | undefined;
     try {
-      ready = await this.waitReady(mp, staging, target, cmd, client, started);
+      ready = await this.waitReady(mp, staging, target, cmd, client, started, req.listBeforePlacing === true);
     } catch (e) {
       failure = e instanceof Error ? e.message : String(e);
     } finally {
@@ -454,6 +454,7 @@ export class FuseMounter {
     cmd: MountCommand,
     client: ClientProcess,
     started: number,
+    listBeforePlacing: boolean,
   ): Promise<{ readyMs: number; fsType: string }> {
     const deadline = started + this.readyTimeoutMs;
     const exitedEarly = (): string | undefined => {
@@ -472,12 +473,21 @@ export class FuseMounter {
     // hundreds of mounts is a large string each time, and many mounts start at once.
     const unmounted = this.mountIdAt(stagingDir(this.root));
     let staged: MountInfo | undefined;
+    let settledMs: number | undefined;
     for (;;) {
       const early = exitedEarly();
       if (early !== undefined) throw new Error(`${early} before the mount was ready`);
       const now = this.mountIdAt(staging);
       const m = now !== undefined && now !== unmounted ? await this.mountAt(staging, 0) : undefined;
       if (m !== undefined && isFuse(m)) {
+        if (listBeforePlacing) {
+          const t = Date.now();
+          await this.settle(client);
+          settledMs = Date.now() - t;
+          stillAlive();
+          await this.listStaged(staging, deadline);
+          stillAlive();
+        }
         await this.place(m, staging, target, mp);
         staged = m;
         break;
@@ -489,7 +499,6 @@ export class FuseMounter {
     if (staged === undefined) throw new Error("the client's mount was not placed");
     let readdirFailures = 0;
     let lastReaddirError = "";
-    let settledMs: number | undefined;
     for (;;) {
       const early = exitedEarly();
       if (early !== undefined) throw new Error(`${early} before the mount was ready`);
@@ -576,6 +585,27 @@ export class FuseMounter {
       this.log?.warn({ staging, err: errnoOf(e) }, "cleanup of a staging directory");
     }
     await rmdir(staging).catch(() => undefined);
+  }
+
+  /**
+   * Lists the client's mount on its staging directory, where no pod sees it: failures and time
+   * limits as for the listing in place.
+   */
+  private async listStaged(staging: string, deadline: number): Promise<void> {
+    for (let failures = 1; ; failures++) {
+      try {
+        await withTimeout(readdir(staging), Math.max(deadline - Date.now(), 1), `readdir ${staging}`);
+        return;
+      } catch (e) {
+        if (!(e as NodeJS.ErrnoException).code) throw e;
+        const err = errnoOf(e);
+        if (err === "ETIMEDOUT")
+          throw new Error(`the mount did not answer a directory listing within ${this.readyTimeoutMs} ms`);
+        if (failures >= this.readdirAttempts)
+          throw new Error(`listing the mount failed with ${err}`, { cause: e });
+      }
+      await sleep(this.pollMs);
+    }
   }
 
   private async settle(client: ClientProcess): Promise<void> {

@@ -40,6 +40,8 @@ export interface MountOp {
   readonly options: Readonly<Record<string, MountOptionValue>>;
   readonly uid?: number;
   readonly gid?: number;
+  /** See `listBeforePlacing` in agent/mount/mounters/types.ts. */
+  readonly listBeforePlacing?: boolean;
 }
 
 /**
@@ -157,6 +159,7 @@ const FIELDS: Readonly<Record<MounterOp["op"], readonly string[]>> = {
     "options",
     "uid",
     "gid",
+    "listBeforePlacing",
   ],
   unmount: ["podId", "path"],
   rmdir: ["podId", "path"],
@@ -258,6 +261,8 @@ function parseOp(o: Record<string, unknown>): MounterOp {
       if (!(MOUNTERS as readonly string[]).includes(mounter))
         throw bad(`mounter ${describeValue(mounter)} is not one of ${MOUNTERS.join(", ")}`);
       if (typeof o.readOnly !== "boolean") throw bad("readOnly must be true or false");
+      if (o.listBeforePlacing !== undefined && typeof o.listBeforePlacing !== "boolean")
+        throw bad("listBeforePlacing must be true or false");
       return {
         op: "mount",
         podId: podId(o),
@@ -273,6 +278,7 @@ function parseOp(o: Record<string, unknown>): MounterOp {
         options: options(o),
         ...optionalId(o, "uid"),
         ...optionalId(o, "gid"),
+        ...(o.listBeforePlacing === true ? { listBeforePlacing: true } : {}),
       };
     }
     case "unmount":

@@ -48,6 +48,7 @@ export class MounterService {
             ...(req.uid !== undefined ? { uid: req.uid } : {}),
             ...(req.gid !== undefined ? { gid: req.gid } : {}),
             stateDir: records.stateDir(req.podId, req.name),
+            ...(req.listBeforePlacing === true ? { listBeforePlacing: true } : {}),
           },
           req.mounter,
           onStarted,

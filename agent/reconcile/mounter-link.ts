@@ -159,6 +159,7 @@ export class MounterLink implements MountEngine, ReconcilerRecords, GarbageFs {
           options: req.options,
           ...(req.uid !== undefined ? { uid: req.uid } : {}),
           ...(req.gid !== undefined ? { gid: req.gid } : {}),
+          ...(req.listBeforePlacing === true ? { listBeforePlacing: true } : {}),
         },
         onStarted,
       );

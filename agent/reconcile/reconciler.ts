@@ -516,6 +516,7 @@ export class Reconciler {
             credentials: { accessKeyID: creds.accessKeyID, secretAccessKey: creds.secretAccessKey },
             options: spec.options,
             stateDir: this.records.stateDir(id, spec.name),
+            listBeforePlacing: this.failures.has(fkey),
           },
           spec.mounter,
           onStarted,

@@ -8,6 +8,8 @@ import type { MounterName } from "../../shared/names.js";
 export class FakeEngine implements MountEngine {
   readonly mounted = new Map<string, { req: MountRequest; mounter: MounterName }>();
   readonly calls: string[] = [];
+  /** Every mount request, in order. */
+  readonly requests: MountRequest[] = [];
   readonly stale = new Set<string>();
   /** Mount points (or bucket names) whose next N mounts fail. */
   readonly failures = new Map<string, number>();
@@ -15,6 +17,7 @@ export class FakeEngine implements MountEngine {
   unmountDelayMs = 0;
 
   async mount(req: MountRequest, mounter: MounterName, onStarted?: () => void): Promise<void> {
+    this.requests.push(req);
     this.calls.push(
       `mount ${req.mountPoint} ${req.bucket}${req.prefix ? `/${req.prefix}` : ""}${req.readOnly ? ":ro" : ""}`,
     );

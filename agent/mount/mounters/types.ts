@@ -37,6 +37,13 @@ export interface MountRequest {
   readonly options: Readonly<Record<string, MountOptionValue>>;
   /** Agent-private directory for this mount (credential files, cache), under `<root>/agent`. */
   readonly stateDir: string;
+  /**
+   * List the mount on its staging directory before moving it into the pod, so that a mount that
+   * cannot list its bucket (wrong credentials, a missing bucket) never shows in the pod, even for a
+   * moment. Off by default: the pod then sees the bucket one listing sooner. The reconciler turns it
+   * on for an entry whose last attempt failed, so a retry of a broken entry cannot flicker.
+   */
+  readonly listBeforePlacing?: boolean;
 }
 
 /** A file the agent writes before starting the client. */

@@ -216,6 +216,36 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
         expect(await exists(req.stateDir), "state dir removed").to.equal(false);
       });
 
+      /** Mounts with wrong credentials, sampling the mount point's mount table meanwhile. */
+      async function sampledFailure(listBeforePlacing: boolean): Promise<{ e: Error; seen: number }> {
+        const req = request({
+          credentials: { accessKeyID: "WRONGKEY", secretAccessKey: "not-the-right-secret" },
+          listBeforePlacing,
+        });
+        let done = false;
+        let seen = 0;
+        const attempt = rejection(mounter.mount(req, m)).finally(() => (done = true));
+        while (!done) {
+          if (findMount(await mountinfo(), req.mountPoint) !== undefined) seen++;
+          await new Promise((r) => setTimeout(r, 1));
+        }
+        expect(findMount(await mountinfo(), req.mountPoint), "no mount left").to.equal(undefined);
+        return { e: (await attempt), seen };
+      }
+
+      it("with listBeforePlacing, a mount that cannot list its bucket never shows at the mount point", async () => {
+        const { e, seen } = await sampledFailure(true);
+        expect(e.message).to.match(/refused the credentials/);
+        expect(seen, "samples that found a mount at the mount point").to.equal(0);
+      });
+
+      if (m === "rclone")
+        it("without it, rclone's mount with wrong credentials is placed before its listing fails (the case listBeforePlacing is for)", async () => {
+          const { e, seen } = await sampledFailure(false);
+          expect(e.message).to.match(/refused the credentials/);
+          expect(seen, "samples that found a mount at the mount point").to.be.greaterThan(0);
+        });
+
       it("reports a client killed with -9 as stale, and unmounts the stale busy mount lazily", async () => {
         const req = request();
         const r = await mountOk(req, m);

@@ -240,8 +240,10 @@ describe("MounterLink (a real mounter socket, a fake service)", function () {
         expect(sent).to.not.include(word);
       // No uid or gid given, none sent.
       await l.mount(request(entry("data")), "rclone");
-      expect(service.ops[1]).to.not.have.any.keys("uid", "gid");
+      expect(service.ops[1]).to.not.have.any.keys("uid", "gid", "listBeforePlacing");
       expect(service.ops[1]).to.include({ mounter: "rclone" });
+      await l.mount({ ...request(entry("data")), listBeforePlacing: true }, "rclone");
+      expect(service.ops[2]).to.include({ listBeforePlacing: true });
     });
 
     it("[ok] onStarted is called before mount resolves", async () => {

@@ -202,6 +202,8 @@ describe("Reconciler (local pod source, fake mount engine)", () => {
     expect(status("trainer.json").a!.error).to.match(/does not exist/);
     await until("mounted after retries", () => status("trainer.json").a?.state === "mounted");
     expect(engine.calls.filter((c) => c.startsWith("mount")).length).to.equal(3);
+    // The retries of a failed entry list the mount before the pod can see it.
+    expect(engine.requests.map((r) => r.listBeforePlacing)).to.deep.equal([false, true, true]);
     // Two identical failures, one Event: retries do not repeat it.
     expect(events().filter((e) => e.reason === "MountFailed")).to.have.length(1);
     await rec.idle();

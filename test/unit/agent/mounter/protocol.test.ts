@@ -282,6 +282,13 @@ describe("parseRequest", () => {
   });
 
   describe("[error] types", () => {
+    it("listBeforePlacing is optional and a boolean", () => {
+      expect(parse({ ...MOUNT, listBeforePlacing: true })).to.include({ listBeforePlacing: true });
+      expect(parse({ ...MOUNT, listBeforePlacing: false })).to.not.have.property("listBeforePlacing");
+      for (const v of ["true", 1, null, {}])
+        badRequest({ ...MOUNT, listBeforePlacing: v }, /listBeforePlacing must be true or false/);
+    });
+
     it("readOnly must be a boolean", () => {
       badRequest({ ...MOUNT, readOnly: "true" }, /readOnly must be true or false/);
       badRequest({ ...MOUNT, readOnly: 1 }, /readOnly must be true or false/);
