@@ -230,7 +230,7 @@ describe("FuseMounter (real s3fs and rclone against s3rver)", function () {
           await new Promise((r) => setTimeout(r, 1));
         }
         expect(findMount(await mountinfo(), req.mountPoint), "no mount left").to.equal(undefined);
-        return { e: (await attempt), seen };
+        return { e: await attempt, seen };
       }
 
       it("with listBeforePlacing, a mount that cannot list its bucket never shows at the mount point", async () => {
